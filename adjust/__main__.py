@@ -1,0 +1,3 @@
+from adjust.cli import main
+
+main()

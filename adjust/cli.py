@@ -1,0 +1,187 @@
+"""The `adjust` command line: demo, train-base, generate.
+
+Run `adjust COMMAND --help` for the options and examples of each command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+EPILOGS = {
+    "demo": """examples:
+  adjust demo                      # every shipped model, K=1 vs parallel K=4
+  adjust demo --model tasks --K 8 --n 6""",
+    "train-base": """examples:
+  adjust train-base --testbed synthetic --out runs/synthetic
+  adjust train-base --testbed tasks --steps 6000 --out runs/tasks
+  adjust train-base --data my.jsonl --vocab-size 2048 --gen-length 64 --out runs/mine""",
+    "generate": """examples:
+  adjust generate --model synthetic --K 4 --n 8
+  adjust generate --model tasks --prompt "reverse : anna ben cleo =" --K 1 --temperature 0
+  adjust generate --model runs/mine --max-new-tokens 64 --K 2 --json""",
+}
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--K", type=int, default=4, help="tokens per base forward (1 = exact joint sampling)")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1.0)")
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--alg", default="entropy", help="entropy | confidence | margin | low_confidence | random")
+    p.add_argument("--alg-temp", type=float, default=None)
+    p.add_argument("--block-length", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="adjust", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    p = sub.add_parser("demo", help="generate from the shipped models: K=1 vs naive parallel", epilog=EPILOGS["demo"],
+                       formatter_class=fmt)
+    p.add_argument("--model", default=None, help="a shipped model name or a checkpoint folder (default: all shipped)")
+    p.add_argument("--K", type=int, default=4, help="tokens per forward for the parallel run (default 4)")
+    p.add_argument("--n", type=int, default=4, help="samples per method (default 4)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("train-base", help="train a small masked diffusion LM", epilog=EPILOGS["train-base"],
+                       formatter_class=fmt)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--testbed", choices=["synthetic", "tasks", "text"], help="a built-in testbed")
+    src.add_argument("--data", help="your own JSONL file: {text} | {prompt, completion} | {input_ids} records")
+    p.add_argument("--tokenizer", help="tokenizer.json to use with --data (default: train a BPE on the data)")
+    p.add_argument("--vocab-size", type=int, default=1024, help="BPE vocabulary when one is trained")
+    p.add_argument("--gen-length", type=int, default=None, help="completion length (default: the testbed's)")
+    p.add_argument("--out", required=True, help="output checkpoint folder")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--num-examples", type=int, default=50_000, help="training examples drawn from the testbed")
+    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--kv-heads", type=int, default=2)
+    p.add_argument("--mlp", type=int, default=384)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+    p = sub.add_parser("generate", help="generate from a model", epilog=EPILOGS["generate"], formatter_class=fmt)
+    p.add_argument("--model", required=True, help="a shipped model name or a checkpoint folder")
+    p.add_argument("--prompt", action="append", default=None, help="prompt text (repeat for a batch)")
+    p.add_argument("--n", type=int, default=4, help="unconditional samples when no --prompt is given")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: the model's training length")
+    p.add_argument("--json", action="store_true", help="print one JSON record per sample")
+    _add_sampling_args(p)
+    return parser
+
+
+def _gen_length(model, given: int | None) -> int:
+    if given is not None:
+        return given
+    n = model.config.extra.get("gen_length")
+    if n is None:
+        raise SystemExit("error: --max-new-tokens is required for this model (it records no gen_length)")
+    return int(n)
+
+
+def cmd_demo(args) -> None:
+    import adjust
+    from adjust.data.tokenizer import decode
+    from adjust.models.mdlm import ASSETS
+
+    names = [args.model] if args.model else sorted(d.name for d in ASSETS.iterdir() if (d / "config.json").is_file())
+    if not names:
+        raise SystemExit("error: no shipped models found in adjust/assets/models (see docs/training.md)")
+    for name in names:
+        model = adjust.MaskedDiffusionLM.from_pretrained(name)
+        tok = model.load_tokenizer()
+        gen = _gen_length(model, None)
+        prompts = _demo_prompts(model, args.n, args.seed)
+        print(f"\n=== {name}: {model.num_parameters() / 1e6:.2f}M params, {gen} tokens per sample ===")
+        for label, K in (("exact K=1", 1), (f"parallel K={args.K}", args.K)):
+            out = adjust.generate(model, prompts, K=K, max_new_tokens=gen, temperature=args.temperature,
+                                  seed=args.seed)
+            rate = out.tokens_generated / max(out.seconds, 1e-9)
+            print(f"-- {label}: {out.base_forwards} base forwards, {out.tokens_generated} tokens, {rate:,.0f} tokens/s")
+            for row in out.completions.tolist()[: args.n]:
+                print("   ", decode(tok, row) if tok is not None else row)
+
+
+def _demo_prompts(model, n: int, seed: int):
+    """Unconditional BOS prompts, or the testbed's own prompts when it has them."""
+    testbed = model.config.extra.get("testbed")
+    if testbed == "tasks":
+        from adjust.data import get_testbed
+
+        return [p.ids for p in get_testbed("tasks").prompts(n, seed=seed + 12345)]
+    bos = model.config.bos_token_id
+    return [[bos] for _ in range(n)]
+
+
+def cmd_train_base(args) -> None:
+    from adjust.data import get_testbed
+    from adjust.train.base import BaseTrainConfig, train_base
+
+    kw = {} if args.gen_length is None else {"gen_length": args.gen_length}
+    if args.data:
+        from adjust.data.jsonl import JsonlDataset
+        from adjust.data.tokenizer import load_tokenizer
+
+        tok = load_tokenizer(args.tokenizer) if args.tokenizer else None
+        testbed = JsonlDataset(args.data, tokenizer=tok, vocab_size=args.vocab_size, **kw)
+    else:
+        testbed = get_testbed(args.testbed, **kw)
+    model_config = {"hidden_size": args.hidden, "num_layers": args.layers, "num_heads": args.heads,
+                    "num_kv_heads": args.kv_heads, "head_dim": args.hidden // args.heads,
+                    "intermediate_size": args.mlp}
+    train = BaseTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                            num_examples=args.num_examples, eval_every=args.eval_every, threads=args.threads)
+    t0 = time.perf_counter()
+    model = train_base(testbed, args.out, model_config, train, provenance={"command": " ".join(sys.argv)})
+    print(f"saved {model.num_parameters() / 1e6:.2f}M-param model to {args.out} in {time.perf_counter() - t0:.0f}s")
+
+
+def cmd_generate(args) -> None:
+    import adjust
+    from adjust.data.tokenizer import decode, encode
+
+    model = adjust.MaskedDiffusionLM.from_pretrained(args.model)
+    tok = model.load_tokenizer()
+    bos = model.config.bos_token_id
+    if args.prompt:
+        if tok is None:
+            raise SystemExit(f"error: {args.model} has no tokenizer.json, so --prompt text cannot be encoded")
+        prompts = [[bos] + encode(tok, text) for text in args.prompt]
+    else:
+        prompts = [[bos] for _ in range(args.n)]
+    out = adjust.generate(model, prompts, K=args.K, max_new_tokens=_gen_length(model, args.max_new_tokens),
+                          temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, alg=args.alg,
+                          alg_temp=args.alg_temp, block_length=args.block_length, seed=args.seed)
+    for row in out.completions.tolist():
+        text = decode(tok, row) if tok is not None else None
+        if args.json:
+            print(json.dumps({"ids": row, "text": text, "K": args.K, "base_forwards": out.base_forwards}))
+        else:
+            print(text if text is not None else row)
+    if not args.json:
+        print(f"[{out.base_forwards} base forwards, {out.tokens_generated / max(out.seconds, 1e-9):,.0f} tokens/s]",
+              file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    handler = {"demo": cmd_demo, "train-base": cmd_train_base, "generate": cmd_generate}[args.command]
+    try:
+        handler(args)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

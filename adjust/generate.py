@@ -1,0 +1,303 @@
+"""The reference generation engine: exact (K=1), naive parallel and ADJUST sampling.
+
+One *base forward* gives hidden states h0 = f(x). Then
+
+- ``sampler=None`` (naive parallel): K positions are chosen by score from the
+  logits W·h0 and all K tokens are sampled from those same marginals;
+- ``sampler=g`` (ADJUST, the paper's Alg. 1): one position is chosen and sampled
+  from W·h0, then K−1 sampler passes h_{k+1} = g(h_k, x) each re-score the
+  remaining candidates with W·h_{k+1} and commit one more token;
+- ``K=1``: one token per base forward, i.e. exact sampling from the model's joint.
+
+Generation is semi-autoregressive when ``block_length`` is set: a masked position is
+a candidate once the current block reaches it (mask tokens inside the prompt are
+candidates from the first block on, which gives infilling). Every block takes
+ceil(masked / K) base forwards; the last step of a block may commit fewer than K.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from adjust.models.adapter import DiffusionLMAdapter, as_adapter
+from adjust.unmasking import ALGS, SamplingSettings, sample_tokens, select_positions
+
+BACKENDS = ("auto", "torch")
+
+
+@dataclass
+class StepRecord:
+    """What one pass committed: per row, the positions, tokens and their log q."""
+
+    base_forward: int  # index of the base forward this pass belongs to
+    pass_index: int  # 0 = scored from the base logits, k ≥ 1 = after k sampler passes
+    positions: list[list[int]]
+    tokens: list[list[int]]
+    logprobs: list[list[float]]
+
+
+@dataclass
+class GenerationOutput:
+    """Result of `generate`.
+
+    `sequences` [B, P + N] holds the (left-padded) prompt and the generated tokens;
+    `commit_pass` [B, P + N] the global pass index at which each position was
+    unmasked (-1 for positions that were never masked): the unmask order.
+    """
+
+    sequences: torch.Tensor
+    attention_mask: torch.Tensor
+    prompt_length: int
+    commit_pass: torch.Tensor
+    base_forwards: int
+    sampler_passes: int
+    seconds: float
+    history: list[StepRecord] | None = field(default=None, repr=False)
+
+    @property
+    def completions(self) -> torch.Tensor:
+        """The generated region [B, N] (after the prompt)."""
+        return self.sequences[:, self.prompt_length :]
+
+    @property
+    def tokens_generated(self) -> int:
+        return int((self.commit_pass >= 0).sum())
+
+
+def _as_prompt_batch(
+    input_ids, attention_mask, batch_size: int, adapter: DiffusionLMAdapter
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalise the prompt argument to a left-padded [B, P] id tensor and its mask."""
+    pad = adapter.pad_token_id if adapter.pad_token_id is not None else adapter.eos_token_id or 0
+    if input_ids is None:
+        if attention_mask is not None:
+            raise ValueError("attention_mask: given without input_ids")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int ≥ 1, got {batch_size!r}")
+        start = [adapter.bos_token_id] if adapter.bos_token_id is not None else []
+        ids = torch.tensor([start] * batch_size, dtype=torch.long).reshape(batch_size, len(start))
+        return ids, torch.ones_like(ids)
+    if isinstance(input_ids, (list, tuple)):
+        if len(input_ids) == 0:
+            raise ValueError("input_ids: empty batch")
+        rows = [list(r) for r in input_ids]
+        if not all(isinstance(t, int) and not isinstance(t, bool) for r in rows for t in r):
+            raise TypeError("input_ids: a list of prompts must hold lists of int token ids")
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
+        if attention_mask is not None:
+            raise ValueError("attention_mask: not accepted with a list of prompts (they are left-padded for you)")
+        return ids, mask
+    if not isinstance(input_ids, torch.Tensor):
+        raise TypeError(f"input_ids must be a LongTensor [B, P], a list of id lists or None, got {type(input_ids).__name__}")
+    if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool or input_ids.is_complex():
+        raise TypeError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
+    if input_ids.dim() == 1:
+        input_ids = input_ids[None]
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be [B, P], got shape {tuple(input_ids.shape)}")
+    if input_ids.shape[0] == 0:
+        raise ValueError("input_ids: empty batch")
+    ids = input_ids.long()
+    if attention_mask is None:
+        return ids, torch.ones_like(ids)
+    if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
+        shape = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask).__name__
+        raise ValueError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, got {shape}")
+    if attention_mask.dtype.is_floating_point and not torch.all((attention_mask == 0) | (attention_mask == 1)):
+        raise ValueError("attention_mask must hold only 0 and 1")
+    mask = attention_mask.long()
+    if ids.shape[1] and bool((mask.sum(-1) == 0).any()):
+        raise ValueError("attention_mask: a row has no real token (all zeros)")
+    return ids, mask
+
+
+def _validate_settings(K, temperature, top_p, top_k, alg, alg_temp, backend) -> None:
+    if not isinstance(K, int) or isinstance(K, bool) or K < 1:
+        raise ValueError(f"K (tokens per base forward) must be an int ≥ 1, got {K!r}")
+    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number ≥ 0, got {temperature!r}")
+    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+        raise ValueError(f"top_k must be an int ≥ 1 or None, got {top_k!r}")
+    if alg not in ALGS:
+        raise ValueError(f"alg must be one of {ALGS}, got {alg!r}")
+    if alg_temp is not None and (not isinstance(alg_temp, (int, float)) or not math.isfinite(alg_temp) or alg_temp < 0):
+        raise ValueError(f"alg_temp must be a finite number ≥ 0 or None, got {alg_temp!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+@torch.no_grad()
+def generate(
+    model,
+    input_ids: torch.Tensor | Sequence[Sequence[int]] | None = None,
+    *,
+    K: int = 1,
+    sampler=None,
+    max_new_tokens: int | None = None,
+    temperature: float = 1.0,
+    top_p: float | None = None,
+    top_k: int | None = None,
+    alg: str = "entropy",
+    alg_temp: float | None = None,
+    block_length: int | None = None,
+    attention_mask: torch.Tensor | None = None,
+    batch_size: int = 1,
+    seed: int | None = None,
+    return_history: bool = False,
+    progress: bool = False,
+    backend: str = "torch",
+) -> GenerationOutput:
+    """Generate with a masked diffusion LM, K tokens per base-model forward pass.
+
+    Args:
+        model: a `MaskedDiffusionLM`, or any model wrapped in a `DiffusionLMAdapter`.
+        input_ids: prompts: a LongTensor [B, P] (left-padded, with `attention_mask`),
+            a list of id lists of any lengths (left-padded for you), or None for
+            unconditional generation from BOS (`batch_size` rows). Mask tokens inside
+            the prompt are generated too (infilling).
+        K: tokens committed per base forward (1 = exact joint sampling).
+        sampler: an `AdjustSampler` for ADJUST; None = naive parallel sampling.
+        max_new_tokens: mask tokens appended after the prompt (may be 0 when the
+            prompt itself holds masks).
+        temperature, top_p, top_k: token sampling (Dream's order; T = 0 is greedy).
+        alg: position score, one of ``entropy, confidence, margin, low_confidence, random``.
+        alg_temp: > 0 samples positions from softmax(score / alg_temp) instead of top-K.
+        block_length: semi-autoregressive block size; must divide `max_new_tokens`.
+        seed: makes the run reproducible (same seed, same backend → same tokens).
+        return_history: record, for every pass, the committed positions, tokens and log q.
+        progress: show a progress bar over base forwards.
+        backend: "torch" (the reference; "auto" selects it until fast paths land).
+
+    Returns:
+        a `GenerationOutput` with the sequences, the unmask order and pass counts.
+    """
+    adapter = as_adapter(model)
+    _validate_settings(K, temperature, top_p, top_k, alg, alg_temp, backend)
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    prompt, prompt_mask = _as_prompt_batch(input_ids, attention_mask, batch_size, adapter)
+    if max_new_tokens is None:
+        max_new_tokens = 0 if bool((prompt == adapter.mask_token_id).any()) else None
+        if max_new_tokens is None:
+            raise ValueError("max_new_tokens must be given (≥ 1) when the prompt holds no mask tokens")
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int ≥ 0, got {max_new_tokens!r}")
+    real = prompt_mask.bool()
+    if prompt.numel() and bool(((prompt < 0) | (prompt >= adapter.vocab_size))[real].any()):
+        bad = prompt[real & ((prompt < 0) | (prompt >= adapter.vocab_size))][0].item()
+        raise ValueError(f"input_ids: token id {bad} is outside the vocabulary [0, {adapter.vocab_size})")
+    if max_new_tokens == 0 and not bool((prompt[real] == adapter.mask_token_id).any()):
+        raise ValueError("max_new_tokens is 0 and the prompt holds no mask tokens: nothing to generate")
+    if block_length is not None:
+        if not isinstance(block_length, int) or isinstance(block_length, bool) or block_length < 1:
+            raise ValueError(f"block_length must be an int ≥ 1 or None, got {block_length!r}")
+        if max_new_tokens % block_length:
+            raise ValueError(f"block_length ({block_length}) must divide max_new_tokens ({max_new_tokens})")
+    total = prompt.shape[1] + max_new_tokens
+    if adapter.max_seq_len is not None and total > adapter.max_seq_len:
+        raise ValueError(
+            f"prompt length {prompt.shape[1]} + max_new_tokens {max_new_tokens} = {total} exceeds "
+            f"the model's context ({adapter.max_seq_len})"
+        )
+    if sampler is not None:
+        sampler.check_compatible(adapter)
+
+    settings = SamplingSettings(temperature, top_p, top_k, alg, alg_temp)
+    device = adapter.device
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed if seed is not None else int(torch.seed() % (2**63)))
+
+    B, P = prompt.shape
+    x = torch.cat([prompt, torch.full((B, max_new_tokens), adapter.mask_token_id)], 1).to(device)
+    attn = torch.cat([prompt_mask, torch.ones(B, max_new_tokens, dtype=torch.long)], 1).to(device)
+    attn_arg = None if bool(attn.all()) else attn
+    is_masked = (x == adapter.mask_token_id) & attn.bool()
+    commit_pass = torch.full_like(x, -1)
+    positions = torch.arange(total, device=device)
+    block_ends = [total] if block_length is None else list(range(P + block_length, total + 1, block_length))
+    if not block_ends:  # infilling only, nothing appended
+        block_ends = [total]
+
+    steps_per_block = []
+    first = torch.zeros(B, dtype=torch.long, device=device)
+    for end in block_ends:
+        in_block = (is_masked & (positions < end)).sum(-1)
+        steps_per_block.append(math.ceil(int((in_block - first).max()) / K))
+        first = in_block
+    bar = tqdm(total=sum(steps_per_block), desc=f"generate K={K}", disable=not progress, unit="fwd")
+
+    history: list[StepRecord] | None = [] if return_history else None
+    base_forwards = sampler_passes = pass_counter = 0
+    t0 = time.perf_counter()
+    for end in block_ends:
+        while True:
+            candidates = (x == adapter.mask_token_id) & attn.bool() & (positions < end)
+            remaining = candidates.sum(-1)
+            if not bool(remaining.any()):
+                break
+            n_row = remaining.clamp(max=K)
+            h = adapter.hidden(x, attn_arg)
+            base_forwards += 1
+            bar.update(1)
+            per_pass = [n_row] if sampler is None else [(n_row > k).long() for k in range(K)]
+            for k, n in enumerate(per_pass):
+                if k > 0:
+                    if not bool(n.any()):
+                        break
+                    h = sampler(h, x, adapter, attn_arg)
+                    sampler_passes += 1
+                cand = candidates & (x == adapter.mask_token_id)
+                logits = adapter.logits(h[cand])
+                if not bool(torch.isfinite(logits).all()):
+                    raise FloatingPointError(
+                        f"the {'sampler' if k else 'base model'} produced NaN/Inf logits at base forward "
+                        f"{base_forwards}: refusing to sample from them"
+                    )
+                tokens, scores, logq = sample_tokens(logits, settings, adapter.mask_token_id, generator)
+                full_scores = torch.zeros(x.shape, dtype=torch.float32, device=device)
+                full_scores[cand] = scores
+                proposal = x.clone()
+                proposal[cand] = tokens
+                commit = select_positions(full_scores, cand, n, alg_temp, generator)
+                x = torch.where(commit, proposal, x)
+                commit_pass[commit] = pass_counter
+                pass_counter += 1
+                if history is not None:
+                    full_logq = torch.zeros(x.shape, dtype=torch.float32, device=device)
+                    full_logq[cand] = logq
+                    history.append(_record(base_forwards - 1, k, commit, x, full_logq))
+    bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return GenerationOutput(
+        sequences=x,
+        attention_mask=attn,
+        prompt_length=P,
+        commit_pass=commit_pass,
+        base_forwards=base_forwards,
+        sampler_passes=sampler_passes,
+        seconds=time.perf_counter() - t0,
+        history=history,
+    )
+
+
+def _record(base_forward: int, k: int, commit: torch.Tensor, x: torch.Tensor, logq: torch.Tensor) -> StepRecord:
+    pos = [row.nonzero().flatten().tolist() for row in commit.cpu()]
+    xs, lq = x.cpu(), logq.cpu()
+    return StepRecord(
+        base_forward=base_forward,
+        pass_index=k,
+        positions=pos,
+        tokens=[xs[b, p].tolist() for b, p in enumerate(pos)],
+        logprobs=[lq[b, p].tolist() for b, p in enumerate(pos)],
+    )

@@ -1,0 +1,201 @@
+"""`MaskedDiffusionLM`: the package's own small masked diffusion language model.
+
+A Llama/Qwen2-style **bidirectional** transformer trained with the masked-diffusion
+objective (LLaDA/MDLM): draw t ~ U(0, 1], mask each target token with probability t,
+and minimise the cross-entropy on masked tokens weighted by 1/t.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from adjust.models.layers import DecoderLayer, LayerConfig, RMSNorm, position_ids_from_mask, rope_cos_sin
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+TOKENIZER_NAME = "tokenizer.json"
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models"
+
+
+@dataclass
+class MDLMConfig:
+    vocab_size: int
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: int = 32
+    intermediate_size: int = 384
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    qkv_bias: bool = False
+    max_seq_len: int = 256
+    mask_token_id: int = 3
+    bos_token_id: int = 1
+    eos_token_id: int = 2
+    pad_token_id: int = 0
+    name: str = "mdlm"
+    tokenizer_fingerprint: str | None = None
+    extra: dict = field(default_factory=dict)  # provenance: testbed, training command, ...
+
+    @property
+    def layer_config(self) -> LayerConfig:
+        return LayerConfig(
+            hidden_size=self.hidden_size,
+            num_heads=self.num_heads,
+            num_kv_heads=self.num_kv_heads,
+            head_dim=self.head_dim,
+            intermediate_size=self.intermediate_size,
+            rms_norm_eps=self.rms_norm_eps,
+            rope_theta=self.rope_theta,
+            qkv_bias=self.qkv_bias,
+        )
+
+
+def resolve_checkpoint(name_or_path: str | Path) -> Path:
+    """A folder path, or the name of a model shipped in `adjust/assets/models/`."""
+    p = Path(name_or_path)
+    if (p / CONFIG_NAME).is_file():
+        return p
+    shipped = ASSETS / str(name_or_path)
+    if (shipped / CONFIG_NAME).is_file():
+        return shipped
+    known = sorted(d.name for d in ASSETS.iterdir() if (d / CONFIG_NAME).is_file()) if ASSETS.is_dir() else []
+    raise FileNotFoundError(
+        f"no checkpoint at {str(name_or_path)!r}: expected a folder with {CONFIG_NAME} and "
+        f"{WEIGHTS_NAME}, or a shipped model name ({', '.join(known) or 'none shipped'})"
+    )
+
+
+class MaskedDiffusionLM(nn.Module):
+    """Bidirectional transformer LM with a masked-diffusion training loss."""
+
+    def __init__(self, config: MDLMConfig):
+        super().__init__()
+        self.config = config
+        lc = config.layer_config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(lc) for _ in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            # Unit-scale embeddings: tiny models stall with std 0.02 (DESIGN §6).
+            nn.init.normal_(m.weight, std=1.0)
+
+    def hidden(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Final post-norm hidden states [B, L, d]; `hidden[:, i] @ W.T` predicts token i."""
+        if position_ids is None:
+            if attention_mask is None:
+                position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+            else:
+                position_ids = position_ids_from_mask(attention_mask)
+        x = self.embed_tokens(input_ids)
+        cos, sin = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, x.dtype)
+        key_mask = None if attention_mask is None else attention_mask.bool()
+        for layer in self.layers:
+            x = layer(x, cos, sin, key_mask)
+        return self.norm(x)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits [B, L, V]."""
+        return self.lm_head(self.hidden(input_ids, attention_mask, position_ids))
+
+    def diffusion_loss(
+        self,
+        input_ids: torch.Tensor,
+        loss_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        eps: float = 1e-3,
+    ) -> torch.Tensor:
+        """Masked-diffusion loss (LLaDA eq. 3): E_t[ 1/t · Σ_masked CE ] / #target tokens.
+
+        `loss_mask` marks the positions that may be masked (the completion); the
+        prompt stays visible, as in LLaDA's SFT.
+        """
+        B, L = input_ids.shape
+        dev = input_ids.device
+        t = torch.rand(B, 1, device=dev, generator=generator) * (1 - eps) + eps
+        noise = torch.rand(B, L, device=dev, generator=generator)
+        masked = (noise < t) & loss_mask.bool()
+        noisy = torch.where(masked, torch.full_like(input_ids, self.config.mask_token_id), input_ids)
+        logits = self(noisy, attention_mask)
+        ce = F.cross_entropy(logits[masked].float(), input_ids[masked], reduction="none")
+        weights = (1.0 / t).expand(B, L)[masked]
+        return (ce * weights).sum() / loss_mask.sum().clamp(min=1)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save_pretrained(self, path: str | Path, tokenizer=None) -> Path:
+        """Write config.json + model.safetensors (+ tokenizer.json) atomically enough for a folder."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if tokenizer is not None:
+            from adjust.data.tokenizer import save_tokenizer, tokenizer_fingerprint
+
+            self.config.tokenizer_fingerprint = tokenizer_fingerprint(tokenizer)
+            save_tokenizer(tokenizer, path / TOKENIZER_NAME)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        tmp = path / (WEIGHTS_NAME + ".tmp")
+        save_file(state, str(tmp))
+        tmp.replace(path / WEIGHTS_NAME)
+        cfg = {"architecture": "MaskedDiffusionLM", **asdict(self.config)}
+        (path / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+    ) -> "MaskedDiffusionLM":
+        """Load a folder written by `save_pretrained`, or a shipped model by name."""
+        path = resolve_checkpoint(name_or_path)
+        raw = json.loads((path / CONFIG_NAME).read_text())
+        arch = raw.pop("architecture", None)
+        if arch != "MaskedDiffusionLM":
+            raise ValueError(f"{path / CONFIG_NAME}: architecture {arch!r} is not a MaskedDiffusionLM")
+        model = cls(MDLMConfig(**raw))
+        wfile = path / WEIGHTS_NAME
+        if not wfile.is_file():
+            raise FileNotFoundError(f"missing weights file {wfile}")
+        try:
+            state = load_file(str(wfile))
+        except Exception as e:  # safetensors raises its own error types for truncated files
+            raise ValueError(f"cannot read weights {wfile}: {e}") from e
+        model.load_state_dict(state)
+        model.checkpoint_path = path
+        return model.to(device=device, dtype=dtype).eval()
+
+    def load_tokenizer(self):
+        """The tokenizer saved beside the checkpoint (None if there is none)."""
+        from adjust.data.tokenizer import load_tokenizer
+
+        path = getattr(self, "checkpoint_path", None)
+        if path is None or not (path / TOKENIZER_NAME).is_file():
+            return None
+        return load_tokenizer(path / TOKENIZER_NAME)

@@ -1,0 +1,1 @@
+"""Training: base models (masked-diffusion loss) and, later, ADJUST samplers."""

@@ -1,0 +1,121 @@
+"""Unmasking rules and token sampling: the pure-PyTorch specification.
+
+Follows Dream's `sample_tokens` order exactly: logits / temperature (T = 0 means
+greedy), then top-p, then top-k, then an fp32 softmax; a token is sampled at every
+candidate position and each position gets a score (higher = unmask first):
+
+- ``entropy``        Σ p log p (negative entropy; Dream's default in the paper)
+- ``confidence``     p of the sampled token (Dream ``maskgit_plus``)
+- ``margin``         top-1 p − top-2 p (Dream ``topk_margin``)
+- ``low_confidence`` softmax of the *untempered* logits at the sampled token (LLaDA)
+- ``random``         uniform random score (LLaDA ``random`` remasking)
+
+Positions are then chosen by score: the top-n, or, with ``alg_temp > 0``, n draws
+without replacement from softmax(score / alg_temp) (Dream), done here with the
+equivalent Gumbel-top-n trick. The mask token is never sampled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+ALGS = ("entropy", "confidence", "margin", "low_confidence", "random")
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Token-sampling and position-selection settings of one generation."""
+
+    temperature: float = 1.0
+    top_p: float | None = None
+    top_k: int | None = None
+    alg: str = "entropy"
+    alg_temp: float | None = None
+
+
+def filter_logits(logits: torch.Tensor, s: SamplingSettings, mask_token_id: int | None) -> torch.Tensor:
+    """fp32 logits of the sampling distribution: /T, top-p, top-k (Dream's order); mask id removed."""
+    z = logits.float()
+    if mask_token_id is not None:
+        z = z.clone()
+        z[..., mask_token_id] = float("-inf")
+    if s.temperature > 0:
+        z = z / s.temperature
+    if s.top_p is not None and s.top_p < 1:
+        sorted_z, order = torch.sort(z, dim=-1, descending=True)
+        cum = torch.cumsum(F.softmax(sorted_z, dim=-1), dim=-1)
+        drop = cum > s.top_p
+        # Shift right: keep the token that crosses the threshold (Dream's top_p_logits).
+        drop[..., 1:] = drop[..., :-1].clone()
+        drop[..., 0] = False
+        z = z.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
+    if s.top_k is not None:
+        k = min(s.top_k, z.shape[-1])
+        kth = torch.topk(z, k, dim=-1).values[..., -1:]
+        z = z.masked_fill(z < kth, float("-inf"))
+    return z
+
+
+def sample_tokens(
+    logits: torch.Tensor,
+    s: SamplingSettings,
+    mask_token_id: int | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample a token per row of `logits` [N, V] and score the row.
+
+    Returns (tokens int64 [N], scores fp32 [N], logprobs fp32 [N]) where `logprobs`
+    is log q(token) under the distribution the token was drawn from (at T = 0 the
+    greedy choice has log-prob 0 by convention: it is deterministic).
+    """
+    z = filter_logits(logits, s, mask_token_id)
+    probs = F.softmax(z, dim=-1)
+    if s.temperature > 0:
+        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        logprobs = torch.log_softmax(z, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
+    else:
+        tokens = probs.argmax(dim=-1)
+        logprobs = torch.zeros(tokens.shape, dtype=torch.float32, device=logits.device)
+    p_tok = probs.gather(-1, tokens[:, None]).squeeze(-1)
+    if s.alg == "entropy":
+        scores = torch.special.xlogy(probs, probs).sum(-1)
+    elif s.alg == "confidence":
+        scores = p_tok
+    elif s.alg == "margin":
+        top2 = torch.topk(probs, min(2, probs.shape[-1]), dim=-1).values
+        scores = top2[:, 0] - (top2[:, 1] if top2.shape[1] > 1 else 0.0)
+    elif s.alg == "low_confidence":
+        raw = logits.float().clone()
+        if mask_token_id is not None:
+            raw[..., mask_token_id] = float("-inf")
+        scores = F.softmax(raw, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
+    elif s.alg == "random":
+        scores = torch.rand(tokens.shape, generator=generator, device=logits.device)
+    else:
+        raise ValueError(f"alg must be one of {ALGS}, got {s.alg!r}")
+    return tokens, scores.float(), logprobs
+
+
+def select_positions(
+    scores: torch.Tensor,
+    candidates: torch.Tensor,
+    n: torch.Tensor,
+    alg_temp: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Choose `n[b]` candidate positions per row by score; returns a bool mask [B, L].
+
+    `scores` [B, L] is read only where `candidates` is true; n[b] ≤ candidates[b].sum().
+    Ties go to the lower position (stable sort), so every backend picks the same set.
+    """
+    keys = scores.float()
+    if alg_temp:
+        u = torch.rand(keys.shape, generator=generator, device=keys.device).clamp_(min=1e-20)
+        keys = keys / alg_temp - torch.log(-torch.log(u))
+    keys = keys.masked_fill(~candidates, float("-inf"))
+    order = torch.sort(keys, dim=-1, descending=True, stable=True).indices
+    take = torch.arange(keys.shape[1], device=keys.device)[None, :] < n[:, None]
+    return torch.zeros_like(candidates).scatter(1, order, take)

@@ -1,0 +1,26 @@
+import os
+
+import pytest
+import torch
+
+# Two CPU cores in CI: keep torch from oversubscribing them.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def tiny_mdlm(vocab_size: int = 8, seed: int = 0, sharpen: float = 1.0, **kw):
+    """A randomly initialised tiny MaskedDiffusionLM; `sharpen` scales the LM head (peakier, more correlated)."""
+    from adjust import MaskedDiffusionLM, MDLMConfig
+
+    torch.manual_seed(seed)
+    cfg = dict(vocab_size=vocab_size, hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=16,
+               intermediate_size=64, max_seq_len=64)
+    cfg.update(kw)
+    model = MaskedDiffusionLM(MDLMConfig(**cfg)).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(sharpen)
+    return model
+
+
+@pytest.fixture
+def tiny_model():
+    return tiny_mdlm()
