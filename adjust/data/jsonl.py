@@ -1,0 +1,193 @@
+"""User data from a JSON Lines file (testbed for any path ending in ``.jsonl``).
+
+Each non-blank line is one JSON object in one of four forms (other keys are ignored):
+
+=======================================  =============================================
+``{"text": str}``                        unconditional text, cut into ``gen_length``-token
+                                         examples (the last one EOS-padded)
+``{"prompt": str, "completion": str}``   one conditional example; the completion is cut
+                                         or EOS-padded to ``gen_length``
+``{"input_ids": [int]}``                 like ``text``, already tokenized
+``{"prompt_ids": [int],``                like ``prompt``/``completion``, already tokenized
+``"completion_ids": [int]}``
+=======================================  =============================================
+
+Text records need a tokenizer: the one given, or else a byte-level BPE trained on
+all the file's texts. Token ids are checked against the tokenizer's vocabulary (or
+``vocab_size`` when there is no tokenizer); the mask token may appear in prompts
+(infilling) but not in targets. A file that mixes id records and text records
+needs an explicit tokenizer. Every problem is reported as :class:`JsonlDataError`
+naming the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from adjust.data.testbed import Example, Prompt, StableRandom, eos_pad
+from adjust.data.tokenizer import MASK_ID, encode, load_tokenizer, train_bpe
+
+_SCHEMAS: dict[str, tuple[str, ...]] = {
+    "text": ("text",),
+    "pair": ("prompt", "completion"),
+    "ids": ("input_ids",),
+    "pair_ids": ("prompt_ids", "completion_ids"),
+}
+_DEFAULT_BPE_VOCAB = 1024
+
+
+class JsonlDataError(ValueError):
+    """A malformed JSONL dataset; the message names the file and line."""
+
+
+class JsonlDataset:
+    """Testbed over a user's JSONL file (see the module docstring for the record forms).
+
+    Args:
+        path: the ``.jsonl`` file.
+        tokenizer: a tokenizer or the path of one; ``None`` trains a BPE on the
+            file's texts (or, for a file of token ids only, leaves ``tokenizer`` None).
+        gen_length: target tokens per example.
+        vocab_size: size of the BPE trained when no tokenizer is given (default
+            1024); for id-only files without a tokenizer, the bound ids must be under.
+
+    ``examples(n, seed)`` draws from the file's examples in random order, reshuffling
+    after each pass; ``prompts(n, seed)`` does the same over the conditional records
+    (``meta`` has the ``line`` and the ``reference`` completion ids), or gives empty
+    BOS-only prompts when the file has none. ``score()`` returns ``{}``.
+    """
+
+    name = "jsonl"
+
+    def __init__(
+        self,
+        path: str | Path,
+        tokenizer: Tokenizer | str | Path | None = None,
+        gen_length: int = 32,
+        vocab_size: int | None = None,
+    ) -> None:
+        if gen_length < 1:
+            raise ValueError(f"gen_length must be positive, got {gen_length}")
+        self.path = Path(path)
+        self.gen_length = gen_length
+        records = self._read()
+        kinds = {kind for _, kind, _ in records}
+        if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
+            tokenizer = load_tokenizer(tokenizer)
+        if tokenizer is None and kinds & {"text", "pair"}:
+            if kinds & {"ids", "pair_ids"}:
+                raise JsonlDataError(
+                    f"{self.path}: mixes text and token-id records; pass the tokenizer the ids belong to"
+                )
+            texts = [rec[k] for _, kind, rec in records for k in _SCHEMAS[kind]]
+            tokenizer = train_bpe(texts, vocab_size or _DEFAULT_BPE_VOCAB)
+        self.tokenizer = tokenizer
+        self._id_bound = tokenizer.get_vocab_size() if tokenizer is not None else vocab_size
+
+        self._examples: list[Example] = []
+        self._prompts: list[Prompt] = []
+        for line, kind, rec in records:
+            if kind in ("text", "ids"):
+                if kind == "ids":
+                    ids = self._ids(line, rec, "input_ids", target=True)
+                else:
+                    ids = self._encode(line, rec["text"])
+                    if not ids:
+                        raise JsonlDataError(f"{self.path}:{line}: 'text' encodes to no tokens")
+                for start in range(0, len(ids), gen_length):
+                    chunk = eos_pad(ids[start : start + gen_length], gen_length)
+                    self._examples.append(Example(prompt=[], completion=chunk))
+            else:
+                if kind == "pair_ids":
+                    prompt = self._ids(line, rec, "prompt_ids", target=False)
+                    completion = self._ids(line, rec, "completion_ids", target=True)
+                else:
+                    prompt, completion = self._encode(line, rec["prompt"]), self._encode(line, rec["completion"])
+                completion = eos_pad(completion, gen_length)
+                self._examples.append(Example(prompt=prompt, completion=completion))
+                self._prompts.append(Prompt(ids=prompt, meta={"line": line, "reference": completion}))
+
+    def _read(self) -> list[tuple[int, str, dict[str, Any]]]:
+        """(line number, record kind, record) for every non-blank line, validated."""
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no JSONL file at {self.path}")
+        records = []
+        with self.path.open(encoding="utf-8") as f:
+            for line, raw in enumerate(f, start=1):
+                if not raw.strip():
+                    continue
+                where = f"{self.path}:{line}"
+                try:
+                    rec = json.loads(raw)
+                except json.JSONDecodeError as err:
+                    raise JsonlDataError(f"{where}: invalid JSON ({err.msg} at column {err.colno})") from None
+                if not isinstance(rec, dict):
+                    raise JsonlDataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+                kinds = [k for k, keys in _SCHEMAS.items() if all(key in rec for key in keys)]
+                if len(kinds) != 1:
+                    forms = " or ".join("{" + ", ".join(map(repr, keys)) + "}" for keys in _SCHEMAS.values())
+                    found = "several forms at once" if kinds else f"keys {sorted(rec)}"
+                    raise JsonlDataError(f"{where}: expected exactly one record form of {forms}; found {found}")
+                kind = kinds[0]
+                for key in _SCHEMAS[kind] if kind in ("text", "pair") else ():
+                    if not isinstance(rec[key], str):
+                        raise JsonlDataError(f"{where}: {key!r} must be a string, got {type(rec[key]).__name__}")
+                if kind == "text" and not rec["text"]:
+                    raise JsonlDataError(f"{where}: 'text' is empty")
+                records.append((line, kind, rec))
+        if not records:
+            raise JsonlDataError(f"{self.path}: the file has no records")
+        return records
+
+    def _encode(self, line: int, text: str) -> list[int]:
+        assert self.tokenizer is not None  # text records always have one by now
+        try:
+            return encode(self.tokenizer, text)
+        except ValueError as err:  # out-of-vocabulary words with a word-level tokenizer
+            raise JsonlDataError(f"{self.path}:{line}: {err}") from None
+
+    def _ids(self, line: int, rec: dict[str, Any], key: str, target: bool) -> list[int]:
+        """The validated token-id list ``rec[key]``."""
+        where = f"{self.path}:{line}: {key!r}"
+        ids = rec[key]
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise JsonlDataError(f"{where} must be a list of integers")
+        if key == "input_ids" and not ids:
+            raise JsonlDataError(f"{where} is empty")
+        bad = [i for i in ids if i < 0 or (self._id_bound is not None and i >= self._id_bound)]
+        if bad:
+            bound = f"[0, {self._id_bound})" if self._id_bound is not None else "non-negative"
+            raise JsonlDataError(f"{where} has ids out of range {bound}: {bad[:5]}")
+        if target and MASK_ID in ids:
+            raise JsonlDataError(f"{where} contains the mask token id {MASK_ID}, which cannot be a target")
+        return ids
+
+    def __len__(self) -> int:
+        """Number of training examples in the file (after chunking)."""
+        return len(self._examples)
+
+    def examples(self, n: int, seed: int) -> list[Example]:
+        """``n`` of the file's examples, in random order, reshuffled after each pass."""
+        return _draw(self._examples, n, seed)
+
+    def prompts(self, n: int, seed: int) -> list[Prompt]:
+        """``n`` of the file's prompts (or BOS-only prompts if it has none)."""
+        if not self._prompts:
+            return [Prompt(ids=[], meta={"testbed": self.name}) for _ in range(n)]
+        return _draw(self._prompts, n, seed)
+
+    def score(self, prompt: Prompt, completion: list[int]) -> dict[str, float]:
+        """No metric for arbitrary user data: returns ``{}``."""
+        return {}
+
+
+def _draw(pool: list, n: int, seed: int) -> list:
+    rng = StableRandom(seed)
+    out: list = []
+    while len(out) < n:
+        out += rng.shuffled(pool)
+    return out[:n]

@@ -1,0 +1,136 @@
+"""User JSONL data: the four record forms, chunking, padding and error messages."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from adjust.data import (
+    EOS_ID,
+    MASK_ID,
+    JsonlDataError,
+    JsonlDataset,
+    decode,
+    encode,
+    get_testbed,
+    save_tokenizer,
+    testbed,
+    word_tokenizer,
+)
+
+WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "Q:", "A:"]
+
+
+def write(path: Path, records: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+@pytest.fixture
+def words_tok():
+    return word_tokenizer(WORDS)
+
+
+def test_text_records_are_chunked_and_bpe_trained(tmp_path):
+    texts = ["The quick brown fox jumps over the lazy dog. " * 6, "A short line."]
+    ds = JsonlDataset(write(tmp_path / "t.jsonl", [{"text": t, "id": i} for i, t in enumerate(texts)]), gen_length=16)
+    assert ds.tokenizer is not None and ds.tokenizer.get_vocab_size() <= 1024
+    chunks = ds.examples(len(ds), seed=0)
+    assert all(e.prompt == [] and len(e.completion) == 16 for e in chunks)
+    ids0 = encode(ds.tokenizer, texts[0])
+    assert len(ds) == -(-len(ids0) // 16) + 1
+    # in file order, the chunks concatenate back to the texts
+    ordered = ds._examples
+    joined = [i for e in ordered[:-1] for i in e.completion if i != EOS_ID]
+    assert decode(ds.tokenizer, joined) == texts[0]
+    assert decode(ds.tokenizer, ordered[-1].completion) == texts[1]
+    assert ordered[-1].completion[-1] == EOS_ID
+    assert ds.prompts(3, seed=0)[0].ids == []  # no conditional records: BOS-only prompts
+
+
+def test_prompt_completion_records(tmp_path, words_tok):
+    recs = [
+        {"prompt": "Q: the cat", "completion": "A: sat on the mat"},
+        {"prompt": "Q: a dog", "completion": "A: the dog ran on the mat the cat sat"},
+    ]
+    ds = JsonlDataset(write(tmp_path / "p.jsonl", recs), tokenizer=words_tok, gen_length=6)
+    e0, e1 = ds._examples
+    assert e0.prompt == encode(words_tok, "Q: the cat")
+    assert e0.completion == encode(words_tok, "A: sat on the mat") + [EOS_ID]
+    assert e1.completion == encode(words_tok, "A: the dog ran on the")  # truncated, no EOS
+    prompts = ds.prompts(4, seed=1)
+    assert sorted(p.meta["line"] for p in prompts) == [1, 1, 2, 2]  # every record once per pass
+    assert all(p.meta["reference"] == ds._examples[p.meta["line"] - 1].completion for p in prompts)
+    assert ds.score(prompts[0], e0.completion) == {}
+
+
+def test_token_id_records(tmp_path, words_tok):
+    recs = [{"input_ids": list(range(4, 14))}, {"prompt_ids": [4, MASK_ID, 5], "completion_ids": [6, 7]}]
+    ds = JsonlDataset(write(tmp_path / "i.jsonl", recs), tokenizer=words_tok, gen_length=4)
+    assert [e.completion for e in ds._examples] == [
+        [4, 5, 6, 7],
+        [8, 9, 10, 11],
+        [12, 13, EOS_ID, EOS_ID],
+        [6, 7, EOS_ID, EOS_ID],
+    ]
+    assert ds._examples[-1].prompt == [4, MASK_ID, 5]  # masks in a prompt are allowed (infilling)
+    # without a tokenizer: ids are checked against vocab_size when given
+    ids_only = JsonlDataset(write(tmp_path / "j.jsonl", recs), gen_length=4)
+    assert ids_only.tokenizer is None and len(ids_only) == 4
+    with pytest.raises(JsonlDataError, match=r"j\.jsonl:1: 'input_ids' has ids out of range \[0, 10\)"):
+        JsonlDataset(tmp_path / "j.jsonl", gen_length=4, vocab_size=10)
+
+
+def test_examples_draw_cycles_deterministically(tmp_path):
+    ds = JsonlDataset(write(tmp_path / "c.jsonl", [{"input_ids": [4 + i]} for i in range(5)]), gen_length=2)
+    ex = ds.examples(12, seed=3)
+    assert ex == ds.examples(12, seed=3)
+    assert sorted(e.completion[0] for e in ex[:5]) == [4, 5, 6, 7, 8]  # a full pass before repeats
+    assert sorted(e.completion[0] for e in ex[5:10]) == [4, 5, 6, 7, 8]
+    assert [e.completion for e in ex] != [e.completion for e in ds.examples(12, seed=4)]
+
+
+def test_get_testbed_resolves_jsonl_paths(tmp_path, words_tok):
+    path = write(tmp_path / "g.jsonl", [{"text": "the cat sat"}])
+    tok_file = save_tokenizer(words_tok, tmp_path / "tok")
+    ds = get_testbed(str(path), tokenizer=tok_file, gen_length=5)
+    assert isinstance(ds, JsonlDataset) and isinstance(ds, testbed.Testbed)
+    assert ds.examples(1, seed=0)[0].completion == encode(words_tok, "the cat sat") + [EOS_ID, EOS_ID]
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        ([], r"e\.jsonl: the file has no records"),
+        (["", "   "], r"e\.jsonl: the file has no records"),
+        ([{"text": "the cat"}, '{"text": "the'], r"e\.jsonl:2: invalid JSON"),
+        (["[1, 2]"], r"e\.jsonl:1: expected a JSON object, got list"),
+        ([{"text": "the"}, {"prompt": "the"}], r"e\.jsonl:2: expected exactly one record form .*keys \['prompt'\]"),
+        ([{"text": "the", "input_ids": [4]}], r"e\.jsonl:1: .*several forms at once"),
+        ([{"text": 3}], r"e\.jsonl:1: 'text' must be a string, got int"),
+        ([{"text": ""}], r"e\.jsonl:1: 'text' is empty"),
+        ([{"text": " \n "}], r"e\.jsonl:1: 'text' encodes to no tokens"),
+        ([{"input_ids": [4, 99]}], r"e\.jsonl:1: 'input_ids' has ids out of range \[0, 14\): \[99\]"),
+        ([{"input_ids": [4, -1]}], r"e\.jsonl:1: 'input_ids' has ids out of range"),
+        ([{"input_ids": [4, 1.5]}], r"e\.jsonl:1: 'input_ids' must be a list of integers"),
+        ([{"input_ids": [4, True]}], r"e\.jsonl:1: 'input_ids' must be a list of integers"),
+        ([{"input_ids": []}], r"e\.jsonl:1: 'input_ids' is empty"),
+        ([{"prompt_ids": [4], "completion_ids": [5, MASK_ID]}], r"e\.jsonl:1: 'completion_ids' contains the mask"),
+        (
+            [{"text": "the cat"}, {"text": "the zebra"}],
+            r"e\.jsonl:2: words not in the tokenizer's vocabulary: .'zebra'",
+        ),
+    ],
+)
+def test_errors_name_file_and_line(tmp_path, words_tok, lines, message):
+    path = write(tmp_path / "e.jsonl", lines)
+    with pytest.raises(JsonlDataError, match=message):
+        JsonlDataset(path, tokenizer=words_tok)
+
+
+def test_other_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        JsonlDataset(tmp_path / "missing.jsonl")
+    mixed = write(tmp_path / "m.jsonl", [{"text": "hello there"}, {"input_ids": [5]}])
+    with pytest.raises(JsonlDataError, match="mixes text and token-id records"):
+        JsonlDataset(mixed)
