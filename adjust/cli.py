@@ -1,4 +1,4 @@
-"""The `adjust` command line: demo, train-base, generate.
+"""The `adjust` command line: demo, train-base, generate, data, train-sampler.
 
 Run `adjust COMMAND --help` for the options and examples of each command.
 """
@@ -21,7 +21,16 @@ EPILOGS = {
     "generate": """examples:
   adjust generate --model synthetic --K 4 --n 8
   adjust generate --model tasks --prompt "reverse : anna ben cleo =" --K 1 --temperature 0
-  adjust generate --model runs/mine --max-new-tokens 64 --K 2 --json""",
+  adjust generate --model runs/mine --max-new-tokens 64 --K 2 --json
+  adjust generate --model synthetic --sampler synthetic --K 4 --n 8   # ADJUST""",
+    "data": """examples:
+  adjust data --base synthetic --prompts bos --n 4000 --out runs/traj-synthetic
+  adjust data --base tasks --prompts testbed --n 4000 --out runs/traj-tasks
+  adjust data --base runs/mine --prompts prompts.jsonl --n 20000 --temperature 0.6 --out runs/traj-mine
+Interrupted runs resume: run the same command again.""",
+    "train-sampler": """examples:
+  adjust train-sampler --base synthetic --data runs/traj-synthetic --rollout 3 --out runs/sampler-synthetic
+Interrupted runs resume from the last checkpoint: run the same command again.""",
 }
 
 
@@ -77,7 +86,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=4, help="unconditional samples when no --prompt is given")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the model's training length")
     p.add_argument("--json", action="store_true", help="print one JSON record per sample")
+    p.add_argument("--sampler", default=None, help="ADJUST sampler (shipped name or folder); default: naive parallel")
     _add_sampling_args(p)
+
+    p = sub.add_parser("data", help="K=1 trajectories of a base model for sampler training (Alg. 2)",
+                       epilog=EPILOGS["data"], formatter_class=fmt)
+    p.add_argument("--base", required=True, help="base model: shipped name or checkpoint folder")
+    p.add_argument("--prompts", default="bos",
+                   help="bos (unconditional) | testbed (the base's testbed prompts) | FILE.jsonl ({prompt} or {prompt_ids})")
+    p.add_argument("--n", type=int, required=True, help="number of sequences")
+    p.add_argument("--out", required=True, help="output folder (shards + manifest.json)")
+    p.add_argument("--gen-length", type=int, default=None, help="default: the base's training length")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--alg", default="entropy")
+    p.add_argument("--block-length", type=int, default=None)
+    p.add_argument("--shard-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("train-sampler", help="train an ADJUST sampler on trajectories (Alg. 2)",
+                       epilog=EPILOGS["train-sampler"], formatter_class=fmt)
+    p.add_argument("--base", required=True, help="base model: shipped name or checkpoint folder")
+    p.add_argument("--data", required=True, help="trajectory folder written by `adjust data`")
+    p.add_argument("--out", required=True, help="output sampler folder")
+    p.add_argument("--rollout", type=int, default=3, help="R = K - 1 sampler passes unrolled (default 3)")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return parser
 
 
@@ -104,13 +143,24 @@ def cmd_demo(args) -> None:
         gen = _gen_length(model, None)
         prompts = _demo_prompts(model, args.n, args.seed)
         print(f"\n=== {name}: {model.num_parameters() / 1e6:.2f}M params, {gen} tokens per sample ===")
-        for label, K in (("exact K=1", 1), (f"parallel K={args.K}", args.K)):
-            out = adjust.generate(model, prompts, K=K, max_new_tokens=gen, temperature=args.temperature,
-                                  seed=args.seed)
+        sampler = _shipped_sampler(name)
+        runs = [("exact K=1", 1, None), (f"parallel K={args.K}", args.K, None)]
+        if sampler is not None:
+            runs.append((f"ADJUST K={args.K}", args.K, sampler))
+        for label, K, smp in runs:
+            out = adjust.generate(model, prompts, K=K, sampler=smp, max_new_tokens=gen,
+                                  temperature=args.temperature, seed=args.seed)
             rate = out.tokens_generated / max(out.seconds, 1e-9)
-            print(f"-- {label}: {out.base_forwards} base forwards, {out.tokens_generated} tokens, {rate:,.0f} tokens/s")
+            print(f"-- {label}: {out.base_forwards} base forwards + {out.sampler_passes} sampler passes, "
+                  f"{out.tokens_generated} tokens, {rate:,.0f} tokens/s")
             for row in out.completions.tolist()[: args.n]:
                 print("   ", decode(tok, row) if tok is not None else row)
+
+
+def _shipped_sampler(name: str):
+    from adjust.sampler import ASSETS, AdjustSampler
+
+    return AdjustSampler.from_pretrained(name) if (ASSETS / name / "config.json").is_file() else None
 
 
 def _demo_prompts(model, n: int, seed: int):
@@ -160,7 +210,13 @@ def cmd_generate(args) -> None:
         prompts = [[bos] + encode(tok, text) for text in args.prompt]
     else:
         prompts = [[bos] for _ in range(args.n)]
-    out = adjust.generate(model, prompts, K=args.K, max_new_tokens=_gen_length(model, args.max_new_tokens),
+    sampler = None
+    if args.sampler:
+        from adjust.sampler import AdjustSampler
+
+        sampler = AdjustSampler.from_pretrained(args.sampler)
+    out = adjust.generate(model, prompts, K=args.K, sampler=sampler,
+                          max_new_tokens=_gen_length(model, args.max_new_tokens),
                           temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, alg=args.alg,
                           alg_temp=args.alg_temp, block_length=args.block_length, seed=args.seed)
     for row in out.completions.tolist():
@@ -174,9 +230,79 @@ def cmd_generate(args) -> None:
               file=sys.stderr)
 
 
+def _read_prompts(spec: str, model, n: int, seed: int) -> list[list[int]] | None:
+    """Prompt id lists (with BOS) for `adjust data`, or None for unconditional."""
+    bos = [model.config.bos_token_id]
+    if spec == "bos":
+        return None
+    if spec == "testbed":
+        from adjust.data import get_testbed
+
+        name = model.config.extra.get("testbed")
+        if name not in ("synthetic", "tasks", "text"):
+            raise ValueError(f"--prompts testbed: {model.config.name!r} was not trained on a built-in testbed")
+        return [bos + p.ids for p in get_testbed(name).prompts(n, seed=seed + 99_991)]
+    from adjust.data.tokenizer import encode
+
+    tok = model.load_tokenizer()
+    prompts = []
+    with open(spec) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{spec}:{lineno}: not valid JSON ({e.msg})") from None
+            if "prompt_ids" in rec:
+                prompts.append(bos + [int(t) for t in rec["prompt_ids"]])
+            elif "prompt" in rec:
+                if tok is None:
+                    raise ValueError(f"{spec}:{lineno}: text prompt but the base has no tokenizer.json")
+                prompts.append(bos + encode(tok, rec["prompt"]))
+            else:
+                raise ValueError(f"{spec}:{lineno}: expected a 'prompt' or 'prompt_ids' key")
+    if not prompts:
+        raise ValueError(f"{spec}: no prompts")
+    return prompts
+
+
+def cmd_data(args) -> None:
+    import adjust
+    from adjust.train.trajectories import TrajectorySettings, generate_trajectories
+
+    model = adjust.MaskedDiffusionLM.from_pretrained(args.base)
+    settings = TrajectorySettings(num_sequences=args.n, gen_length=_gen_length(model, args.gen_length),
+                                  shard_size=args.shard_size, temperature=args.temperature, top_p=args.top_p,
+                                  top_k=args.top_k, alg=args.alg, block_length=args.block_length, seed=args.seed)
+    t0 = time.perf_counter()
+    generate_trajectories(model, _read_prompts(args.prompts, model, args.n, args.seed), args.out, settings)
+    print(f"wrote {args.n} trajectories to {args.out} in {time.perf_counter() - t0:.0f}s")
+
+
+def cmd_train_sampler(args) -> None:
+    import adjust
+    import torch
+    from adjust.train.sampler import SamplerTrainConfig, train_sampler
+    from adjust.train.trajectories import load_trajectories
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = adjust.MaskedDiffusionLM.from_pretrained(args.base)
+    traj = load_trajectories(args.data)
+    cfg = SamplerTrainConfig(rollout=args.rollout, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                             eval_every=args.eval_every, seed=args.seed)
+    t0 = time.perf_counter()
+    sampler = train_sampler(model, traj, args.out, cfg, provenance={"command": " ".join(sys.argv)})
+    print(f"saved sampler ({sampler.num_parameters() / 1e6:.2f}M params) to {args.out} "
+          f"in {time.perf_counter() - t0:.0f}s: held-out KL {sampler.extra.get('heldout_kl')} "
+          f"(parallel {sampler.extra.get('parallel_kl')})")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    handler = {"demo": cmd_demo, "train-base": cmd_train_base, "generate": cmd_generate}[args.command]
+    handler = {"demo": cmd_demo, "train-base": cmd_train_base, "generate": cmd_generate, "data": cmd_data,
+               "train-sampler": cmd_train_sampler}[args.command]
     try:
         handler(args)
     except (ValueError, TypeError, FileNotFoundError) as e:

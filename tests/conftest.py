@@ -7,8 +7,12 @@ import torch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-def tiny_mdlm(vocab_size: int = 8, seed: int = 0, sharpen: float = 1.0, **kw):
-    """A randomly initialised tiny MaskedDiffusionLM; `sharpen` scales the LM head (peakier, more correlated)."""
+def tiny_mdlm(vocab_size: int = 8, seed: int = 0, sharpen: float = 1.0, mix: float = 1.0, **kw):
+    """A randomly initialised tiny MaskedDiffusionLM.
+
+    `sharpen` scales the LM head (peakier marginals); `mix` scales the layers' weights so
+    the marginals depend strongly on the context (random init at std 0.02 barely mixes).
+    """
     from adjust import MaskedDiffusionLM, MDLMConfig
 
     torch.manual_seed(seed)
@@ -18,6 +22,9 @@ def tiny_mdlm(vocab_size: int = 8, seed: int = 0, sharpen: float = 1.0, **kw):
     model = MaskedDiffusionLM(MDLMConfig(**cfg)).eval()
     with torch.no_grad():
         model.lm_head.weight.mul_(sharpen)
+        for name, p in model.layers.named_parameters():
+            if "norm" not in name:
+                p.mul_(mix)
     return model
 
 

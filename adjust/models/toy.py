@@ -43,11 +43,12 @@ class FiniteJointLM(DiffusionLMAdapter):
         w = torch.ones(len(strings)) if weights is None else torch.tensor(weights, dtype=torch.float32)
         self.weights = w / w.sum()
         V = vocab_size or int(self.strings.max()) + 1
+        V += V % 2  # even width: the sampler's RoPE rotates pairs of dimensions
         self.vocab_size = self.hidden_size = V
         self.mask_token_id, self.bos_token_id = mask_token_id, bos_token_id
         self.eos_token_id, self.pad_token_id = eos_token_id, pad_token_id
         self.max_seq_len = None
-        self.layer_config = LayerConfig(hidden_size=V, num_heads=1, num_kv_heads=1, head_dim=V, intermediate_size=V)
+        self.layer_config = LayerConfig(hidden_size=V, num_heads=1, num_kv_heads=1, head_dim=V, intermediate_size=4 * V)
         self.info = BaseModelInfo("finite-joint", V, V, None)
         self._eye = torch.eye(V)
         self._embed = nn.Embedding.from_pretrained(torch.eye(V), freeze=True)

@@ -1,0 +1,148 @@
+"""The ADJUST sampler g (paper §3.2, Fig. 5).
+
+    g(h, x) = h + Norm_out( DecoderLayer( DownProj( concat(Norm_e(E(x)), Norm_h(h)) ) ) )
+
+- E and W are the frozen base embedding and LM head, reached through the base
+  model's adapter at call time: they are shared, never copied into the checkpoint.
+- DownProj: 2d -> d, no bias. The decoder layer has the base model's own
+  architecture (bidirectional attention with RoPE at the same positions, GQA,
+  SwiGLU, RMSNorm), built from the adapter's `layer_config`.
+
+Choices the paper leaves open, and what we do:
+- ``Norm_out`` weight starts at **0**, so an untrained sampler returns h unchanged
+  and ADJUST reproduces naive parallel sampling exactly (tested); training moves it.
+- The decoder layer is initialised as a copy of the base model's last layer when
+  the layouts match (the paper's public code does the same), else randomly.
+- DownProj starts as [I | I]: the layer first sees Norm_e(E(x)) + Norm_h(h), an
+  input on the scale of a residual stream, rather than random noise.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from adjust.models.adapter import BaseModelInfo, DiffusionLMAdapter, as_adapter
+from adjust.models.layers import DecoderLayer, LayerConfig, RMSNorm, position_ids_from_mask, rope_cos_sin
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+ASSETS = Path(__file__).resolve().parent / "assets" / "samplers"
+
+
+class AdjustSampler(nn.Module):
+    """One-layer sampler updating the base model's hidden states with committed tokens."""
+
+    def __init__(self, layer_config: LayerConfig, base: BaseModelInfo, extra: dict | None = None):
+        super().__init__()
+        self.layer_config = layer_config
+        self.base = base
+        self.extra = dict(extra or {})
+        d = layer_config.hidden_size
+        self.norm_e = RMSNorm(d, layer_config.rms_norm_eps)
+        self.norm_h = RMSNorm(d, layer_config.rms_norm_eps)
+        self.down_proj = nn.Linear(2 * d, d, bias=False)
+        self.layer = DecoderLayer(layer_config)
+        self.norm_out = RMSNorm(d, layer_config.rms_norm_eps)
+        with torch.no_grad():
+            eye = torch.eye(d)
+            self.down_proj.weight.copy_(torch.cat([eye, eye], dim=1))
+            self.norm_out.weight.zero_()
+            for m in self.layer.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.normal_(m.weight, std=0.02)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+
+    @classmethod
+    def from_base(cls, model, extra: dict | None = None) -> "AdjustSampler":
+        """A fresh sampler for `model` (its decoder layer copied from the base's last layer)."""
+        adapter = as_adapter(model)
+        sampler = cls(adapter.layer_config, adapter.info, extra)
+        last = adapter.last_layer
+        if last is not None:
+            try:
+                sampler.layer.load_state_dict(last.state_dict())
+            except RuntimeError:  # different layout: keep the random initialisation
+                pass
+        return sampler.to(device=adapter.device, dtype=adapter.dtype)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        x: torch.Tensor,
+        adapter: DiffusionLMAdapter,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """h_{k+1} = g(h_k, x): h [B, L, d] hidden states, x [B, L] the current tokens."""
+        e = adapter.embed_tokens(x).to(h.dtype)
+        u = self.down_proj(torch.cat([self.norm_e(e), self.norm_h(h)], dim=-1))
+        if attention_mask is None:
+            pos = torch.arange(x.shape[1], device=x.device).expand_as(x)
+            key_mask = None
+        else:
+            pos, key_mask = position_ids_from_mask(attention_mask), attention_mask.bool()
+        cos, sin = rope_cos_sin(pos, self.layer_config.head_dim, self.layer_config.rope_theta, u.dtype)
+        return h + self.norm_out(self.layer(u, cos, sin, key_mask))
+
+    def check_compatible(self, model) -> None:
+        """Refuse a base model this sampler was not trained for (vocab, width, tokenizer)."""
+        info = as_adapter(model).info
+        mine = self.base
+        problems = []
+        if info.vocab_size != mine.vocab_size:
+            problems.append(f"vocab_size {mine.vocab_size} vs base {info.vocab_size}")
+        if info.hidden_size != mine.hidden_size:
+            problems.append(f"hidden_size {mine.hidden_size} vs base {info.hidden_size}")
+        if mine.tokenizer_fingerprint and info.tokenizer_fingerprint and (
+            mine.tokenizer_fingerprint != info.tokenizer_fingerprint
+        ):
+            problems.append("tokenizer fingerprints differ")
+        if problems:
+            raise ValueError(
+                f"sampler: trained for base {mine.name!r}, not for {info.name!r}: " + "; ".join(problems)
+            )
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Hub-style folder: config.json (base identity, layer config) + model.safetensors."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        tmp = path / (WEIGHTS_NAME + ".tmp")
+        save_file(state, str(tmp))
+        tmp.replace(path / WEIGHTS_NAME)
+        cfg = {"architecture": "AdjustSampler", "layer_config": self.layer_config.to_dict(),
+               "base": asdict(self.base), "extra": self.extra}
+        tmp = path / (CONFIG_NAME + ".tmp")
+        tmp.write_text(json.dumps(cfg, indent=2) + "\n")
+        tmp.replace(path / CONFIG_NAME)
+        return path
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+    ) -> "AdjustSampler":
+        """Load a folder written by `save_pretrained`, or a shipped sampler by name."""
+        path = Path(name_or_path)
+        if not (path / CONFIG_NAME).is_file() and (ASSETS / str(name_or_path) / CONFIG_NAME).is_file():
+            path = ASSETS / str(name_or_path)
+        if not (path / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"no sampler checkpoint at {str(name_or_path)!r} (expected {CONFIG_NAME})")
+        raw = json.loads((path / CONFIG_NAME).read_text())
+        if raw.get("architecture") != "AdjustSampler":
+            raise ValueError(f"{path / CONFIG_NAME}: not an AdjustSampler checkpoint")
+        sampler = cls(LayerConfig(**raw["layer_config"]), BaseModelInfo(**raw["base"]), raw.get("extra"))
+        try:
+            state = load_file(str(path / WEIGHTS_NAME))
+        except Exception as e:
+            raise ValueError(f"cannot read sampler weights {path / WEIGHTS_NAME}: {e}") from e
+        sampler.load_state_dict(state)
+        return sampler.to(device=device, dtype=dtype).eval()

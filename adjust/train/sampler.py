@@ -1,0 +1,212 @@
+"""Train an ADJUST sampler on K = 1 trajectories (paper §3.3, Alg. 2).
+
+One example: a trajectory, a step t, and the next R states x_{t+1..t+R} (R = rollout,
+K − 1 at inference). Targets p_j = softmax(W f(x_{t+j})) come from the frozen base;
+the sampler is unrolled with teacher forcing, ĥ_0 = f(x_t), ĥ_j = g(ĥ_{j−1}, x_{t+j}),
+q_j = softmax(W ĥ_j), and the loss is Σ_j mean over the positions still masked in
+x_{t+j} of KL(p_j ‖ q_j) (forward KL, the paper's objective). The mask token is
+excluded from both distributions, as it is at sampling time.
+
+The *parallel baseline* of the same loss (q_j = softmax(W f(x_t)), i.e. an
+untrained sampler) is logged beside it: a sampler is only worth shipping once its
+held-out KL is far below that (an under-trained sampler is worse than parallel).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from adjust.models.adapter import DiffusionLMAdapter, as_adapter
+from adjust.sampler import AdjustSampler
+from adjust.train.trajectories import Trajectories
+
+CHECKPOINT = "train_state.pt"
+NEG = -1e4  # "log 0" that keeps 0 · (log p − log q) finite
+
+
+@dataclass
+class SamplerTrainConfig:
+    rollout: int = 3
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup: int = 50
+    heldout_fraction: float = 0.05
+    heldout_examples: int = 256
+    eval_every: int = 250
+    seed: int = 0
+
+
+def rollout_states(
+    traj: Trajectories, rows: list[int], ts: list[int], rollout: int, mask_id: int, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """States x_t .. x_{t+R} of each (row, t): ids [R+1, B, T] and attention mask [B, T] (left-padded)."""
+    width = max(traj.input_ids[r].shape[0] for r in rows)
+    xs = torch.full((rollout + 1, len(rows), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, (r, t) in enumerate(zip(rows, ts)):
+        ids, rank, n = traj.input_ids[r], traj.rank[r], traj.input_ids[r].shape[0]
+        attn[b, width - n :] = traj.attention_mask[r]
+        for j in range(rollout + 1):
+            xs[j, b, width - n :] = torch.where(rank >= t + j, mask_id, ids)
+    return xs, attn
+
+
+def _masked_log_probs(adapter: DiffusionLMAdapter, h: torch.Tensor) -> torch.Tensor:
+    logits = adapter.logits(h).float()
+    logits[..., adapter.mask_token_id] = NEG
+    return F.log_softmax(logits, dim=-1)
+
+
+def rollout_kl(
+    sampler: AdjustSampler, adapter: DiffusionLMAdapter, xs: torch.Tensor, attn: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ_j KL(p_j ‖ q_j) of the sampler, the same sum for the parallel baseline q = p(x_t))."""
+    R1, B, T = xs.shape
+    attn_arg = None if bool(attn.all()) else attn
+    with torch.no_grad():
+        H = adapter.hidden(xs.reshape(R1 * B, T), None if attn_arg is None else attn.repeat(R1, 1))
+        H = H.reshape(R1, B, T, -1)
+    h = H[0]
+    loss = torch.zeros((), device=H.device)
+    base = torch.zeros((), device=H.device)
+    for j in range(1, R1):
+        h = sampler(h, xs[j], adapter, attn_arg)
+        m = (xs[j] == adapter.mask_token_id) & attn.bool()
+        if not bool(m.any()):
+            continue
+        with torch.no_grad():
+            logp = _masked_log_probs(adapter, H[j][m])
+            logp0 = _masked_log_probs(adapter, H[0][m])
+        logq = _masked_log_probs(adapter, h[m])
+        p = logp.exp()
+        loss = loss + (p * (logp - logq)).sum(-1).mean()
+        base = base + (p * (logp - logp0)).sum(-1).mean()
+    return loss, base
+
+
+def _draw(traj: Trajectories, rows: torch.Tensor, rollout: int, g: torch.Generator, n: int) -> tuple[list, list]:
+    """n (row, t) pairs: t uniform over the steps that leave x_{t+R} (or the last state) still masked."""
+    steps = traj.num_steps[rows]
+    rows = rows[steps > 1]
+    if len(rows) == 0:
+        raise ValueError("data: no trajectory has two or more unmasking steps")
+    picked = rows[torch.randint(len(rows), (n,), generator=g)]
+    hi = (traj.num_steps[picked] - rollout).clamp(min=1)
+    ts = (torch.rand(n, generator=g) * hi).long().clamp(max=hi - 1)
+    return picked.tolist(), ts.tolist()
+
+
+def _lr_at(step: int, cfg: SamplerTrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def train_sampler(
+    model,
+    traj: Trajectories,
+    out_dir: str | Path,
+    cfg: SamplerTrainConfig | None = None,
+    progress: bool = True,
+    provenance: dict | None = None,
+    stop_after: int | None = None,
+) -> AdjustSampler:
+    """Train (or resume training) a sampler for `model` and save it to `out_dir`.
+
+    A `train_state.pt` in `out_dir` is resumed from (same settings required): the
+    sampler, optimizer and data-order RNG continue exactly where they stopped.
+    `stop_after` ends this run after that many steps (checkpointed), as a job
+    scheduler's time limit would.
+    """
+    cfg = cfg or SamplerTrainConfig()
+    if cfg.rollout < 1 or cfg.steps < 1 or cfg.batch_size < 1:
+        raise ValueError(f"rollout, steps and batch_size must be ≥ 1, got {cfg.rollout}, {cfg.steps}, {cfg.batch_size}")
+    adapter = as_adapter(model)
+    for p in adapter.model.parameters():
+        p.requires_grad_(False)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n_held = max(1, int(len(traj) * cfg.heldout_fraction))
+    if len(traj) <= n_held:
+        raise ValueError(f"data: {len(traj)} trajectories are too few to hold out {n_held} for validation")
+    train_rows, held_rows = torch.arange(len(traj) - n_held), torch.arange(len(traj) - n_held, len(traj))
+    pad = adapter.pad_token_id if adapter.pad_token_id is not None else 0
+    held = _draw(traj, held_rows, cfg.rollout, torch.Generator().manual_seed(cfg.seed + 1), cfg.heldout_examples)
+    held_batches = [
+        rollout_states(traj, held[0][i : i + cfg.batch_size], held[1][i : i + cfg.batch_size], cfg.rollout,
+                       adapter.mask_token_id, pad)
+        for i in range(0, cfg.heldout_examples, cfg.batch_size)
+    ]
+
+    sampler = AdjustSampler.from_base(adapter, extra={"rollout": cfg.rollout, **(provenance or {})})
+    opt = torch.optim.AdamW(sampler.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    g = torch.Generator().manual_seed(cfg.seed)
+    start = 0
+    ckpt = out / CHECKPOINT
+    if ckpt.is_file():
+        state = torch.load(ckpt, weights_only=False)
+        if state["config"] != asdict(cfg):
+            raise ValueError(f"{ckpt}: was written with other training settings; use a new --out or the same flags")
+        sampler.load_state_dict(state["sampler"])
+        opt.load_state_dict(state["optimizer"])
+        g.set_state(state["generator"])
+        start = state["step"]
+    log = (out / "train_log.jsonl").open("a")
+    if start == 0:
+        log.write(json.dumps({"event": "start", "train": asdict(cfg), "params": sampler.num_parameters(),
+                              "trajectories": len(traj)}) + "\n")
+
+    def evaluate() -> tuple[float, float]:
+        sampler.eval()
+        with torch.no_grad():
+            pairs = [rollout_kl(sampler, adapter, xs.to(adapter.device), a.to(adapter.device))
+                     for xs, a in held_batches]
+        sampler.train()
+        return (sum(p[0].item() for p in pairs) / len(pairs), sum(p[1].item() for p in pairs) / len(pairs))
+
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train-sampler", disable=not progress)
+    sampler.train()
+    t0, ema = time.perf_counter(), None
+    for step in bar:
+        rows, ts = _draw(traj, train_rows, cfg.rollout, g, cfg.batch_size)
+        xs, attn = rollout_states(traj, rows, ts, cfg.rollout, adapter.mask_token_id, pad)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        loss, _ = rollout_kl(sampler, adapter, xs.to(adapter.device), attn.to(adapter.device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(sampler.parameters(), 1.0)
+        opt.step()
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        bar.set_postfix(kl=f"{ema:.4f}")
+        stopping = stop_after is not None and step + 1 - start >= stop_after
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or stopping:
+            held_kl, parallel_kl = evaluate()
+            rec = {"step": step + 1, "train_kl": round(ema, 5), "heldout_kl": round(held_kl, 5),
+                   "parallel_kl": round(parallel_kl, 5), "seconds": round(time.perf_counter() - t0, 1)}
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            if progress:
+                bar.write(f"step {step + 1}: train KL {ema:.4f}  held-out KL {held_kl:.4f}  (parallel {parallel_kl:.4f})")
+            sampler.extra.update(heldout_kl=round(held_kl, 5), parallel_kl=round(parallel_kl, 5), steps=step + 1)
+            sampler.save_pretrained(out)
+            tmp = out / (CHECKPOINT + ".tmp")
+            torch.save({"sampler": sampler.state_dict(), "optimizer": opt.state_dict(), "generator": g.get_state(),
+                        "step": step + 1, "config": asdict(cfg)}, tmp)
+            tmp.replace(ckpt)
+        if stopping:
+            break
+    log.close()
+    sampler.eval()
+    return sampler

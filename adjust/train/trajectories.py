@@ -1,0 +1,170 @@
+"""K = 1 trajectories of the base model (paper Alg. 2, data side).
+
+For each sequence we keep only what rebuilds every intermediate state: the final
+tokens (left-padded prompt + completion), the attention mask, and the unmask
+*rank* of each generated position (0 = first unmasked; -1 = never masked). State
+t of a trajectory is the final sequence with every position of rank ≥ t masked.
+
+Storage: shards `shard-00000.safetensors` of int tensors, written to a temp file and
+renamed, plus `manifest.json` (settings, shard list with row counts and sha256).
+Shard i is generated from seed `seed + i`, so an interrupted run resumes by
+skipping the shards the manifest lists: no duplicates, nothing lost, same data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from adjust.generate import generate
+from adjust.models.adapter import as_adapter
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class TrajectorySettings:
+    """Generation settings of a trajectory set; stored in its manifest."""
+
+    num_sequences: int
+    gen_length: int
+    shard_size: int = 256
+    temperature: float = 1.0
+    top_p: float | None = None
+    top_k: int | None = None
+    alg: str = "entropy"
+    block_length: int | None = None
+    seed: int = 0
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def unmask_ranks(commit_pass: torch.Tensor) -> torch.Tensor:
+    """Per-row rank of each position's commit pass (-1 where never masked)."""
+    big = torch.iinfo(torch.long).max
+    keyed = torch.where(commit_pass < 0, big, commit_pass)
+    ranks = keyed.argsort(dim=-1, stable=True).argsort(dim=-1, stable=True)
+    return torch.where(commit_pass < 0, -1, ranks)
+
+
+def _write_manifest(out: Path, manifest: dict) -> None:
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(out / MANIFEST)
+
+
+def generate_trajectories(
+    model,
+    prompts: Sequence[Sequence[int]] | None,
+    out_dir: str | Path,
+    settings: TrajectorySettings,
+    progress: bool = True,
+) -> Path:
+    """Run the base model with K = 1 and store trajectories in `out_dir` (resumable).
+
+    `prompts`: prompt id lists (with BOS) cycled over the sequences, or None for
+    BOS-only unconditional generation.
+    """
+    if settings.num_sequences < 1 or settings.shard_size < 1 or settings.gen_length < 1:
+        raise ValueError("num_sequences, shard_size and gen_length must be ≥ 1")
+    adapter = as_adapter(model)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    base = adapter.info
+    manifest = {"settings": asdict(settings), "base": asdict(base), "shards": []}
+    if (out / MANIFEST).is_file():
+        old = json.loads((out / MANIFEST).read_text())
+        if old["settings"] != manifest["settings"] or old["base"] != manifest["base"]:
+            raise ValueError(f"{out}: holds trajectories made with other settings or another base; use a new --out")
+        manifest = old
+    done = {s["index"] for s in manifest["shards"]}
+    if prompts is None:
+        bos = [adapter.bos_token_id] if adapter.bos_token_id is not None else []
+        prompts = [bos]
+    prompts = [list(p) for p in prompts]
+    if not prompts:
+        raise ValueError("prompts: empty prompt list")
+    n_shards = -(-settings.num_sequences // settings.shard_size)
+    bar = tqdm(total=settings.num_sequences, desc="trajectories", unit="seq", disable=not progress)
+    bar.update(sum(s["rows"] for s in manifest["shards"]))
+    t0, made = time.perf_counter(), 0
+    for i in range(n_shards):
+        if i in done:
+            continue
+        lo = i * settings.shard_size
+        rows = min(settings.shard_size, settings.num_sequences - lo)
+        batch = [prompts[(lo + r) % len(prompts)] for r in range(rows)]
+        res = generate(adapter, batch, K=1, max_new_tokens=settings.gen_length, temperature=settings.temperature,
+                       top_p=settings.top_p, top_k=settings.top_k, alg=settings.alg,
+                       block_length=settings.block_length, seed=settings.seed + i)
+        tensors = {
+            "input_ids": res.sequences.cpu().to(torch.int32),
+            "attention_mask": res.attention_mask.cpu().to(torch.int8),
+            "rank": unmask_ranks(res.commit_pass).cpu().to(torch.int32),
+        }
+        name = f"shard-{i:05d}.safetensors"
+        tmp = out / (name + ".tmp")
+        save_file(tensors, str(tmp))
+        tmp.replace(out / name)
+        manifest["shards"].append({"index": i, "file": name, "rows": rows, "sha256": _sha256(out / name)})
+        manifest["shards"].sort(key=lambda s: s["index"])
+        _write_manifest(out, manifest)
+        made += rows
+        bar.update(rows)
+        bar.set_postfix(seq_per_s=f"{made / (time.perf_counter() - t0):.1f}")
+    bar.close()
+    _write_manifest(out, manifest)
+    return out
+
+
+@dataclass
+class Trajectories:
+    """All trajectories of a folder, as padded tensors (rows may differ in width per shard)."""
+
+    input_ids: list[torch.Tensor]  # one [T] tensor per sequence
+    attention_mask: list[torch.Tensor]
+    rank: list[torch.Tensor]
+    settings: dict
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def num_steps(self) -> torch.Tensor:
+        """Unmasking steps of each trajectory (= its number of generated positions)."""
+        if not hasattr(self, "_steps"):
+            self._steps = torch.tensor([int(r.max()) + 1 for r in self.rank])
+        return self._steps
+
+
+def load_trajectories(path: str | Path, verify: bool = True) -> Trajectories:
+    """Load every shard listed in the manifest (checking sizes/hashes when `verify`)."""
+    path = Path(path)
+    if not (path / MANIFEST).is_file():
+        raise FileNotFoundError(f"{path}: no {MANIFEST} (not a trajectory folder, or generation never finished a shard)")
+    manifest = json.loads((path / MANIFEST).read_text())
+    ids, masks, ranks = [], [], []
+    for s in manifest["shards"]:
+        f = path / s["file"]
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: listed in the manifest but missing")
+        if verify and _sha256(f) != s["sha256"]:
+            raise ValueError(f"{f}: checksum mismatch (truncated or modified shard); delete it and its manifest entry")
+        t = load_file(str(f))
+        for r in range(t["input_ids"].shape[0]):
+            ids.append(t["input_ids"][r].long())
+            masks.append(t["attention_mask"][r].long())
+            ranks.append(t["rank"][r].long())
+    if not ids:
+        raise ValueError(f"{path}: the manifest lists no shards")
+    return Trajectories(ids, masks, ranks, manifest["settings"])
