@@ -1,4 +1,4 @@
-"""The `adjust` command line: demo, train-base, generate, data, train-sampler.
+"""The `adjust` command line: demo, train-base, generate, data, train-sampler, eval.
 
 Run `adjust COMMAND --help` for the options and examples of each command.
 """
@@ -31,6 +31,9 @@ Interrupted runs resume: run the same command again.""",
     "train-sampler": """examples:
   adjust train-sampler --base synthetic --data runs/traj-synthetic --rollout 3 --out runs/sampler-synthetic
 Interrupted runs resume from the last checkpoint: run the same command again.""",
+    "eval": """examples:
+  adjust eval --base synthetic --sampler synthetic --testbed synthetic --json runs/eval.json --plot runs/eval.png
+  adjust eval --base tasks --sampler tasks --testbed tasks --K 2,4 --temperature 1.0 --seeds 2 --n 128""",
 }
 
 
@@ -117,6 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+    p = sub.add_parser("eval", help="quality of K=1 / parallel / ADJUST on a testbed (tables, JSON, plot)",
+                       epilog=EPILOGS["eval"], formatter_class=fmt)
+    p.add_argument("--base", required=True, help="base model: shipped name or checkpoint folder")
+    p.add_argument("--sampler", default=None, help="ADJUST sampler (needed for the adjust method)")
+    p.add_argument("--testbed", default=None, help="synthetic | tasks | text (default: the base's own testbed)")
+    p.add_argument("--methods", default="joint,parallel,adjust")
+    p.add_argument("--K", default="1,2,4,8", help="comma-separated tokens per base forward")
+    p.add_argument("--temperature", default="0.6,1.0", help="comma-separated temperatures")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--n", type=int, default=256, help="samples per (method, K, T, seed)")
+    p.add_argument("--no-joint-kl", action="store_true", help="skip the per-step joint KL (saves base forwards)")
+    p.add_argument("--json", default=None, help="write the records here")
+    p.add_argument("--plot", default=None, help="write the quality-vs-throughput PNG here")
     return parser
 
 
@@ -299,10 +316,50 @@ def cmd_train_sampler(args) -> None:
           f"(parallel {sampler.extra.get('parallel_kl')})")
 
 
+def cmd_eval(args) -> None:
+    import adjust
+    from adjust.data import get_testbed
+    from adjust.eval import EvalConfig, evaluate, format_table, gap_closed, summarize
+    from adjust.eval.run import MAIN_METRIC
+
+    model = adjust.MaskedDiffusionLM.from_pretrained(args.base)
+    sampler = None
+    if args.sampler:
+        from adjust.sampler import AdjustSampler
+
+        sampler = AdjustSampler.from_pretrained(args.sampler)
+    name = args.testbed or model.config.extra.get("testbed")
+    if name is None:
+        raise ValueError("--testbed is required: the base model records no testbed")
+    testbed = get_testbed(name)
+    methods = tuple(m for m in args.methods.split(",") if m)
+    if sampler is None and "adjust" in methods:
+        methods = tuple(m for m in methods if m != "adjust")
+        print("no --sampler given: skipping the adjust method", file=sys.stderr)
+    cfg = EvalConfig(methods=methods, Ks=tuple(int(k) for k in args.K.split(",")),
+                     temperatures=tuple(float(t) for t in args.temperature.split(",")), seeds=args.seeds,
+                     num_samples=args.n, joint_kl=not args.no_joint_kl)
+    records = evaluate(model, sampler, testbed, cfg)
+    metric = MAIN_METRIC.get(testbed.name, (None, True))[0]
+    metrics = sorted({k for r in records for k in r if k in (metric, "nll_smoothed", "correct")} - {None})
+    rows = summarize(records, metrics)
+    print(format_table(rows, metrics))
+    if metric:
+        for (tb, K, T), g in sorted(gap_closed(rows, metric).items()):
+            print(f"{tb} T={T} K={K}: ADJUST closes {100 * g:.0f}% of the parallel→K=1 gap in {metric}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(records, f, indent=1)
+    if args.plot and metric:
+        from adjust.eval.plot import plot_quality_vs_throughput
+
+        plot_quality_vs_throughput(rows, metric, args.plot, title=testbed.name)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     handler = {"demo": cmd_demo, "train-base": cmd_train_base, "generate": cmd_generate, "data": cmd_data,
-               "train-sampler": cmd_train_sampler}[args.command]
+               "train-sampler": cmd_train_sampler, "eval": cmd_eval}[args.command]
     try:
         handler(args)
     except (ValueError, TypeError, FileNotFoundError) as e:

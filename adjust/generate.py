@@ -33,7 +33,7 @@ BACKENDS = ("auto", "torch")
 
 @dataclass
 class StepRecord:
-    """What one pass committed: per row, the positions, tokens and their log q."""
+    """What one pass committed: per row, the positions (in selection order), tokens and their log q."""
 
     base_forward: int  # index of the base forward this pass belongs to
     pass_index: int  # 0 = scored from the base logits, k ≥ 1 = after k sampler passes
@@ -275,7 +275,7 @@ def generate(
                 if history is not None:
                     full_logq = torch.zeros(x.shape, dtype=torch.float32, device=device)
                     full_logq[cand] = logq
-                    history.append(_record(base_forwards - 1, k, commit, x, full_logq))
+                    history.append(_record(base_forwards - 1, k, commit, x, full_logq, full_scores))
     bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -291,8 +291,13 @@ def generate(
     )
 
 
-def _record(base_forward: int, k: int, commit: torch.Tensor, x: torch.Tensor, logq: torch.Tensor) -> StepRecord:
-    pos = [row.nonzero().flatten().tolist() for row in commit.cpu()]
+def _record(
+    base_forward: int, k: int, commit: torch.Tensor, x: torch.Tensor, logq: torch.Tensor, scores: torch.Tensor
+) -> StepRecord:
+    # positions in selection order (best score first, ties to the lower position)
+    keys = scores.masked_fill(~commit, float("-inf")).cpu()
+    order = torch.sort(keys, dim=-1, descending=True, stable=True).indices
+    pos = [order[b, : int(n)].tolist() for b, n in enumerate(commit.sum(-1).cpu())]
     xs, lq = x.cpu(), logq.cpu()
     return StepRecord(
         base_forward=base_forward,

@@ -76,6 +76,20 @@ def test_infilling_fills_prompt_masks_and_keeps_the_rest(model):
     assert out.base_forwards == 2
 
 
+def test_history_lists_a_parallel_step_in_selection_order(model):
+    out = adjust.generate(model, K=5, max_new_tokens=5, batch_size=2, seed=0, return_history=True, alg="entropy")
+    x = torch.tensor([[1] + [MASK] * 5])
+    logits = model(x)[0].double()
+    logits[:, MASK] = float("-inf")
+    p = torch.softmax(logits, -1)
+    neg_ent = torch.special.xlogy(p, p).sum(-1)
+    for b in range(2):
+        pos = out.history[0].positions[b]
+        assert sorted(pos) == [1, 2, 3, 4, 5]
+        scores = [neg_ent[i].item() for i in pos]
+        assert all(a >= b - 1e-6 for a, b in zip(scores, scores[1:])), scores
+
+
 def test_history_accounts_for_every_committed_token(model):
     out = adjust.generate(model, K=3, max_new_tokens=7, batch_size=2, seed=0, return_history=True)
     assert len(out.history) == out.base_forwards == 3

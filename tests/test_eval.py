@@ -1,0 +1,95 @@
+"""Evaluation: the per-step joint KL against closed forms, the driver's records and summaries."""
+
+import math
+
+import pytest
+import torch
+
+import adjust
+from adjust.data.testbed import Prompt
+from adjust.eval import EvalConfig, evaluate, gap_closed, per_step_joint_kl, summarize
+from adjust.models.toy import FiniteJointLM
+from adjust.sampler import AdjustSampler
+from adjust.unmasking import SamplingSettings
+from conftest import tiny_mdlm
+
+A, B = 4, 5
+
+
+def _pair_model():
+    # p(a,a) = p(b,b) = 0.4, p(a,b) = p(b,a) = 0.1: marginals are uniform
+    return FiniteJointLM([[1, A, A], [1, B, B], [1, A, B], [1, B, A]], weights=[0.4, 0.4, 0.1, 0.1])
+
+
+def test_joint_kl_is_zero_for_k1():
+    m = _pair_model()
+    out = adjust.generate(m, batch_size=500, K=1, max_new_tokens=2, seed=0, return_history=True)
+    kl = per_step_joint_kl(m, out, SamplingSettings(temperature=1.0))
+    assert kl["joint_kl_tokens"] == 1000
+    assert abs(kl["joint_kl"]) < 1e-9
+
+
+def test_joint_kl_matches_the_closed_form_for_parallel_k2():
+    m = _pair_model()
+    out = adjust.generate(m, batch_size=20000, K=2, max_new_tokens=2, seed=0, return_history=True)
+    kl = per_step_joint_kl(m, out, SamplingSettings(temperature=1.0))
+    # q = 1/4 on each pair; KL(q || p*) = Σ q log(q/p) over 2 tokens
+    exact = (2 * 0.25 * math.log(0.25 / 0.4) + 2 * 0.25 * math.log(0.25 / 0.1)) / 2
+    # Monte-Carlo: sd of log q − log p* per pair is ~0.69, over 20000 pairs → se ≈ 0.0025 per token
+    assert kl["joint_kl"] == pytest.approx(exact, abs=0.012)
+
+
+def test_joint_kl_needs_history_and_is_nan_at_t0():
+    m = _pair_model()
+    out = adjust.generate(m, batch_size=4, K=2, max_new_tokens=2, seed=0)
+    with pytest.raises(ValueError, match="return_history"):
+        per_step_joint_kl(m, out, SamplingSettings())
+    out = adjust.generate(m, batch_size=4, K=2, max_new_tokens=2, temperature=0, return_history=True)
+    assert math.isnan(per_step_joint_kl(m, out, SamplingSettings(temperature=0))["joint_kl"])
+
+
+class _CountTestbed:
+    """A stand-in testbed: scores the fraction of tokens equal to 5."""
+
+    name, gen_length, tokenizer = "count", 4, None
+
+    def prompts(self, n, seed):
+        return [Prompt([]) for _ in range(n)]
+
+    def score(self, prompt, completion):
+        return {"fives": sum(t == 5 for t in completion) / len(completion)}
+
+
+def test_evaluate_records_every_run_with_the_required_fields():
+    model = tiny_mdlm(vocab_size=10, sharpen=3.0)
+    cfg = EvalConfig(Ks=(1, 2, 4), temperatures=(1.0,), seeds=2, num_samples=6, batch_size=4)
+    records = evaluate(model, AdjustSampler.from_base(model), _CountTestbed(), cfg, progress=False)
+    keys = {(r["method"], r["K"], r["seed"]) for r in records}
+    assert keys == {(m, k, s) for s in (0, 1) for m, k in [("joint", 1), ("parallel", 2), ("parallel", 4),
+                                                          ("adjust", 2), ("adjust", 4)]}
+    for r in records:
+        for f in ("fives", "joint_kl", "base_forwards", "sampler_passes", "tokens", "seconds", "tokens_per_s"):
+            assert f in r, f
+        assert r["tokens"] == 6 * 4
+        assert r["base_forwards"] == 2 * math.ceil(4 / r["K"])  # two batches
+    joint = [r for r in records if r["method"] == "joint"]
+    assert all(abs(r["joint_kl"]) < 1e-6 for r in joint)
+    rows = summarize(records, ["fives"])
+    assert len(rows) == 5 and all(r["seeds"] == 2 for r in rows)
+
+
+def test_gap_closed_arithmetic():
+    rows = [
+        {"testbed": "t", "method": "joint", "K": 1, "temperature": 1.0, "m": 0.9},
+        {"testbed": "t", "method": "parallel", "K": 4, "temperature": 1.0, "m": 0.1},
+        {"testbed": "t", "method": "adjust", "K": 4, "temperature": 1.0, "m": 0.7},
+    ]
+    assert gap_closed(rows, "m")[("t", 4, 1.0)] == pytest.approx(0.75)
+
+
+def test_unknown_method_and_missing_sampler_are_refused():
+    model = tiny_mdlm(vocab_size=10)
+    with pytest.raises(ValueError, match="methods"):
+        evaluate(model, None, _CountTestbed(), EvalConfig(methods=("bogus",)), progress=False)
+    with pytest.raises(ValueError, match="sampler"):
+        evaluate(model, None, _CountTestbed(), EvalConfig(methods=("adjust",)), progress=False)
