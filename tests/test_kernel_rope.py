@@ -19,7 +19,9 @@ from adjust_kernels.rope import rope, rope_reference
 SEED = int(os.environ.get("ADJUST_TEST_SEED", random.randrange(2**31)))
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = pytest.mark.skipif(DEVICE == "cpu" and not interpreting(), reason="needs CUDA or TRITON_INTERPRET=1")
-REL_SLACK = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}
+# About one unit in the last place; the interpreter converts fp32 -> bf16 by truncation, not
+# round-to-nearest-even, so under it bf16 results may sit a few units off.
+REL_SLACK = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 2**-6 if interpreting() else 8e-3}
 
 
 @pytest.fixture(autouse=True)
