@@ -87,6 +87,8 @@ class JsonlDataset:
             tokenizer = train_bpe(texts, vocab_size or _DEFAULT_BPE_VOCAB)
         self.tokenizer = tokenizer
         self._id_bound = tokenizer.get_vocab_size() if tokenizer is not None else vocab_size
+        #: vocabulary size a model for this data needs (None: ids-only data with no bound given)
+        self.vocab_size = self._id_bound
 
         self._examples: list[Example] = []
         self._prompts: list[Prompt] = []

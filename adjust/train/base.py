@@ -70,9 +70,12 @@ def train_base(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok = testbed.tokenizer
+    vocab_size = tok.get_vocab_size() if tok is not None else getattr(testbed, "vocab_size", None)
+    if vocab_size is None:
+        raise ValueError("token-id data without a tokenizer needs a vocabulary size (--vocab-size)")
     seq_len = 1 + max(len(e.prompt) for e in testbed.examples(64, seed=cfg.seed + 7)) + testbed.gen_length
     mc = MDLMConfig(
-        vocab_size=tok.get_vocab_size(),
+        vocab_size=vocab_size,
         mask_token_id=MASK_ID,
         bos_token_id=BOS_ID,
         eos_token_id=EOS_ID,
