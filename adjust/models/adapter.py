@@ -117,6 +117,14 @@ def as_adapter(model: nn.Module | DiffusionLMAdapter) -> DiffusionLMAdapter:
     if isinstance(model, MaskedDiffusionLM):
         return MDLMAdapter(model)
     model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type == "Dream":
+        from adjust.models.dream import DreamAdapter
+
+        return DreamAdapter(model)
+    if model_type == "llada":
+        from adjust.models.llada import LLaDAAdapter
+
+        return LLaDAAdapter(model)
     raise TypeError(
         f"model: unsupported base model {type(model).__name__} (config.model_type={model_type!r}); "
         "pass an adjust.MaskedDiffusionLM or a DiffusionLMAdapter subclass wrapping your model"

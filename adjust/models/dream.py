@@ -1,0 +1,134 @@
+"""Adapter for Hugging Face Dream models (``config.model_type == "Dream"``, remote code).
+
+Dream (Dream-org/Dream-v0-*-7B, Dream-Coder, DiffuCoder) is a Qwen2 architecture made
+bidirectional: ``model.model.{embed_tokens, layers, norm}`` and ``model.lm_head``.
+What the adapter does:
+
+- **shift**: Dream keeps Qwen2's causal-LM head layout, so the logits at position i
+  predict token i + 1; Dream's own sampler shifts them right by one. We shift the
+  final post-norm hidden states instead, ``cat([h[:, :1], h[:, :-1]], 1)``, so that
+  ``logits(hidden)[:, i]`` predicts token i (position 0 repeats itself: it is never
+  generated unless a prompt starts with a mask, as in Dream).
+- **masks**: no padding -> Dream's ``"full"``; a 2-D left-padding mask -> a [B, 1, L, L]
+  bool mask over the real keys and ``tok_idx`` positions counted from each row's first
+  real token. Dream's own generation also masks the padded *query* rows; their outputs
+  are never read, and leaving them a real key to attend to keeps every softmax row
+  non-empty (an all-masked row is NaN on some SDPA kernels). Real positions get exactly
+  Dream's results.
+- **ids**: read from ``model.config`` then ``model.generation_config``, falling back to
+  Dream's defaults (mask 151666, eos = pad = bos = 151643, ``<|endoftext|>``). Small test
+  models set their own ids in their config.
+
+Only the inner ``model.model`` runs: the LM head is applied by the engine on the
+masked rows alone, never on all [B, L, V] positions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+from torch import nn
+
+from adjust.models.adapter import BaseModelInfo, DiffusionLMAdapter
+from adjust.models.layers import LayerConfig, position_ids_from_mask
+
+DREAM_MASK_TOKEN_ID = 151666
+DREAM_EOS_TOKEN_ID = 151643  # <|endoftext|>: also Dream's pad and bos
+
+
+def hf_token_id(model: nn.Module, name: str, default: int | None) -> int | None:
+    """A special id (``"mask_token_id"``, ...) from the model's config, then its generation config.
+
+    A list (several eos ids) gives its first entry.
+    """
+    for source in (getattr(model, "config", None), getattr(model, "generation_config", None)):
+        value = getattr(source, name, None)
+        if isinstance(value, (list, tuple)):
+            value = value[0] if value else None
+        if value is not None:
+            return int(value)
+    return default
+
+
+def hf_tokenizer_fingerprint(tokenizer) -> str:
+    """Fingerprint of a `tokenizers.Tokenizer` or a Hugging Face (fast or slow) tokenizer.
+
+    Fast tokenizers hash their backend like the package's own tokenizers
+    (`adjust.data.tokenizer.tokenizer_fingerprint`); slow ones (Dream's) hash their
+    vocabulary with added tokens.
+    """
+    from adjust.data.tokenizer import tokenizer_fingerprint
+
+    if hasattr(tokenizer, "to_str"):
+        return tokenizer_fingerprint(tokenizer)
+    if getattr(tokenizer, "backend_tokenizer", None) is not None:
+        return tokenizer_fingerprint(tokenizer.backend_tokenizer)
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps(vocab, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def rope_theta(config, default: float = 10000.0) -> float:
+    """RoPE base from a config: ``rope_theta`` (transformers 4.x) or ``rope_parameters`` (5.x)."""
+    theta = getattr(config, "rope_theta", None)
+    if theta is None:
+        theta = (getattr(config, "rope_parameters", None) or {}).get("rope_theta")
+    return float(theta if theta is not None else default)
+
+
+class DreamAdapter(DiffusionLMAdapter):
+    """Wraps a Hugging Face Dream model (``AutoModel.from_pretrained(..., trust_remote_code=True)``)."""
+
+    def __init__(self, model: nn.Module, tokenizer=None):
+        c = model.config
+        self.model = model
+        self.mask_token_id = hf_token_id(model, "mask_token_id", DREAM_MASK_TOKEN_ID)
+        self.eos_token_id = hf_token_id(model, "eos_token_id", DREAM_EOS_TOKEN_ID)
+        self.pad_token_id = hf_token_id(model, "pad_token_id", self.eos_token_id)
+        self.bos_token_id = hf_token_id(model, "bos_token_id", self.eos_token_id)
+        # The LM head's rows, not config.vocab_size: they are what the logits index.
+        self.vocab_size = model.lm_head.weight.shape[0]
+        self.hidden_size = c.hidden_size
+        self.max_seq_len = getattr(c, "max_position_embeddings", None)
+        heads = c.num_attention_heads
+        self.layer_config = LayerConfig(
+            hidden_size=c.hidden_size,
+            num_heads=heads,
+            num_kv_heads=getattr(c, "num_key_value_heads", None) or heads,
+            head_dim=getattr(c, "head_dim", None) or c.hidden_size // heads,
+            intermediate_size=c.intermediate_size,
+            rms_norm_eps=c.rms_norm_eps,
+            rope_theta=rope_theta(c),
+            qkv_bias=model.model.layers[-1].self_attn.q_proj.bias is not None,
+        )
+        fingerprint = None if tokenizer is None else hf_tokenizer_fingerprint(tokenizer)
+        self.info = BaseModelInfo(getattr(c, "_name_or_path", "") or "Dream", self.vocab_size, c.hidden_size, fingerprint)
+
+    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if attention_mask is None:
+            mask, positions = "full", None
+        else:
+            keep = attention_mask.bool()
+            B, L = keep.shape
+            mask = keep[:, None, None, :].expand(B, 1, L, L)
+            positions = position_ids_from_mask(attention_mask)
+        h = self.model.model(input_ids=input_ids, attention_mask=mask, position_ids=positions)[0]
+        return torch.cat([h[:, :1], h[:, :-1]], dim=1)
+
+    @property
+    def lm_head_weight(self) -> torch.Tensor:
+        return self.model.lm_head.weight
+
+    @property
+    def lm_head_bias(self) -> torch.Tensor | None:
+        return self.model.lm_head.bias
+
+    @property
+    def embed_tokens(self) -> nn.Embedding:
+        return self.model.model.embed_tokens
+
+    @property
+    def last_layer(self) -> nn.Module:
+        """Dream's last decoder layer: Qwen2 parameter names, the same as `adjust.models.layers.DecoderLayer`."""
+        return self.model.model.layers[-1]
