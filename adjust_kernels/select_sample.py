@@ -20,8 +20,9 @@ Top-p / top-k are not part of this op: the caller applies them to the logits fir
 filtered tokens to -inf or the dtype's min), because top-p needs its own pass over a sorted row.
 
 The compiled op never materialises the softmax: it keeps a running (max, sum e, sum e * z) state and
-samples by Gumbel-max, argmax(z + G), with G from a counter-based hash of (seed, offset, row, token), so
-its results depend on (seed, offset) only, not on thread count or tiling. The reference samples with
+samples by Gumbel-max, argmax(z + G), with G from Philox4x32-10 of (seed, offset, row, token): the
+package-wide noise of ``adjust_kernels._triton_utils.gumbel_noise``, shared with the Triton ops. Its
+results depend on (seed, offset) only, not on thread count or tiling. The reference samples with
 ``torch.multinomial`` from a generator seeded by (seed, offset): same distribution, different stream.
 Rows must hold at least one token with a finite logit other than ``exclude_token``; otherwise the op
 returns token -1 and a NaN score.
@@ -121,7 +122,7 @@ def _generator_seed(seed: int, offset: int) -> int:
     """A torch.Generator seed for (seed, offset), mixed so that neighbouring pairs give unrelated streams."""
     mask = 2**64 - 1
 
-    def mix64(z: int) -> int:  # splitmix64's output function, as in csrc/select_sample.h
+    def mix64(z: int) -> int:  # splitmix64's output function
         z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
         return z ^ (z >> 31)

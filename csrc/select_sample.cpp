@@ -49,8 +49,8 @@ std::tuple<at::Tensor, at::Tensor> select_sample_cpu(const at::Tensor& logits, d
   at::Tensor tokens = at::empty({n}, logits.options().dtype(at::kLong));
   at::Tensor scores = at::empty({n}, logits.options().dtype(at::kFloat));
   const bool sample = temperature > 0;
-  const Opts opts{sample, sample && kind == Score::kLowConfidence,
-                  stream_key(static_cast<uint64_t>(seed), static_cast<uint64_t>(offset))};
+  const Opts opts{sample, sample && kind == Score::kLowConfidence, static_cast<uint64_t>(seed),
+                  static_cast<uint64_t>(offset)};
   const float temp = static_cast<float>(temperature);
   const int64_t tiles = std::max<int64_t>(1, (vocab + kTile - 1) / kTile);
   std::vector<RowState> part(n * tiles);
@@ -67,7 +67,7 @@ std::tuple<at::Tensor, at::Tensor> select_sample_cpu(const at::Tensor& logits, d
           const float x = static_cast<float>(x_row[v]);
           const float z = sample ? x / temp : x;
           if (v == exclude_token || z == -INFINITY) continue;
-          push(st, x, z, v, static_cast<uint64_t>(row * vocab + v), opts);
+          push(st, x, z, v, row, opts);
         }
         part[item] = st;
       }

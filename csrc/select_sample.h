@@ -34,33 +34,43 @@ namespace adjust {
 
 enum class Score : int { kEntropy, kConfidence, kMargin, kLowConfidence };
 
-// splitmix64's output function: a bijective 64-bit mixer with full avalanche.
-ADJUST_HD uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
+struct Opts {
+  bool sample;      // T > 0: Gumbel-max sample instead of argmax
+  bool raw;         // also track logsumexp of untempered logits (low_confidence at T > 0)
+  uint64_t seed;    // Philox key
+  uint64_t offset;  // Philox counter words 2 and 3
+};
+
+// First output word of Philox4x32-10 (Salmon et al. 2011) for a 64-bit key and counters c0..c3:
+// bit-equal to Triton's tl.philox and to adjust_kernels._triton_utils.philox_uint32, so the package's
+// Triton and C++/CUDA sampling ops share one definition of their noise.
+ADJUST_HD uint32_t philox_uint32(uint64_t key, uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3) {
+  uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
+  for (int round = 0; round < 10; ++round) {
+    const uint64_t pa = 0xD2511F53ULL * c0, pb = 0xCD9E8D57ULL * c2;
+    c0 = static_cast<uint32_t>(pb >> 32) ^ c1 ^ k0;
+    c1 = static_cast<uint32_t>(pb);
+    c2 = static_cast<uint32_t>(pa >> 32) ^ c3 ^ k1;
+    c3 = static_cast<uint32_t>(pa);
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  return c0;
 }
 
-// One random stream per (seed, offset); element i of it is splitmix64's i-th output from that state.
-ADJUST_HD uint64_t stream_key(uint64_t seed, uint64_t offset) { return mix64(mix64(seed) + offset); }
-
-// Gumbel(0, 1) noise for counter i (= row * V + token) of a stream. u = (k + 0.5) * 2^-23 from the top
-// 23 bits is exact in fp32 and strictly inside (0, 1), so G is finite and G <= -log(-log(1 - 2^-24)) ~ 16.6.
-ADJUST_HD float gumbel(uint64_t key, uint64_t i) {
-  const uint64_t bits = mix64(key + (i + 1) * 0x9E3779B97F4A7C15ULL);
-  const float u = (static_cast<float>(bits >> 41) + 0.5f) * 0x1p-23f;
+// Gumbel(0, 1) noise of (row, token) in stream (seed, offset): Philox counters (token, row, offset low,
+// offset high), key seed (adjust_kernels._triton_utils.gumbel_noise). u = (top 23 bits + 0.5) * 2^-23 is
+// exact in fp32 and strictly inside (0, 1), so G is finite and G <= -log(-log(1 - 2^-24)) ~ 16.6.
+ADJUST_HD float gumbel(const Opts& o, uint32_t row, uint32_t token) {
+  const uint32_t bits = philox_uint32(o.seed, token, row, static_cast<uint32_t>(o.offset),
+                                      static_cast<uint32_t>(o.offset >> 32));
+  const float u = (static_cast<float>(bits >> 9) + 0.5f) * 0x1p-23f;
   return -logf(-logf(u));
 }
 
 // An upper bound on gumbel(): a token with z + kGumbelMax below the best key so far cannot win, so its
 // noise is not drawn. This is exact (same result as drawing it) and skips most of a peaked vocabulary.
 constexpr float kGumbelMax = 17.0f;
-
-struct Opts {
-  bool sample;   // T > 0: Gumbel-max sample instead of argmax
-  bool raw;      // also track logsumexp of untempered logits (low_confidence at T > 0)
-  uint64_t key;  // stream_key(seed, offset)
-};
 
 struct RowState {
   float m, s, t;       // max z, sum exp(z - m), sum exp(z - m) * (z - m); s == 0 <=> empty
@@ -85,8 +95,8 @@ ADJUST_HD void lse_push(float& m, float& s, float x) {
   }
 }
 
-// Adds token v (untempered logit x, tempered z > -inf, RNG counter i) to the state.
-ADJUST_HD void push(RowState& st, float x, float z, int64_t v, uint64_t i, const Opts& o) {
+// Adds token v of row `row` (untempered logit x, tempered z > -inf) to the state.
+ADJUST_HD void push(RowState& st, float x, float z, int64_t v, int64_t row, const Opts& o) {
   if (z > st.m) {
     if (st.s > 0.f) {  // rescale the sums to the new max; t is kept relative to m to avoid cancellation
       const float d = st.m - z, r = expf(d);
@@ -105,7 +115,7 @@ ADJUST_HD void push(RowState& st, float x, float z, int64_t v, uint64_t i, const
   }
   if (o.raw) lse_push(st.mr, st.sr, x);
   if (o.sample && z + kGumbelMax >= st.key) {
-    const float k = z + gumbel(o.key, i);
+    const float k = z + gumbel(o, static_cast<uint32_t>(row), static_cast<uint32_t>(v));
     if (k > st.key) {
       st.key = k;
       st.tok = v;

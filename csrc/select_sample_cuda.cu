@@ -51,7 +51,7 @@ __global__ void __launch_bounds__(kThreads)
     const float x = static_cast<float>(x_row[v]);
     const float z = opts.sample ? x / temperature : x;
     if (v == exclude_token || z == -INFINITY) continue;
-    push(st, x, z, v, static_cast<uint64_t>(row * vocab + v), opts);
+    push(st, x, z, v, row, opts);
   }
   // Lanes whose partner is out of range merge with themselves; lane 0 never reads those lanes.
   for (int delta = 16; delta > 0; delta >>= 1) st = merge(st, shfl_down(st, delta));
@@ -78,8 +78,8 @@ std::tuple<at::Tensor, at::Tensor> select_sample_cuda(const at::Tensor& logits, 
   if (n == 0) return {tokens, scores};
   TORCH_CHECK_VALUE(n <= INT32_MAX, "select_sample: too many rows for one launch: ", n);
   const bool sample = temperature > 0;
-  const Opts opts{sample, sample && kind == Score::kLowConfidence,
-                  stream_key(static_cast<uint64_t>(seed), static_cast<uint64_t>(offset))};
+  const Opts opts{sample, sample && kind == Score::kLowConfidence, static_cast<uint64_t>(seed),
+                  static_cast<uint64_t>(offset)};
   ADJUST_DISPATCH_LOGITS(logits.scalar_type(), "select_sample_cuda", [&] {
     select_sample_kernel<scalar_t><<<static_cast<unsigned>(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         logits.const_data_ptr<scalar_t>(), vocab, static_cast<float>(temperature), exclude_token, kind, opts,

@@ -138,6 +138,24 @@ def test_sampled_scores(device: str) -> None:
 
 
 @needs_op
+@pytest.mark.parametrize("device", DEVICES)
+def test_sampling_uses_package_philox_noise(device: str) -> None:
+    """At T > 0 the token is argmax(z + G) with G = _triton_utils.gumbel_noise(seed, offset), the noise the
+    Triton ops use, except where float rounding can swap two keys closer than 1e-4 (skipped)."""
+    from adjust_kernels._triton_utils import gumbel_noise
+
+    logits, temperature, exclude_token = _logits(33, 5000, torch.float32, device), 0.6, 11
+    seed, offset = SEED - 2**30, 2**32 + 5  # a negative seed and a two-word offset
+    tokens = select_sample(logits, temperature, "entropy", seed, offset, exclude_token)[0].cpu()
+    z = (logits.cpu() / temperature).index_fill(1, torch.tensor([exclude_token]), -torch.inf)
+    keys = z + gumbel_noise(torch.tensor([seed, offset]), *z.shape, torch.device("cpu"))
+    top = keys.topk(2, dim=-1)
+    clear = top.values[:, 0] - top.values[:, 1] > 1e-4
+    assert clear.sum() >= 30
+    assert torch.equal(tokens[clear], top.indices[clear, 0])
+
+
+@needs_op
 def test_deterministic_across_threads_and_seeded() -> None:
     """Bit-identical results for 1 and 2 threads (several vocabulary tiles per row); (seed, offset) matter."""
     logits = torch.randn(33, 20_000) * 2
