@@ -26,9 +26,9 @@ import torch
 from tqdm.auto import tqdm
 
 from adjust.models.adapter import DiffusionLMAdapter, as_adapter
-from adjust.unmasking import ALGS, SamplingSettings, sample_tokens, select_positions
+from adjust.unmasking import ALGS, SamplingSettings, filter_logits, sample_tokens, select_positions
 
-BACKENDS = ("auto", "torch")
+BACKENDS = ("auto", "torch", "cpp")
 
 
 @dataclass
@@ -176,7 +176,11 @@ def generate(
         seed: makes the run reproducible (same seed, same backend → same tokens).
         return_history: record, for every pass, the committed positions, tokens and log q.
         progress: show a progress bar over base forwards.
-        backend: "torch" (the reference; "auto" selects it until fast paths land).
+        backend: "torch" (the reference), "cpp" (the compiled select-and-sample op of
+            `adjust_kernels`, for temperature/score settings it covers: no top-p/top-k,
+            alg ≠ random) or "auto" (cpp where it applies and is built, else torch).
+            Backends draw from different random streams: same seed, same backend → same
+            tokens; across backends the distribution is the same, and at T = 0 the tokens.
 
     Returns:
         a `GenerationOutput` with the sequences, the unmask order and pass counts.
@@ -214,8 +218,10 @@ def generate(
 
     settings = SamplingSettings(temperature, top_p, top_k, alg, alg_temp)
     device = adapter.device
+    run_seed = seed if seed is not None else int(torch.seed() % (2**63))
     generator = torch.Generator(device=device)
-    generator.manual_seed(seed if seed is not None else int(torch.seed() % (2**63)))
+    generator.manual_seed(run_seed)
+    sample = _token_sampler(backend, settings, adapter.mask_token_id, device, generator, run_seed)
 
     B, P = prompt.shape
     x = torch.cat([prompt, torch.full((B, max_new_tokens), adapter.mask_token_id)], 1).to(device)
@@ -263,7 +269,7 @@ def generate(
                         f"the {'sampler' if k else 'base model'} produced NaN/Inf logits at base forward "
                         f"{base_forwards}: refusing to sample from them"
                     )
-                tokens, scores, logq = sample_tokens(logits, settings, adapter.mask_token_id, generator)
+                tokens, scores, logq = sample(logits, pass_counter)
                 full_scores = torch.zeros(x.shape, dtype=torch.float32, device=device)
                 full_scores[cand] = scores
                 proposal = x.clone()
@@ -289,6 +295,33 @@ def generate(
         seconds=time.perf_counter() - t0,
         history=history,
     )
+
+
+def _token_sampler(backend: str, s: SamplingSettings, mask_id: int, device, generator, seed: int):
+    """The per-pass `(logits, pass index) -> (tokens, scores, log q)` of the chosen backend."""
+    from adjust_kernels.select_sample import SCORES, is_available, select_sample
+
+    fits = s.top_p in (None, 1.0) and s.top_k is None and s.alg in SCORES
+    use_cpp = backend == "cpp" or (backend == "auto" and fits and is_available(device))
+    if not use_cpp:
+        return lambda logits, _: sample_tokens(logits, s, mask_id, generator)
+    if not fits:
+        raise ValueError(
+            f"backend='cpp' covers temperature and the {SCORES} scores without top_p/top_k; "
+            f"got top_p={s.top_p}, top_k={s.top_k}, alg={s.alg!r} (use backend='torch')"
+        )
+    if not is_available(device):
+        raise ValueError(f"backend='cpp': the compiled op is not built for {device} (see docs/kernels.md)")
+
+    def run(logits: torch.Tensor, pass_index: int):
+        tokens, scores = select_sample(logits, s.temperature, s.alg, seed, pass_index, mask_id)
+        if s.temperature > 0:
+            logq = torch.log_softmax(filter_logits(logits, s, mask_id), -1).gather(1, tokens[:, None]).squeeze(1)
+        else:
+            logq = torch.zeros_like(scores)
+        return tokens, scores, logq
+
+    return run
 
 
 def _record(

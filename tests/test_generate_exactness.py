@@ -72,8 +72,9 @@ def chi2_pvalue(samples, joint):
     return stats.chisquare(obs, exp).pvalue
 
 
-def _samples(model, prompt, n_new, K):
-    out = adjust.generate(model, [prompt] * N_SAMPLES, K=K, max_new_tokens=n_new, temperature=1.0, seed=1234)
+def _samples(model, prompt, n_new, K, backend="torch"):
+    out = adjust.generate(model, [prompt] * N_SAMPLES, K=K, max_new_tokens=n_new, temperature=1.0, seed=1234,
+                          backend=backend)
     return [tuple(r) for r in out.sequences.tolist()]
 
 
@@ -82,20 +83,22 @@ def model():
     return tiny_mdlm(vocab_size=7, seed=3, sharpen=25.0)
 
 
-def test_k1_matches_enumerated_chain_rule_joint(model):
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_k1_matches_enumerated_chain_rule_joint(model, backend):
     prompt, n_new = [1], 3
     joint = enumerate_k1_joint(as_adapter(model), prompt, n_new)
     assert abs(sum(joint.values()) - 1) < 1e-9
-    samples = _samples(model, prompt, n_new, K=1)
+    samples = _samples(model, prompt, n_new, K=1, backend=backend)
     assert chi2_pvalue(samples, joint) > 1e-3
     # The test has power: the same samples are far from the product of marginals.
     assert chi2_pvalue(samples, product_of_marginals(as_adapter(model), prompt, n_new)) < 1e-6
 
 
-def test_parallel_k_eq_l_matches_product_of_marginals(model):
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_parallel_k_eq_l_matches_product_of_marginals(model, backend):
     prompt, n_new = [1], 3
     prod = product_of_marginals(as_adapter(model), prompt, n_new)
-    samples = _samples(model, prompt, n_new, K=n_new)
+    samples = _samples(model, prompt, n_new, K=n_new, backend=backend)
     assert chi2_pvalue(samples, prod) > 1e-3
     assert chi2_pvalue(samples, enumerate_k1_joint(as_adapter(model), prompt, n_new)) < 1e-6
 
