@@ -8,7 +8,7 @@ BIN     = $(VENV)/bin
 # against it without build isolation, which would otherwise fetch another torch.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all bench clean assets
 
 $(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*)
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,22 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info adjust_kernels/_C*.so
+
+# Re-create the shipped models and samplers (CPU, about an hour in all; see docs/training.md).
+# Every artefact comes from the package's own commands; runs/ keeps logs and checkpoints.
+ASSET_STEPS_synthetic = 3000
+ASSET_STEPS_tasks     = 8000
+ASSET_STEPS_text      = 4000
+ASSET_PROMPTS_synthetic = bos
+ASSET_PROMPTS_tasks     = testbed
+ASSET_PROMPTS_text      = bos
+
+assets: install $(foreach t,synthetic tasks text,asset-$(t))
+
+asset-%:
+	$(BIN)/adjust train-base --testbed $* --out runs/base-$* --steps $(ASSET_STEPS_$*) --threads 1
+	$(BIN)/adjust data --base runs/base-$* --prompts $(ASSET_PROMPTS_$*) --n 4000 --out runs/traj-$*
+	$(BIN)/adjust train-sampler --base runs/base-$* --data runs/traj-$* --rollout 3 --steps 2000 --batch-size 32 --out runs/sampler-$* --threads 1
+	mkdir -p adjust/assets/models/$* adjust/assets/samplers/$*
+	cp runs/base-$*/config.json runs/base-$*/model.safetensors runs/base-$*/tokenizer.json runs/base-$*/train_log.jsonl adjust/assets/models/$*/
+	cp runs/sampler-$*/config.json runs/sampler-$*/model.safetensors runs/sampler-$*/train_log.jsonl adjust/assets/samplers/$*/
