@@ -1,0 +1,349 @@
+"""adjust_loop: one base step's ADJUST passes as one static-shape callable (no host sync, graph-capturable).
+
+After one base forward ``h0 = f(x)`` the reference engine (``adjust.generate``, ``per_pass`` loop) runs,
+for k = 0 .. K−1: (k ≥ 1) ``h = g(h, x)``; sample a token and a score at every still-masked candidate
+from ``W h``; commit the best-scoring candidate of each row that still has tokens to commit. Here the
+same loop runs with
+
+- the candidate set fixed once per base step: ``cand_idx`` [B, C] (ascending positions, −1 padding)
+  and ``alive`` [B, C] (bool, cleared in place as candidates are committed);
+- per-row pass counts ``n_passes`` [B]: row b commits at pass k iff k < n_passes[b] (the engine's
+  ``n_row = min(remaining, K)``); the loop always runs ``num_passes`` passes, so shapes are static;
+- logits only for the candidate rows (``lm_head_sample`` on the gathered ``[B·C, d]`` rows), the
+  choice by a masked ``argmax`` on device, the commit by ``scatter_`` into ``x`` in place, and the
+  random stream advanced on device (``seed_offset[1] += 1`` per pass);
+- ``g`` from the fused pieces: ``sampler_input`` (gather + two RMSNorms + split DownProj),
+  ``rmsnorm``, ``rope``, ``swiglu``, with the projections as cuBLAS GEMMs (``F.linear``) and attention
+  as ``F.scaled_dot_product_attention`` (at these shapes both are at their floor already).
+
+Nothing in a pass reads a device value on the host, so :meth:`AdjustLoop.capture` can record all
+K passes in one CUDA graph. The pure-PyTorch twin (``backend="torch"``, :func:`adjust_passes_reference`)
+runs the same loop with the reference pieces; its ``g`` is bit-identical to ``AdjustSampler.forward``.
+
+Differences from the engine, by design: no NaN/Inf check of the logits (it would sync); ``alg`` is
+one of ``entropy, confidence, margin, low_confidence`` and ``alg_temp`` is not supported (use the torch
+engine for ``random`` / ``alg_temp``); tokens at T > 0 come from the kernels' Philox stream, not from
+``torch.multinomial`` (same distribution, different draws).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from adjust.models.layers import position_ids_from_mask, rope_cos_sin
+from adjust_kernels._triton_utils import check_seed_offset
+from adjust_kernels.lm_head_sample import SCORES, lm_head_sample, lm_head_sample_reference
+from adjust_kernels.rmsnorm import rmsnorm, rmsnorm_reference
+from adjust_kernels.rope import rope, rope_reference
+from adjust_kernels.sampler_input import sampler_input, sampler_input_reference
+from adjust_kernels.swiglu import swiglu, swiglu_reference
+
+__all__ = ["AdjustLoop", "adjust_passes", "adjust_passes_reference"]
+
+
+@dataclass(frozen=True)
+class _Pieces:
+    """The ops one backend builds the loop from (same signatures in both backends)."""
+
+    sampler_input: Callable[..., Tensor]
+    rmsnorm: Callable[..., Tensor]
+    rope: Callable[..., tuple[Tensor, Tensor]]
+    swiglu: Callable[..., Tensor]
+    lm_head_sample: Callable[..., tuple[Tensor, Tensor, Tensor]]
+
+
+_BACKENDS = {
+    "triton": _Pieces(sampler_input, rmsnorm, rope, swiglu, lm_head_sample),
+    "torch": _Pieces(
+        sampler_input_reference, rmsnorm_reference, rope_reference, swiglu_reference, lm_head_sample_reference
+    ),
+}
+
+
+class AdjustLoop:
+    """The ADJUST passes of one base step at fixed shapes, with preallocated outputs and an optional
+    CUDA graph (see the module docstring for the semantics).
+
+    Build one per generation (shapes, settings and the attention mask fixed), call it once per base
+    step. Calls return the workspace tensors ``positions`` [B, K] (int64, −1 where row b committed
+    nothing at pass k) and ``logprobs`` [B, K] (fp32 log q of the committed token, 0 where nothing was
+    committed and at T = 0); the next call overwrites them.
+    """
+
+    def __init__(
+        self,
+        sampler: torch.nn.Module,
+        embed_weight: Tensor,
+        lm_head_weight: Tensor,
+        lm_head_bias: Tensor | None = None,
+        *,
+        batch_size: int,
+        seq_len: int,
+        num_candidates: int,
+        num_passes: int,
+        temperature: float,
+        alg: str = "entropy",
+        mask_token_id: int,
+        attention_mask: Tensor | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        backend: str = "triton",
+    ):
+        """
+        Args:
+            sampler: an ``adjust.AdjustSampler`` (its norm_e / norm_h / down_proj / layer / norm_out
+                weights are read at every call, so later weight updates are seen).
+            embed_weight: ``[V, d]`` base embedding E. lm_head_weight: ``[V, d]`` W; lm_head_bias ``[V]``.
+            batch_size, seq_len, num_candidates: B, L and C of every call.
+            num_passes: K, the passes per call: pass 0 scores ``W h0``, passes 1..K−1 apply g first.
+            temperature, alg, top_p, top_k: token sampling and the position score (``adjust.unmasking``).
+            mask_token_id: never sampled.
+            attention_mask: ``[B, L]`` (1 = real token) for left-padded batches, or None.
+            backend: ``"triton"`` (fused kernels) or ``"torch"`` (the reference pieces).
+        """
+        if backend not in _BACKENDS:
+            raise ValueError(f"AdjustLoop: backend must be one of {tuple(_BACKENDS)}, got {backend!r}")
+        if alg not in SCORES:
+            raise ValueError(f"AdjustLoop: alg must be one of {SCORES}, got {alg!r} (random / alg_temp: use the torch engine)")
+        for name, v in (("batch_size", batch_size), ("seq_len", seq_len), ("num_candidates", num_candidates), ("num_passes", num_passes)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"AdjustLoop: {name} must be an int >= 1, got {v!r}")
+        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+            raise ValueError(f"AdjustLoop: temperature must be a finite number >= 0, got {temperature!r}")
+        cfg = sampler.layer_config
+        d, V = cfg.hidden_size, lm_head_weight.shape[0]
+        if embed_weight.shape != (V, d) or lm_head_weight.shape != (V, d):
+            raise ValueError(
+                f"AdjustLoop: embed_weight and lm_head_weight must be [V, {d}], got "
+                f"{tuple(embed_weight.shape)} and {tuple(lm_head_weight.shape)}"
+            )
+        if not 0 <= mask_token_id < V:
+            raise ValueError(f"AdjustLoop: mask_token_id must be in [0, {V}), got {mask_token_id!r}")
+        B, L = batch_size, seq_len
+        self.device, self.dtype = lm_head_weight.device, lm_head_weight.dtype
+        if attention_mask is not None and attention_mask.shape != (B, L):
+            raise ValueError(f"AdjustLoop: attention_mask must be [B, L] = {(B, L)}, got {tuple(attention_mask.shape)}")
+        self.sampler, self.embed_weight = sampler, embed_weight
+        self.lm_head_weight, self.lm_head_bias = lm_head_weight, lm_head_bias
+        self.shape = (B, L, num_candidates)
+        self.num_passes = num_passes
+        self.sampling = dict(temperature=float(temperature), alg=alg, exclude_token=mask_token_id, top_p=top_p, top_k=top_k)
+        self.backend = backend
+        self._p = _BACKENDS[backend]
+
+        # Fixed for the whole generation: positions (RoPE tables), the key mask, the row base of the gather.
+        if attention_mask is None:
+            pos = torch.arange(L, device=self.device).expand(B, L)
+            self._key_mask = None
+        else:
+            attention_mask = attention_mask.to(self.device)
+            pos, self._key_mask = position_ids_from_mask(attention_mask), attention_mask.bool()
+        self._cos, self._sin = rope_cos_sin(pos, cfg.head_dim, cfg.rope_theta, self.dtype)
+        self._row_base = torch.arange(B, device=self.device)[:, None] * L
+        self.positions = torch.empty((B, num_passes), dtype=torch.int64, device=self.device)
+        self.logprobs = torch.empty((B, num_passes), dtype=torch.float32, device=self.device)
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._static: tuple[Tensor, ...] | None = None
+
+    # -- the sampler g ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sampler_step(self, h: Tensor, x: Tensor) -> Tensor:
+        """``g(h, x) = h + Norm_out(DecoderLayer(DownProj(concat(Norm_e(E x), Norm_h h))))`` [B, L, d]."""
+        s, p, cfg = self.sampler, self._p, self.sampler.layer_config
+        B, L, d = h.shape
+        H, KV, hd, eps = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.rms_norm_eps
+        u = p.sampler_input(x, h, self.embed_weight, s.norm_e.weight, s.norm_h.weight, s.down_proj.weight, eps)
+        layer, attn, mlp = s.layer, s.layer.self_attn, s.layer.mlp
+        n = p.rmsnorm(u, layer.input_layernorm.weight, eps)
+        q = F.linear(n, attn.q_proj.weight, attn.q_proj.bias).view(B, L, H, hd).transpose(1, 2)
+        k = F.linear(n, attn.k_proj.weight, attn.k_proj.bias).view(B, L, KV, hd).transpose(1, 2)
+        v = F.linear(n, attn.v_proj.weight, attn.v_proj.bias).view(B, L, KV, hd).transpose(1, 2)
+        q, k = p.rope(q, k, self._cos, self._sin)
+        if H != KV:
+            k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
+        mask = None if self._key_mask is None else self._key_mask[:, None, None, :]
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=False)
+        u = u + F.linear(o.transpose(1, 2).reshape(B, L, H * hd), attn.o_proj.weight)
+        n = p.rmsnorm(u, layer.post_attention_layernorm.weight, eps)
+        y = u + F.linear(p.swiglu(F.linear(n, mlp.gate_proj.weight), F.linear(n, mlp.up_proj.weight)), mlp.down_proj.weight)
+        return p.rmsnorm(y, s.norm_out.weight, eps, residual=h)
+
+    # -- the passes ---------------------------------------------------------------------------------
+
+    def _passes(self, h0: Tensor, x: Tensor, cand_idx: Tensor, alive: Tensor, n_passes: Tensor, seed_offset: Tensor) -> None:
+        """The loop body: device work only (graph-capturable); results in x, alive, seed_offset and
+        the ``positions`` / ``logprobs`` workspaces."""
+        B, L, C = self.shape
+        rows = (self._row_base + cand_idx.clamp(min=0)).view(-1)
+        h = h0
+        for k in range(self.num_passes):
+            if k > 0:
+                h = self.sampler_step(h, x)
+            hc = h.reshape(B * L, -1).index_select(0, rows)
+            tokens, scores, logq = self._p.lm_head_sample(hc, self.lm_head_weight, self.lm_head_bias, seed_offset, **self.sampling)
+            best = scores.view(B, C).masked_fill(~alive, float("-inf")).argmax(dim=1, keepdim=True)  # ties: lowest slot
+            commit = alive.gather(1, best) & (n_passes[:, None] > k)
+            pos = cand_idx.gather(1, best).clamp(min=0)
+            x.scatter_(1, pos, torch.where(commit, tokens.view(B, C).gather(1, best), x.gather(1, pos)))
+            alive.scatter_(1, best, alive.gather(1, best) & ~commit)
+            self.positions[:, k : k + 1].copy_(torch.where(commit, pos, -1))
+            self.logprobs[:, k : k + 1].copy_(torch.where(commit, logq.view(B, C).gather(1, best), 0.0))
+            seed_offset[1:].add_(1)
+
+    def _check(self, h0: Tensor, x: Tensor, cand_idx: Tensor, alive: Tensor, n_passes: Tensor, seed_offset: Tensor) -> None:
+        B, L, C = self.shape
+        d = self.sampler.layer_config.hidden_size
+        expect = {
+            "h0": (h0, (B, L, d), self.dtype),
+            "x": (x, (B, L), torch.int64),
+            "cand_idx": (cand_idx, (B, C), torch.int64),
+            "alive": (alive, (B, C), torch.bool),
+            "n_passes": (n_passes, (B,), torch.int64),
+        }
+        for name, (t, shape, dtype) in expect.items():
+            if not isinstance(t, Tensor) or t.shape != shape or t.dtype != dtype or t.device != self.device:
+                got = f"{t.dtype} {tuple(t.shape)} on {t.device}" if isinstance(t, Tensor) else type(t).__name__
+                raise ValueError(f"AdjustLoop: {name} must be {dtype} {shape} on {self.device}, got {got}")
+        if not (x.is_contiguous() and alive.is_contiguous()):
+            raise ValueError("AdjustLoop: x and alive are updated in place and must be contiguous")
+        check_seed_offset("AdjustLoop", seed_offset, self.device)
+
+    @torch.no_grad()
+    def __call__(
+        self, h0: Tensor, x: Tensor, cand_idx: Tensor, alive: Tensor, n_passes: Tensor, seed_offset: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Run the K passes of one base step.
+
+        Args:
+            h0: ``[B, L, d]`` hidden states of the base forward (the adapter's ``hidden``).
+            x: ``[B, L]`` int64 tokens; committed tokens are written into it in place.
+            cand_idx: ``[B, C]`` int64 candidate positions, ascending per row (ties in score go to
+                the lower position, as in the engine), −1 as padding.
+            alive: ``[B, C]`` bool, true for real candidates; committed ones are cleared in place.
+            n_passes: ``[B]`` int64, tokens row b commits in this step (``min(masked, K)``).
+            seed_offset: int64 ``[2]`` = (seed, offset) on the device; offset advances by K in place.
+
+        Returns:
+            The workspaces ``(positions [B, K] int64, logprobs [B, K] fp32)`` (class docstring).
+        """
+        self._check(h0, x, cand_idx, alive, n_passes, seed_offset)
+        if self._graph is None:
+            self._passes(h0, x, cand_idx, alive, n_passes, seed_offset)
+        else:
+            for static, given in zip(self._static, (h0, x, cand_idx, alive, n_passes, seed_offset)):
+                static.copy_(given)
+            self._graph.replay()
+            _, sx, _, salive, _, sseed = self._static
+            x.copy_(sx)
+            alive.copy_(salive)
+            seed_offset.copy_(sseed)
+        return self.positions, self.logprobs
+
+    @torch.no_grad()
+    def capture(self) -> bool:
+        """Record the K passes in a CUDA graph over static input buffers; later calls replay it
+        (copying the arguments in and the in-place results back). Returns False, doing nothing,
+        off CUDA. The first eager pass on a side stream compiles the kernels before capture."""
+        if self.device.type != "cuda":
+            return False
+        B, L, C = self.shape
+        d = self.sampler.layer_config.hidden_size
+        static = (
+            torch.zeros((B, L, d), dtype=self.dtype, device=self.device),
+            torch.zeros((B, L), dtype=torch.int64, device=self.device),
+            torch.full((B, C), -1, dtype=torch.int64, device=self.device),
+            torch.zeros((B, C), dtype=torch.bool, device=self.device),
+            torch.zeros((B,), dtype=torch.int64, device=self.device),
+            torch.zeros((2,), dtype=torch.int64, device=self.device),
+        )
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            self._passes(*static)  # warm-up: Triton compilation, cuBLAS handles
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._passes(*static)
+        self._graph, self._static = graph, static
+        return True
+
+
+def adjust_passes(
+    h0: Tensor,
+    x: Tensor,
+    cand_idx: Tensor,
+    alive: Tensor,
+    n_passes: Tensor,
+    sampler: torch.nn.Module,
+    embed_weight: Tensor,
+    lm_head_weight: Tensor,
+    lm_head_bias: Tensor | None,
+    seed_offset: Tensor,
+    *,
+    num_passes: int,
+    temperature: float,
+    alg: str = "entropy",
+    mask_token_id: int,
+    attention_mask: Tensor | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One base step's K = ``num_passes`` ADJUST passes with the fused Triton kernels, eagerly.
+
+    Arguments as :class:`AdjustLoop` and its ``__call__``; ``x``, ``alive`` and ``seed_offset`` are
+    updated in place. Returns ``(positions [B, K], logprobs [B, K])``. For many base steps at fixed
+    shapes, build an :class:`AdjustLoop` once instead (and ``capture()`` it on CUDA).
+    """
+    return _run("triton", h0, x, cand_idx, alive, n_passes, sampler, embed_weight, lm_head_weight, lm_head_bias,
+                seed_offset, num_passes, temperature, alg, mask_token_id, attention_mask, top_p, top_k)
+
+
+def adjust_passes_reference(
+    h0: Tensor,
+    x: Tensor,
+    cand_idx: Tensor,
+    alive: Tensor,
+    n_passes: Tensor,
+    sampler: torch.nn.Module,
+    embed_weight: Tensor,
+    lm_head_weight: Tensor,
+    lm_head_bias: Tensor | None,
+    seed_offset: Tensor,
+    *,
+    num_passes: int,
+    temperature: float,
+    alg: str = "entropy",
+    mask_token_id: int,
+    attention_mask: Tensor | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Pure-PyTorch twin of :func:`adjust_passes`: the same loop built from the reference pieces
+    (same Philox stream, so the same tokens at any temperature up to fp32 rounding)."""
+    return _run("torch", h0, x, cand_idx, alive, n_passes, sampler, embed_weight, lm_head_weight, lm_head_bias,
+                seed_offset, num_passes, temperature, alg, mask_token_id, attention_mask, top_p, top_k)
+
+
+def _run(
+    backend: str, h0: Tensor, x: Tensor, cand_idx: Tensor, alive: Tensor, n_passes: Tensor, sampler: torch.nn.Module,
+    embed_weight: Tensor, lm_head_weight: Tensor, lm_head_bias: Tensor | None, seed_offset: Tensor, num_passes: int,
+    temperature: float, alg: str, mask_token_id: int, attention_mask: Tensor | None, top_p: float | None,
+    top_k: int | None,
+) -> tuple[Tensor, Tensor]:
+    """A one-off AdjustLoop of ``backend`` for these shapes, run eagerly."""
+    if h0.dim() != 3 or cand_idx.dim() != 2:
+        raise ValueError(f"adjust_passes: h0 must be [B, L, d] and cand_idx [B, C], got {tuple(h0.shape)} and {tuple(cand_idx.shape)}")
+    (B, L, _), C = h0.shape, cand_idx.shape[1]
+    loop = AdjustLoop(
+        sampler, embed_weight, lm_head_weight, lm_head_bias, batch_size=B, seq_len=L, num_candidates=C,
+        num_passes=num_passes, temperature=temperature, alg=alg, mask_token_id=mask_token_id,
+        attention_mask=attention_mask, top_p=top_p, top_k=top_k, backend=backend,
+    )
+    return loop(h0, x, cand_idx, alive, n_passes, seed_offset)
