@@ -192,6 +192,7 @@ def _demo_prompts(model, n: int, seed: int):
 
 
 def cmd_train_base(args) -> None:
+    import torch
     from adjust.data import get_testbed
     from adjust.train.base import BaseTrainConfig, train_base
 
@@ -207,8 +208,10 @@ def cmd_train_base(args) -> None:
     model_config = {"hidden_size": args.hidden, "num_layers": args.layers, "num_heads": args.heads,
                     "num_kv_heads": args.kv_heads, "head_dim": args.hidden // args.heads,
                     "intermediate_size": args.mlp}
+    if args.threads:
+        torch.set_num_threads(args.threads)
     train = BaseTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                            num_examples=args.num_examples, eval_every=args.eval_every, threads=args.threads)
+                            num_examples=args.num_examples, eval_every=args.eval_every)
     t0 = time.perf_counter()
     model = train_base(testbed, args.out, model_config, train, provenance={"command": " ".join(sys.argv)})
     print(f"saved {model.num_parameters() / 1e6:.2f}M-param model to {args.out} in {time.perf_counter() - t0:.0f}s")

@@ -153,7 +153,7 @@ class MaskedDiffusionLM(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def save_pretrained(self, path: str | Path, tokenizer=None) -> Path:
-        """Write config.json + model.safetensors (+ tokenizer.json) atomically enough for a folder."""
+        """Write config.json + model.safetensors (+ tokenizer.json), each by temp file + rename."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         if tokenizer is not None:
@@ -166,7 +166,9 @@ class MaskedDiffusionLM(nn.Module):
         save_file(state, str(tmp))
         tmp.replace(path / WEIGHTS_NAME)
         cfg = {"architecture": "MaskedDiffusionLM", **asdict(self.config)}
-        (path / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n")
+        tmp = path / (CONFIG_NAME + ".tmp")
+        tmp.write_text(json.dumps(cfg, indent=2) + "\n")
+        tmp.replace(path / CONFIG_NAME)
         return path
 
     @classmethod
@@ -175,7 +177,10 @@ class MaskedDiffusionLM(nn.Module):
     ) -> "MaskedDiffusionLM":
         """Load a folder written by `save_pretrained`, or a shipped model by name."""
         path = resolve_checkpoint(name_or_path)
-        raw = json.loads((path / CONFIG_NAME).read_text())
+        try:
+            raw = json.loads((path / CONFIG_NAME).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path / CONFIG_NAME}: not valid JSON ({e.msg}); the checkpoint is damaged") from None
         arch = raw.pop("architecture", None)
         if arch != "MaskedDiffusionLM":
             raise ValueError(f"{path / CONFIG_NAME}: architecture {arch!r} is not a MaskedDiffusionLM")

@@ -8,7 +8,6 @@ loss log, held-out loss, and periodic checkpoints (safetensors + config + tokeni
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ from adjust.data.testbed import Testbed
 from adjust.data.tokenizer import BOS_ID, EOS_ID, MASK_ID, PAD_ID
 from adjust.models.mdlm import MaskedDiffusionLM, MDLMConfig
 from adjust.train.batching import collate
+from adjust.train.checkpointing import GracefulStop, load_state, save_state
+from adjust.train.schedule import warmup_cosine
 
 
 @dataclass
@@ -33,14 +34,6 @@ class BaseTrainConfig:
     eval_examples: int = 512
     eval_every: int = 500
     seed: int = 0
-    threads: int | None = None
-
-
-def _lr_at(step: int, cfg: BaseTrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 @torch.no_grad()
@@ -60,13 +53,16 @@ def train_base(
     train: BaseTrainConfig | None = None,
     progress: bool = True,
     provenance: dict | None = None,
+    stop_after: int | None = None,
 ) -> MaskedDiffusionLM:
-    """Train a base model on `testbed` and save it (with its tokenizer) to `out_dir`."""
+    """Train a base model on `testbed` and save it (with its tokenizer) to `out_dir`.
+
+    Resumes from `out_dir/train_state.pt` when present (same settings required);
+    SIGTERM/SIGINT or `stop_after` steps end the run with a checkpoint.
+    """
     cfg = train or BaseTrainConfig()
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError(f"steps and batch_size must be ≥ 1, got {cfg.steps} and {cfg.batch_size}")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok = testbed.tokenizer
@@ -94,32 +90,49 @@ def train_base(
     ]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     g = torch.Generator().manual_seed(cfg.seed)
-    log = (out / "train_log.jsonl").open("w")
-    log.write(json.dumps({"event": "start", "model": asdict(mc), "train": asdict(cfg),
-                          "params": model.num_parameters()}) + "\n")
-    bar = tqdm(range(cfg.steps), desc=f"train-base {testbed.name}", disable=not progress)
+    start = 0
+    state = load_state(out, cfg)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        g.set_state(state["generator"])
+        start = state["step"]
+    log = (out / "train_log.jsonl").open("a" if start else "w")
+    if start == 0:
+        log.write(json.dumps({"event": "start", "model": asdict(mc), "train": asdict(cfg),
+                              "params": model.num_parameters()}) + "\n")
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train-base {testbed.name}",
+               disable=not progress)
     t0, ema = time.perf_counter(), None
     model.train()
-    for step in bar:
-        idx = torch.randint(len(train_set), (cfg.batch_size,), generator=g).tolist()
-        ids, attn, loss_mask = collate([train_set[i] for i in idx], BOS_ID, PAD_ID)
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
-        loss = model.diffusion_loss(ids, loss_mask, attn, generator=g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-        bar.set_postfix(loss=f"{ema:.3f}")
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            held = heldout_loss(model, eval_batches, cfg.seed)
-            rec = {"step": step + 1, "loss": round(ema, 5), "heldout_loss": round(held, 5),
-                   "lr": _lr_at(step, cfg), "seconds": round(time.perf_counter() - t0, 1)}
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            bar.write(f"step {step + 1}: train {ema:.4f}  held-out {held:.4f}")
-            model.save_pretrained(out, tokenizer=tok)
+    with GracefulStop() as stop:
+        for step in bar:
+            idx = torch.randint(len(train_set), (cfg.batch_size,), generator=g).tolist()
+            ids, attn, loss_mask = collate([train_set[i] for i in idx], BOS_ID, PAD_ID)
+            for group in opt.param_groups:
+                group["lr"] = warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr)
+            loss = model.diffusion_loss(ids, loss_mask, attn, generator=g)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+            bar.set_postfix(loss=f"{ema:.3f}")
+            stopping = stop.requested or (stop_after is not None and step + 1 - start >= stop_after)
+            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or stopping:
+                held = heldout_loss(model, eval_batches, cfg.seed)
+                rec = {"step": step + 1, "loss": round(ema, 5), "heldout_loss": round(held, 5),
+                       "lr": warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr),
+                       "seconds": round(time.perf_counter() - t0, 1)}
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                if progress:
+                    bar.write(f"step {step + 1}: train {ema:.4f}  held-out {held:.4f}")
+                model.save_pretrained(out, tokenizer=tok)
+                save_state(out, model=model.state_dict(), optimizer=opt.state_dict(), generator=g.get_state(),
+                           step=step + 1, config=asdict(cfg))
+            if stopping:
+                break
     log.close()
     model.eval()
     return model

@@ -15,7 +15,6 @@ held-out KL is far below that (an under-trained sampler is worse than parallel).
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,9 +25,10 @@ from tqdm.auto import tqdm
 
 from adjust.models.adapter import DiffusionLMAdapter, as_adapter
 from adjust.sampler import AdjustSampler
+from adjust.train.checkpointing import GracefulStop, load_state, save_state
+from adjust.train.schedule import warmup_cosine
 from adjust.train.trajectories import Trajectories
 
-CHECKPOINT = "train_state.pt"
 NEG = -1e4  # "log 0" that keeps 0 · (log p − log q) finite
 
 
@@ -106,13 +106,6 @@ def _draw(traj: Trajectories, rows: torch.Tensor, rollout: int, g: torch.Generat
     return picked.tolist(), ts.tolist()
 
 
-def _lr_at(step: int, cfg: SamplerTrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-
-
 def train_sampler(
     model,
     traj: Trajectories,
@@ -126,8 +119,8 @@ def train_sampler(
 
     A `train_state.pt` in `out_dir` is resumed from (same settings required): the
     sampler, optimizer and data-order RNG continue exactly where they stopped.
-    `stop_after` ends this run after that many steps (checkpointed), as a job
-    scheduler's time limit would.
+    SIGTERM/SIGINT end the run after the current step with a checkpoint;
+    `stop_after` does the same after that many steps, as a scheduler's limit would.
     """
     cfg = cfg or SamplerTrainConfig()
     if cfg.rollout < 1 or cfg.steps < 1 or cfg.batch_size < 1:
@@ -153,11 +146,8 @@ def train_sampler(
     opt = torch.optim.AdamW(sampler.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
     start = 0
-    ckpt = out / CHECKPOINT
-    if ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)
-        if state["config"] != asdict(cfg):
-            raise ValueError(f"{ckpt}: was written with other training settings; use a new --out or the same flags")
+    state = load_state(out, cfg)
+    if state is not None:
         sampler.load_state_dict(state["sampler"])
         opt.load_state_dict(state["optimizer"])
         g.set_state(state["generator"])
@@ -178,35 +168,35 @@ def train_sampler(
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train-sampler", disable=not progress)
     sampler.train()
     t0, ema = time.perf_counter(), None
-    for step in bar:
-        rows, ts = _draw(traj, train_rows, cfg.rollout, g, cfg.batch_size)
-        xs, attn = rollout_states(traj, rows, ts, cfg.rollout, adapter.mask_token_id, pad)
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
-        loss, _ = rollout_kl(sampler, adapter, xs.to(adapter.device), attn.to(adapter.device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(sampler.parameters(), 1.0)
-        opt.step()
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-        bar.set_postfix(kl=f"{ema:.4f}")
-        stopping = stop_after is not None and step + 1 - start >= stop_after
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or stopping:
-            held_kl, parallel_kl = evaluate()
-            rec = {"step": step + 1, "train_kl": round(ema, 5), "heldout_kl": round(held_kl, 5),
-                   "parallel_kl": round(parallel_kl, 5), "seconds": round(time.perf_counter() - t0, 1)}
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            if progress:
-                bar.write(f"step {step + 1}: train KL {ema:.4f}  held-out KL {held_kl:.4f}  (parallel {parallel_kl:.4f})")
-            sampler.extra.update(heldout_kl=round(held_kl, 5), parallel_kl=round(parallel_kl, 5), steps=step + 1)
-            sampler.save_pretrained(out)
-            tmp = out / (CHECKPOINT + ".tmp")
-            torch.save({"sampler": sampler.state_dict(), "optimizer": opt.state_dict(), "generator": g.get_state(),
-                        "step": step + 1, "config": asdict(cfg)}, tmp)
-            tmp.replace(ckpt)
-        if stopping:
-            break
+    with GracefulStop() as stop:
+        for step in bar:
+            rows, ts = _draw(traj, train_rows, cfg.rollout, g, cfg.batch_size)
+            xs, attn = rollout_states(traj, rows, ts, cfg.rollout, adapter.mask_token_id, pad)
+            for group in opt.param_groups:
+                group["lr"] = warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr)
+            loss, _ = rollout_kl(sampler, adapter, xs.to(adapter.device), attn.to(adapter.device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(sampler.parameters(), 1.0)
+            opt.step()
+            ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+            bar.set_postfix(kl=f"{ema:.4f}")
+            stopping = stop.requested or (stop_after is not None and step + 1 - start >= stop_after)
+            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or stopping:
+                held_kl, parallel_kl = evaluate()
+                rec = {"step": step + 1, "train_kl": round(ema, 5), "heldout_kl": round(held_kl, 5),
+                       "parallel_kl": round(parallel_kl, 5), "seconds": round(time.perf_counter() - t0, 1)}
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                if progress:
+                    bar.write(f"step {step + 1}: train KL {ema:.4f}  held-out KL {held_kl:.4f}  "
+                              f"(parallel {parallel_kl:.4f})")
+                sampler.extra.update(heldout_kl=round(held_kl, 5), parallel_kl=round(parallel_kl, 5), steps=step + 1)
+                sampler.save_pretrained(out)
+                save_state(out, sampler=sampler.state_dict(), optimizer=opt.state_dict(), generator=g.get_state(),
+                           step=step + 1, config=asdict(cfg))
+            if stopping:
+                break
     log.close()
     sampler.eval()
     return sampler

@@ -1,0 +1,66 @@
+"""Resumable training state shared by the trainers: atomic saves and a graceful stop.
+
+A trainer keeps everything that determines its future in one `train_state.pt`
+(weights, optimizer, data-order RNG, step, settings). It is written to a temp file
+and renamed, so a kill at any moment leaves either the previous state or the new
+one, never a torn file. `GracefulStop` turns SIGTERM/SIGINT into a flag the loop
+checks after each step, so a scheduler's stop signal ends with a checkpoint.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+STATE_NAME = "train_state.pt"
+
+
+def save_state(out: Path, **state) -> None:
+    """Atomically write `state` to `out/train_state.pt`."""
+    tmp = out / (STATE_NAME + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(out / STATE_NAME)
+
+
+def load_state(out: Path, config) -> dict | None:
+    """The saved state of a run in `out`, or None for a fresh run.
+
+    Refuses (ValueError) a state written with other settings: resuming must not
+    silently change what is being trained.
+    """
+    path = out / STATE_NAME
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, weights_only=False)
+    except Exception as e:  # a truncated or foreign file
+        raise ValueError(f"{path}: unreadable training state ({e}); delete it to start over") from e
+    if state.get("config") != asdict(config):
+        raise ValueError(f"{path}: was written with other training settings; use a new --out or the same flags")
+    return state
+
+
+class GracefulStop:
+    """Context manager: SIGTERM/SIGINT set `requested` instead of killing the process."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def __enter__(self) -> "GracefulStop":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: signals stay as they are
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
