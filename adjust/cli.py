@@ -137,12 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _gen_length(model, given: int | None) -> int:
+def _gen_length(model, given: int | None, flag: str = "--max-new-tokens") -> int:
     if given is not None:
         return given
     n = model.config.extra.get("gen_length")
     if n is None:
-        raise SystemExit("error: --max-new-tokens is required for this model (it records no gen_length)")
+        raise SystemExit(f"error: {flag} is required for this model (it records no gen_length)")
     return int(n)
 
 
@@ -292,7 +292,7 @@ def cmd_data(args) -> None:
     from adjust.train.trajectories import TrajectorySettings, generate_trajectories
 
     model = adjust.MaskedDiffusionLM.from_pretrained(args.base)
-    settings = TrajectorySettings(num_sequences=args.n, gen_length=_gen_length(model, args.gen_length),
+    settings = TrajectorySettings(num_sequences=args.n, gen_length=_gen_length(model, args.gen_length, "--gen-length"),
                                   shard_size=args.shard_size, temperature=args.temperature, top_p=args.top_p,
                                   top_k=args.top_k, alg=args.alg, block_length=args.block_length, seed=args.seed)
     t0 = time.perf_counter()

@@ -91,7 +91,7 @@ class AdjustSampler(nn.Module):
         return h + self.norm_out(self.layer(u, cos, sin, key_mask))
 
     def check_compatible(self, model) -> None:
-        """Refuse a base model this sampler was not trained for (vocab, width, tokenizer)."""
+        """Refuse a base model this sampler was not trained for (vocab, width, tokenizer), or on another device/dtype."""
         info = as_adapter(model).info
         mine = self.base
         problems = []
@@ -106,6 +106,13 @@ class AdjustSampler(nn.Module):
         if problems:
             raise ValueError(
                 f"sampler: trained for base {mine.name!r}, not for {info.name!r}: " + "; ".join(problems)
+            )
+        adapter = as_adapter(model)
+        w = self.down_proj.weight
+        if w.device != adapter.device or w.dtype != adapter.dtype:
+            raise ValueError(
+                f"sampler: on {w.device}/{w.dtype} but the base model is on {adapter.device}/{adapter.dtype}; "
+                "move it with sampler.to(device=..., dtype=...)"
             )
 
     def num_parameters(self) -> int:

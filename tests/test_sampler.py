@@ -102,3 +102,19 @@ def test_save_load_roundtrip_and_mismatch_refused(tmp_path):
     (tmp_path / "s" / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="model.safetensors"):
         AdjustSampler.from_pretrained(tmp_path / "s")
+
+
+def test_sampler_on_another_dtype_is_refused():
+    model = tiny_mdlm(vocab_size=12)
+    g = AdjustSampler.from_base(model).to(torch.float64)
+    with pytest.raises(ValueError, match="sampler.*float64"):
+        adjust.generate(model, sampler=g, K=2, max_new_tokens=4)
+
+
+def test_sampler_tokenizer_mismatch_is_refused():
+    model = tiny_mdlm(vocab_size=12)
+    model.config.tokenizer_fingerprint = "aaa"
+    g = AdjustSampler.from_base(model)
+    model.config.tokenizer_fingerprint = "bbb"
+    with pytest.raises(ValueError, match="tokenizer"):
+        adjust.generate(model, sampler=g, K=2, max_new_tokens=4)
