@@ -25,10 +25,9 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from adjust.backends import BACKENDS, FusedAdjustStep, pass_sampler, resolve_backend
 from adjust.models.adapter import DiffusionLMAdapter, as_adapter
-from adjust.unmasking import ALGS, SamplingSettings, filter_logits, sample_tokens, select_positions
-
-BACKENDS = ("auto", "torch", "cpp")
+from adjust.unmasking import ALGS, SamplingSettings, select_positions
 
 
 @dataclass
@@ -176,11 +175,11 @@ def generate(
         seed: makes the run reproducible (same seed, same backend → same tokens).
         return_history: record, for every pass, the committed positions, tokens and log q.
         progress: show a progress bar over base forwards.
-        backend: "torch" (the reference), "cpp" (the compiled select-and-sample op of
-            `adjust_kernels`, for temperature/score settings it covers: no top-p/top-k,
-            alg ≠ random) or "auto" (cpp where it applies and is built, else torch).
-            Backends draw from different random streams: same seed, same backend → same
-            tokens; across backends the distribution is the same, and at T = 0 the tokens.
+        backend: "torch" (the reference), "cpp" (compiled select-and-sample op),
+            "triton" (fused LM-head/score/sample kernels and, with a sampler, the K-pass
+            step as one graph-capturable loop) or "auto"; see `adjust.backends`. Backends
+            draw from different random streams: same seed, same backend → same tokens;
+            across backends the distribution is the same, and at T = 0 the tokens.
 
     Returns:
         a `GenerationOutput` with the sequences, the unmask order and pass counts.
@@ -221,7 +220,8 @@ def generate(
     run_seed = seed if seed is not None else int(torch.seed() % (2**63))
     generator = torch.Generator(device=device)
     generator.manual_seed(run_seed)
-    sample = _token_sampler(backend, settings, adapter.mask_token_id, device, generator, run_seed)
+    backend = resolve_backend(backend, settings, device)
+    sample = pass_sampler(backend, adapter, settings, generator, run_seed)
 
     B, P = prompt.shape
     x = torch.cat([prompt, torch.full((B, max_new_tokens), adapter.mask_token_id)], 1).to(device)
@@ -234,12 +234,16 @@ def generate(
     if not block_ends:  # infilling only, nothing appended
         block_ends = [total]
 
-    steps_per_block = []
+    steps_per_block, block_sizes = [], []
     first = torch.zeros(B, dtype=torch.long, device=device)
     for end in block_ends:
         in_block = (is_masked & (positions < end)).sum(-1)
-        steps_per_block.append(math.ceil(int((in_block - first).max()) / K))
+        block_sizes.append(int((in_block - first).max()))
+        steps_per_block.append(math.ceil(block_sizes[-1] / K))
         first = in_block
+    fused = None
+    if backend == "triton" and sampler is not None:
+        fused = FusedAdjustStep(adapter, sampler, settings, K, B, total, max(block_sizes), attn_arg, run_seed)
     bar = tqdm(total=sum(steps_per_block), desc=f"generate K={K}", disable=not progress, unit="fwd")
 
     history: list[StepRecord] | None = [] if return_history else None
@@ -255,6 +259,17 @@ def generate(
             h = adapter.hidden(x, attn_arg)
             base_forwards += 1
             bar.update(1)
+            if fused is not None:
+                committed, logq = fused(h, x, candidates, n_row)
+                sampler_passes += K - 1  # static shapes: every step runs all K passes
+                for k in range(K):
+                    pos = committed[:, k]
+                    rows = (pos >= 0).nonzero().flatten()
+                    commit_pass[rows, pos[rows]] = pass_counter + k
+                    if history is not None:
+                        history.append(_fused_record(base_forwards - 1, k, pos, x, logq[:, k]))
+                pass_counter += K
+                continue
             per_pass = [n_row] if sampler is None else [(n_row > k).long() for k in range(K)]
             for k, n in enumerate(per_pass):
                 if k > 0:
@@ -263,13 +278,7 @@ def generate(
                     h = sampler(h, x, adapter, attn_arg)
                     sampler_passes += 1
                 cand = candidates & (x == adapter.mask_token_id)
-                logits = adapter.logits(h[cand])
-                if not bool(torch.isfinite(logits).all()):
-                    raise FloatingPointError(
-                        f"the {'sampler' if k else 'base model'} produced NaN/Inf logits at base forward "
-                        f"{base_forwards}: refusing to sample from them"
-                    )
-                tokens, scores, logq = sample(logits, pass_counter)
+                tokens, scores, logq = sample(h[cand], pass_counter)
                 full_scores = torch.zeros(x.shape, dtype=torch.float32, device=device)
                 full_scores[cand] = scores
                 proposal = x.clone()
@@ -297,31 +306,12 @@ def generate(
     )
 
 
-def _token_sampler(backend: str, s: SamplingSettings, mask_id: int, device, generator, seed: int):
-    """The per-pass `(logits, pass index) -> (tokens, scores, log q)` of the chosen backend."""
-    from adjust_kernels.select_sample import SCORES, is_available, select_sample
-
-    fits = s.top_p in (None, 1.0) and s.top_k is None and s.alg in SCORES
-    use_cpp = backend == "cpp" or (backend == "auto" and fits and is_available(device))
-    if not use_cpp:
-        return lambda logits, _: sample_tokens(logits, s, mask_id, generator)
-    if not fits:
-        raise ValueError(
-            f"backend='cpp' covers temperature and the {SCORES} scores without top_p/top_k; "
-            f"got top_p={s.top_p}, top_k={s.top_k}, alg={s.alg!r} (use backend='torch')"
-        )
-    if not is_available(device):
-        raise ValueError(f"backend='cpp': the compiled op is not built for {device} (see docs/kernels.md)")
-
-    def run(logits: torch.Tensor, pass_index: int):
-        tokens, scores = select_sample(logits, s.temperature, s.alg, seed, pass_index, mask_id)
-        if s.temperature > 0:
-            logq = torch.log_softmax(filter_logits(logits, s, mask_id), -1).gather(1, tokens[:, None]).squeeze(1)
-        else:
-            logq = torch.zeros_like(scores)
-        return tokens, scores, logq
-
-    return run
+def _fused_record(base_forward: int, k: int, pos: torch.Tensor, x: torch.Tensor, logq: torch.Tensor) -> StepRecord:
+    pos, xs, lq = pos.cpu(), x.cpu(), logq.cpu()
+    keep = [[int(p)] if p >= 0 else [] for p in pos]
+    return StepRecord(base_forward=base_forward, pass_index=k, positions=keep,
+                      tokens=[[int(xs[b, p[0]])] if p else [] for b, p in enumerate(keep)],
+                      logprobs=[[float(lq[b])] if p else [] for b, p in enumerate(keep)])
 
 
 def _record(

@@ -5,6 +5,10 @@ import torch
 
 # Two CPU cores in CI: keep torch from oversubscribing them.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Without a GPU the Triton kernels run in Triton's CPU interpreter (read when kernels are
+# defined, so it must be set before adjust_kernels is imported).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def tiny_mdlm(vocab_size: int = 8, seed: int = 0, sharpen: float = 1.0, mix: float = 1.0, **kw):

@@ -18,13 +18,34 @@ def test_cpp_backend_equals_reference_at_t0(alg, K):
     assert torch.equal(ref.sequences, fast.sequences)
 
 
-def test_cpp_backend_with_a_sampler_on_a_shipped_model():
+@pytest.mark.parametrize("backend", ["cpp", "triton"])
+def test_fast_backends_on_a_shipped_model_with_its_sampler(backend):
     model = adjust.MaskedDiffusionLM.from_pretrained("synthetic")
     sampler = adjust.AdjustSampler.from_pretrained("synthetic")
+    prompts = [[1], [1, 9, 3, 12], [1, 20]]  # padding and a mask inside a prompt
     for smp in (None, sampler):
-        kw = dict(K=4, sampler=smp, max_new_tokens=16, batch_size=8, temperature=0.0)
-        assert torch.equal(adjust.generate(model, **kw).sequences,
-                           adjust.generate(model, backend="cpp", **kw).sequences)
+        kw = dict(K=4, sampler=smp, max_new_tokens=16, temperature=0.0)
+        ref = adjust.generate(model, prompts, **kw)
+        fast = adjust.generate(model, prompts, backend=backend, **kw)
+        assert torch.equal(ref.sequences, fast.sequences)
+        assert ref.base_forwards == fast.base_forwards
+
+
+def test_triton_backend_history_and_accounting():
+    model = tiny_mdlm(vocab_size=40, sharpen=4.0, mix=3.0)
+    sampler = adjust.AdjustSampler.from_base(model)
+    with torch.no_grad():
+        sampler.norm_out.weight.fill_(0.7)
+    kw = dict(K=3, sampler=sampler, max_new_tokens=7, batch_size=2, temperature=0.0, return_history=True)
+    ref = adjust.generate(model, **kw)
+    fast = adjust.generate(model, backend="triton", **kw)
+    assert torch.equal(ref.sequences, fast.sequences)
+    assert torch.equal(ref.commit_pass >= 0, fast.commit_pass >= 0)
+    assert fast.sampler_passes == 3 * 2  # 3 base steps × (K − 1): the fused loop always runs K passes
+    for b in range(2):
+        r = [p for rec in ref.history for p in rec.positions[b]]
+        f = [p for rec in fast.history for p in rec.positions[b]]
+        assert r == f  # same positions in the same order
 
 
 def test_same_seed_same_backend_same_tokens():
@@ -33,11 +54,18 @@ def test_same_seed_same_backend_same_tokens():
     assert torch.equal(adjust.generate(model, **kw).sequences, adjust.generate(model, **kw).sequences)
 
 
-def test_cpp_backend_refuses_settings_it_does_not_cover():
+@pytest.mark.parametrize("backend", ["cpp", "triton"])
+def test_fast_backends_refuse_settings_they_do_not_cover(backend):
     model = tiny_mdlm(vocab_size=40)
     with pytest.raises(ValueError, match="top_p"):
-        adjust.generate(model, K=2, max_new_tokens=4, top_p=0.9, backend="cpp")
-    # auto falls back to the reference for them
+        adjust.generate(model, K=2, max_new_tokens=4, top_p=0.9, backend=backend)
+    with pytest.raises(ValueError, match="alg"):
+        adjust.generate(model, K=2, max_new_tokens=4, alg="random", backend=backend)
+
+
+def test_auto_falls_back_to_the_reference():
+    model = tiny_mdlm(vocab_size=40)
+    # top-p is outside the fast paths: auto runs the reference, with its random stream
     out = adjust.generate(model, K=2, max_new_tokens=4, top_p=0.9, backend="auto", seed=0)
     ref = adjust.generate(model, K=2, max_new_tokens=4, top_p=0.9, backend="torch", seed=0)
     assert torch.equal(out.sequences, ref.sequences)

@@ -1,0 +1,133 @@
+"""Backends of `generate`: who turns candidate hidden states into (token, score, log q).
+
+- ``torch``: the specification (`adjust.unmasking.sample_tokens` on `W·h`);
+- ``cpp``: the compiled `adjust_kernels.select_sample` op on `W·h` (C++/OpenMP, CUDA);
+- ``triton``: the fused `adjust_kernels.lm_head_sample` (LM head + score + Gumbel-max,
+  no [rows, V] logits), and, with a sampler, the whole K-pass ADJUST step as one
+  static-shape `AdjustLoop` (no host syncs; CUDA-graph captured on GPUs);
+- ``auto``: triton on CUDA, else cpp where built, else torch — each only where it
+  covers the settings (cpp/triton: no top-p/top-k, alg ≠ random, no alg_temp).
+
+Backends draw from different random streams: the same seed on the same backend gives
+the same tokens; across backends tokens are equal at T = 0 and distributions at T > 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from adjust.models.adapter import DiffusionLMAdapter
+from adjust.unmasking import SamplingSettings, filter_logits, sample_tokens
+
+BACKENDS = ("auto", "torch", "cpp", "triton")
+FUSED_SCORES = ("entropy", "confidence", "margin", "low_confidence")
+
+PassSampler = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def _fits(s: SamplingSettings) -> bool:
+    return s.top_p in (None, 1.0) and s.top_k is None and s.alg in FUSED_SCORES and not s.alg_temp
+
+
+def _triton_runnable(device: torch.device) -> bool:
+    from adjust_kernels._triton_utils import interpreting
+
+    return device.type == "cuda" or interpreting()
+
+
+def resolve_backend(backend: str, s: SamplingSettings, device: torch.device) -> str:
+    """The concrete backend for these settings; explicit choices that cannot apply raise ValueError."""
+    from adjust_kernels.select_sample import is_available
+
+    if backend == "auto":
+        if _fits(s) and _triton_runnable(device) and device.type == "cuda":
+            return "triton"
+        return "cpp" if _fits(s) and is_available(device) else "torch"
+    if backend in ("cpp", "triton") and not _fits(s):
+        raise ValueError(
+            f"backend={backend!r} covers temperature and the {FUSED_SCORES} scores without top_p/top_k/alg_temp; "
+            f"got top_p={s.top_p}, top_k={s.top_k}, alg={s.alg!r}, alg_temp={s.alg_temp} (use backend='torch')"
+        )
+    if backend == "cpp" and not is_available(device):
+        raise ValueError(f"backend='cpp': the compiled op is not built for {device} (see docs/kernels.md)")
+    if backend == "triton" and not _triton_runnable(device):
+        raise ValueError(f"backend='triton' needs a CUDA device (or TRITON_INTERPRET=1 on CPU), got {device}")
+    return backend
+
+
+def _check_finite(logits: torch.Tensor, what: str) -> None:
+    if not bool(torch.isfinite(logits).all()):
+        raise FloatingPointError(f"the {what} produced NaN/Inf logits: refusing to sample from them")
+
+
+def pass_sampler(
+    backend: str, adapter: DiffusionLMAdapter, s: SamplingSettings, generator: torch.Generator, seed: int
+) -> PassSampler:
+    """`(h_rows [N, d], pass index) -> (tokens, scores, log q)` for a concrete backend."""
+    mask_id = adapter.mask_token_id
+    if backend == "torch":
+
+        def run(h_rows: torch.Tensor, pass_index: int):
+            logits = adapter.logits(h_rows)
+            _check_finite(logits, "base model" if pass_index == 0 else "model or sampler")
+            return sample_tokens(logits, s, mask_id, generator)
+
+        return run
+    if backend == "cpp":
+        from adjust_kernels.select_sample import select_sample
+
+        def run(h_rows: torch.Tensor, pass_index: int):
+            logits = adapter.logits(h_rows)
+            _check_finite(logits, "base model" if pass_index == 0 else "model or sampler")
+            tokens, scores = select_sample(logits, s.temperature, s.alg, seed, pass_index, mask_id)
+            if s.temperature > 0:
+                logq = torch.log_softmax(filter_logits(logits, s, mask_id), -1).gather(1, tokens[:, None]).squeeze(1)
+            else:
+                logq = torch.zeros_like(scores)
+            return tokens, scores, logq
+
+        return run
+    from adjust_kernels.lm_head_sample import lm_head_sample
+
+    def run(h_rows: torch.Tensor, pass_index: int):
+        seed_offset = torch.tensor([seed, pass_index], dtype=torch.int64, device=h_rows.device)
+        tokens, scores, logq = lm_head_sample(h_rows.contiguous(), adapter.lm_head_weight, adapter.lm_head_bias,
+                                              seed_offset, temperature=s.temperature, alg=s.alg,
+                                              exclude_token=mask_id)
+        if bool((tokens < 0).any()):  # the eager engine may sync; the fused loop does not check
+            raise FloatingPointError("NaN/Inf logits: a candidate row has no finite logit")
+        return tokens, scores, logq
+
+    return run
+
+
+class FusedAdjustStep:
+    """The K passes of one ADJUST base step through `adjust_kernels.AdjustLoop` (triton backend).
+
+    Candidates are fixed per base step and padded to the generation's largest count, so
+    the loop keeps static shapes (and, on CUDA, one captured graph) for the whole run.
+    """
+
+    def __init__(self, adapter: DiffusionLMAdapter, sampler, s: SamplingSettings, K: int, B: int, L: int,
+                 max_candidates: int, attention_mask: torch.Tensor | None, seed: int):
+        from adjust_kernels.adjust_loop import AdjustLoop
+
+        self.loop = AdjustLoop(sampler, adapter.embed_tokens.weight, adapter.lm_head_weight, adapter.lm_head_bias,
+                               batch_size=B, seq_len=L, num_candidates=max_candidates, num_passes=K,
+                               temperature=s.temperature, alg=s.alg, mask_token_id=adapter.mask_token_id,
+                               attention_mask=attention_mask)
+        if adapter.device.type == "cuda":
+            self.loop.capture()
+        self.C = max_candidates
+        self.seed_offset = torch.tensor([seed, 0], dtype=torch.int64, device=adapter.device)
+
+    def __call__(self, h: torch.Tensor, x: torch.Tensor, candidates: torch.Tensor, n_row: torch.Tensor):
+        """Commit into x (in place); returns (positions [B, K], logprobs [B, K]) of the committed tokens."""
+        C = self.C
+        # ascending candidate positions, -1 padded: sort puts True (1) first, stable keeps order
+        order = torch.sort(candidates.to(torch.int8), dim=-1, descending=True, stable=True).indices[:, :C]
+        alive = candidates.gather(1, order)
+        cand_idx = torch.where(alive, order, -1)
+        return self.loop(h.contiguous(), x, cand_idx, alive.contiguous(), n_row, self.seed_offset)
