@@ -29,8 +29,8 @@ engine for ``random`` / ``alg_temp``); tokens at T > 0 come from the kernels' Ph
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +38,11 @@ from torch import Tensor
 
 from adjust.models.layers import position_ids_from_mask, rope_cos_sin
 from adjust_kernels._triton_utils import check_seed_offset
-from adjust_kernels.lm_head_sample import SCORES, lm_head_sample, lm_head_sample_reference
+from adjust_kernels.lm_head_sample import (
+    SCORES,
+    lm_head_sample,
+    lm_head_sample_reference,
+)
 from adjust_kernels.rmsnorm import rmsnorm, rmsnorm_reference
 from adjust_kernels.rope import rope, rope_reference
 from adjust_kernels.sampler_input import sampler_input, sampler_input_reference
@@ -133,7 +137,9 @@ class AdjustLoop:
         self.lm_head_weight, self.lm_head_bias = lm_head_weight, lm_head_bias
         self.shape = (B, L, num_candidates)
         self.num_passes = num_passes
-        self.sampling = dict(temperature=float(temperature), alg=alg, exclude_token=mask_token_id, top_p=top_p, top_k=top_k)
+        self.sampling = {
+            "temperature": float(temperature), "alg": alg, "exclude_token": mask_token_id, "top_p": top_p, "top_k": top_k,
+        }
         self.backend = backend
         self._p = _BACKENDS[backend]
 
@@ -157,7 +163,7 @@ class AdjustLoop:
     def sampler_step(self, h: Tensor, x: Tensor) -> Tensor:
         """``g(h, x) = h + Norm_out(DecoderLayer(DownProj(concat(Norm_e(E x), Norm_h h))))`` [B, L, d]."""
         s, p, cfg = self.sampler, self._p, self.sampler.layer_config
-        B, L, d = h.shape
+        B, L, _ = h.shape
         H, KV, hd, eps = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.rms_norm_eps
         u = p.sampler_input(x, h, self.embed_weight, s.norm_e.weight, s.norm_h.weight, s.down_proj.weight, eps)
         layer, attn, mlp = s.layer, s.layer.self_attn, s.layer.mlp

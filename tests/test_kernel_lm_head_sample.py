@@ -15,10 +15,16 @@ import random
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 from scipy import stats
 
-from adjust_kernels._triton_utils import assert_no_worse, interpreting
-from adjust_kernels.lm_head_sample import SCORES, lm_head_sample, lm_head_sample_reference
+from adjust_kernels._triton_utils import assert_no_worse, interpreting, philox_uint32
+from adjust_kernels.lm_head_sample import (
+    SCORES,
+    lm_head_sample,
+    lm_head_sample_reference,
+)
 
 SEED = int(os.environ.get("ADJUST_TEST_SEED", random.randrange(2**31)))
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -33,6 +39,28 @@ EPS = {torch.float32: 2.0**-23, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7
 def _seed() -> None:
     print(f"seed {SEED} (set ADJUST_TEST_SEED={SEED} to replay)")
     torch.manual_seed(SEED)
+
+
+@triton.jit
+def _philox_kernel(so_ptr, out_ptr, BN: tl.constexpr, BV: tl.constexpr):
+    rows, cols = tl.arange(0, BN), tl.arange(0, BV)
+    offset = tl.load(so_ptr + 1)
+    zero = tl.zeros((BN, BV), tl.uint32)
+    bits, _, _, _ = tl.philox(tl.load(so_ptr), zero + cols[None, :].to(tl.uint32), zero + rows[:, None].to(tl.uint32),
+                              zero + (offset & 0xFFFFFFFF).to(tl.uint32), zero + ((offset >> 32) & 0xFFFFFFFF).to(tl.uint32))
+    tl.store(out_ptr + rows[:, None] * BV + cols[None, :], bits.to(tl.int64) & 0xFFFFFFFF)
+
+
+def test_philox_spec_is_bit_equal_to_tl_philox() -> None:
+    """The PyTorch Philox the reference samples with is the kernels' tl.philox, word for word."""
+    m32 = 0xFFFFFFFF
+    for seed, offset in ((SEED, 0), (-SEED, 2**40 + 7), (2**62 + 11, -1)):
+        so = torch.tensor([seed, offset], device=DEVICE)
+        got = torch.empty(16, 32, dtype=torch.int64, device=DEVICE)
+        _philox_kernel[(1,)](so, got, BN=16, BV=32)
+        want = philox_uint32(so[0], torch.arange(32, device=DEVICE)[None], torch.arange(16, device=DEVICE)[:, None],
+                             so[1] & m32, (so[1] >> 32) & m32)
+        assert torch.equal(got, want)
 
 
 def _inputs(n: int, v: int, d: int, dtype: torch.dtype, bias: bool, scale: float = 1.0):
@@ -138,7 +166,7 @@ def test_distribution_chi_square(temperature: float) -> None:
 def test_top_k_and_top_p_fall_back_to_the_reference() -> None:
     h, w, b = _inputs(7, 67, 24, torch.float32, True)
     so = torch.tensor([SEED, 3], device=DEVICE)
-    for kw in (dict(top_k=5), dict(top_p=0.8), dict(top_k=5, top_p=0.8)):
+    for kw in ({"top_k": 5}, {"top_p": 0.8}, {"top_k": 5, "top_p": 0.8}):
         got = lm_head_sample(h, w, b, so, temperature=1.0, alg="margin", exclude_token=0, **kw)
         ref = lm_head_sample_reference(h, w, b, so, temperature=1.0, alg="margin", exclude_token=0, **kw)
         for g, r in zip(got, ref):
