@@ -37,8 +37,8 @@ clean:
 # Re-create the shipped models and samplers (CPU, about an hour in all; see docs/training.md).
 # Every artefact comes from the package's own commands; runs/ keeps logs and checkpoints.
 ASSET_STEPS_synthetic = 3000
-ASSET_STEPS_tasks     = 8000
-ASSET_STEPS_text      = 4000
+ASSET_STEPS_tasks     = 3000
+ASSET_STEPS_text      = 1500
 ASSET_PROMPTS_synthetic = bos
 ASSET_PROMPTS_tasks     = testbed
 ASSET_PROMPTS_text      = bos

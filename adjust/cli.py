@@ -1,4 +1,4 @@
-"""The `adjust` command line: demo, train-base, generate, data, train-sampler, eval.
+"""The `adjust` command line: demo, train-base, generate, data, train-sampler, eval, train-judge.
 
 Run `adjust COMMAND --help` for the options and examples of each command.
 """
@@ -34,6 +34,9 @@ Interrupted runs resume from the last checkpoint: run the same command again."""
     "eval": """examples:
   adjust eval --base synthetic --sampler synthetic --testbed synthetic --json runs/eval.json --plot runs/eval.png
   adjust eval --base tasks --sampler tasks --testbed tasks --K 2,4 --temperature 1.0 --seeds 2 --n 128""",
+    "train-judge": """examples:
+  adjust train-judge --out adjust/assets/judges/text    # the shipped judge (docs/text_metrics.md)
+  adjust train-judge --out runs/judge --steps 500""",
 }
 
 
@@ -57,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=fmt)
     p.add_argument("--model", default=None, help="a shipped model name or a checkpoint folder (default: all shipped)")
     p.add_argument("--K", type=int, default=4, help="tokens per forward for the parallel run (default 4)")
-    p.add_argument("--n", type=int, default=4, help="samples per method (default 4)")
+    p.add_argument("--n", type=int, default=4, help="samples printed per method (default 4)")
+    p.add_argument("--score-samples", type=int, default=200, help="samples scored per method (default 200)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
 
@@ -134,6 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-joint-kl", action="store_true", help="skip the per-step joint KL (saves base forwards)")
     p.add_argument("--json", default=None, help="write the records here")
     p.add_argument("--plot", default=None, help="write the quality-vs-throughput PNG here")
+
+    p = sub.add_parser("train-judge", help="train the autoregressive judge LM of the text testbed (judge_nll)",
+                       epilog=EPILOGS["train-judge"], formatter_class=fmt)
+    p.add_argument("--out", required=True, help="output judge folder")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--train-length", type=int, default=64, help="tokens per training window (≥ gen_length)")
+    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return parser
 
 
@@ -158,20 +173,28 @@ def cmd_demo(args) -> None:
         model = adjust.MaskedDiffusionLM.from_pretrained(name)
         tok = model.load_tokenizer()
         gen = _gen_length(model, None)
-        prompts = _demo_prompts(model, args.n, args.seed)
+        testbed, prompts = _demo_prompts(model, args.score_samples, args.seed)
         print(f"\n=== {name}: {model.num_parameters() / 1e6:.2f}M params, {gen} tokens per sample ===")
         sampler = _shipped_sampler(name)
         runs = [("exact K=1", 1, None), (f"parallel K={args.K}", args.K, None)]
         if sampler is not None:
             runs.append((f"ADJUST K={args.K}", args.K, sampler))
+        ids = [[model.config.bos_token_id] + p.ids for p in prompts]
+        adjust.generate(model, ids[:2], K=1, max_new_tokens=gen, seed=0)  # warm-up, not timed
         for label, K, smp in runs:
-            out = adjust.generate(model, prompts, K=K, sampler=smp, max_new_tokens=gen,
-                                  temperature=args.temperature, seed=args.seed)
+            out = adjust.generate(model, ids, K=K, sampler=smp, max_new_tokens=gen, temperature=args.temperature,
+                                  seed=args.seed)
+            rows = out.completions.tolist()
             rate = out.tokens_generated / max(out.seconds, 1e-9)
-            print(f"-- {label}: {out.base_forwards} base forwards + {out.sampler_passes} sampler passes, "
-                  f"{out.tokens_generated} tokens, {rate:,.0f} tokens/s")
-            for row in out.completions.tolist()[: args.n]:
-                print("   ", decode(tok, row) if tok is not None else row)
+            print(f"-- {label}: {out.base_forwards} base forwards + {out.sampler_passes} sampler passes for "
+                  f"{len(rows)} samples, {rate:,.0f} tokens/s")
+            scores = [testbed.score(p, r) for p, r in zip(prompts, rows)]
+            for key in ("valid", "correct"):
+                if scores and key in scores[0]:
+                    print(f"   {key}: {100 * sum(s[key] for s in scores) / len(scores):.1f}% of {len(rows)}")
+            for p, row in list(zip(prompts, rows))[: args.n]:
+                shown = decode(tok, row) if tok is not None else row
+                print("   ", f"{decode(tok, p.ids)} -> {shown}" if p.ids and tok is not None else shown)
 
 
 def _shipped_sampler(name: str):
@@ -181,14 +204,11 @@ def _shipped_sampler(name: str):
 
 
 def _demo_prompts(model, n: int, seed: int):
-    """Unconditional BOS prompts, or the testbed's own prompts when it has them."""
-    testbed = model.config.extra.get("testbed")
-    if testbed == "tasks":
-        from adjust.data import get_testbed
+    """The base model's testbed and n of its evaluation prompts (BOS-only when unconditional)."""
+    from adjust.data import get_testbed
 
-        return [p.ids for p in get_testbed("tasks").prompts(n, seed=seed + 12345)]
-    bos = model.config.bos_token_id
-    return [[bos] for _ in range(n)]
+    testbed = get_testbed(model.config.extra.get("testbed", "synthetic"))
+    return testbed, testbed.prompts(n, seed=seed + 12345)
 
 
 def cmd_train_base(args) -> None:
@@ -213,7 +233,7 @@ def cmd_train_base(args) -> None:
     train = BaseTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             num_examples=args.num_examples, eval_every=args.eval_every)
     t0 = time.perf_counter()
-    model = train_base(testbed, args.out, model_config, train, provenance={"command": " ".join(sys.argv)})
+    model = train_base(testbed, args.out, model_config, train, provenance={"command": " ".join(["adjust", *sys.argv[1:]])})
     print(f"saved {model.num_parameters() / 1e6:.2f}M-param model to {args.out} in {time.perf_counter() - t0:.0f}s")
 
 
@@ -313,7 +333,7 @@ def cmd_train_sampler(args) -> None:
     cfg = SamplerTrainConfig(rollout=args.rollout, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                              eval_every=args.eval_every, seed=args.seed)
     t0 = time.perf_counter()
-    sampler = train_sampler(model, traj, args.out, cfg, provenance={"command": " ".join(sys.argv)})
+    sampler = train_sampler(model, traj, args.out, cfg, provenance={"command": " ".join(["adjust", *sys.argv[1:]])})
     print(f"saved sampler ({sampler.num_parameters() / 1e6:.2f}M params) to {args.out} "
           f"in {time.perf_counter() - t0:.0f}s: held-out KL {sampler.extra.get('heldout_kl')} "
           f"(parallel {sampler.extra.get('parallel_kl')})")
@@ -359,10 +379,26 @@ def cmd_eval(args) -> None:
         plot_quality_vs_throughput(rows, metric, args.plot, title=testbed.name)
 
 
+def cmd_train_judge(args) -> None:
+    import torch
+    from adjust.data import get_testbed
+    from adjust.eval.judge import JudgeTrainConfig, train_judge
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = JudgeTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
+                           seed=args.seed)
+    t0 = time.perf_counter()
+    judge = train_judge(get_testbed("text"), args.out, train=cfg, train_length=args.train_length,
+                        provenance={"command": " ".join(["adjust", *sys.argv[1:]])})
+    print(f"saved {judge.num_parameters() / 1e6:.2f}M-param judge to {args.out} in {time.perf_counter() - t0:.0f}s: "
+          f"held-out NLL {judge.config.extra['heldout_nll']:.4f} nats/token")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     handler = {"demo": cmd_demo, "train-base": cmd_train_base, "generate": cmd_generate, "data": cmd_data,
-               "train-sampler": cmd_train_sampler, "eval": cmd_eval}[args.command]
+               "train-sampler": cmd_train_sampler, "eval": cmd_eval, "train-judge": cmd_train_judge}[args.command]
     try:
         handler(args)
     except (ValueError, TypeError, FileNotFoundError) as e:

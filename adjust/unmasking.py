@@ -77,7 +77,7 @@ def sample_tokens(
         tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         logprobs = torch.log_softmax(z, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
     else:
-        tokens = probs.argmax(dim=-1)
+        tokens = z.argmax(dim=-1)  # argmax of logits, not of rounded probabilities: same rule as the kernels
         logprobs = torch.zeros(tokens.shape, dtype=torch.float32, device=logits.device)
     p_tok = probs.gather(-1, tokens[:, None]).squeeze(-1)
     if s.alg == "entropy":

@@ -10,7 +10,7 @@ from conftest import tiny_mdlm
 @pytest.mark.parametrize("alg", ["entropy", "confidence", "margin", "low_confidence"])
 @pytest.mark.parametrize("K", [1, 3])
 def test_cpp_backend_equals_reference_at_t0(alg, K):
-    model = tiny_mdlm(vocab_size=40, sharpen=4.0, mix=3.0)
+    model = tiny_mdlm(vocab_size=40, sharpen=10.0, mix=10.0)
     kw = dict(K=K, max_new_tokens=12, temperature=0.0, alg=alg, block_length=6)
     prompts = [[1, 7, 8], [1, 9], [1, 3, 10, 3]]  # padding and masks inside prompts
     ref = adjust.generate(model, prompts, **kw)
@@ -32,7 +32,7 @@ def test_fast_backends_on_a_shipped_model_with_its_sampler(backend):
 
 
 def test_triton_backend_history_and_accounting():
-    model = tiny_mdlm(vocab_size=40, sharpen=4.0, mix=3.0)
+    model = tiny_mdlm(vocab_size=40, sharpen=10.0, mix=10.0)
     sampler = adjust.AdjustSampler.from_base(model)
     with torch.no_grad():
         sampler.norm_out.weight.fill_(0.7)
