@@ -35,3 +35,13 @@ def tiny_mdlm(vocab_size: int = 8, seed: int = 0, sharpen: float = 1.0, mix: flo
 @pytest.fixture
 def tiny_model():
     return tiny_mdlm()
+
+
+@pytest.fixture
+def kernel_seed() -> int:
+    """Seed torch with the kernel tests' printed random seed (tests/kernel_common.py)."""
+    from kernel_common import SEED
+
+    print(f"seed {SEED} (set ADJUST_TEST_SEED={SEED} to replay)")
+    torch.manual_seed(SEED)
+    return SEED

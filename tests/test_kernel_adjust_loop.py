@@ -10,8 +10,6 @@ since there either choice is right (see _separated_case).
 from __future__ import annotations
 
 import dataclasses
-import os
-import random
 
 import pytest
 import torch
@@ -21,7 +19,8 @@ import adjust
 from adjust.models.adapter import as_adapter
 from adjust.sampler import AdjustSampler
 from adjust_kernels import adjust_loop
-from adjust_kernels._triton_utils import assert_no_worse, interpreting
+from kernel_common import DEVICE, KERNEL_TEST, SEED
+from adjust_kernels._triton_utils import assert_no_worse
 from adjust_kernels.adjust_loop import (
     AdjustLoop,
     adjust_passes,
@@ -29,16 +28,9 @@ from adjust_kernels.adjust_loop import (
 )
 from adjust_kernels.lm_head_sample import SCORES
 
-SEED = int(os.environ.get("ADJUST_TEST_SEED", random.randrange(2**31)))
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-pytestmark = pytest.mark.skipif(DEVICE == "cpu" and not interpreting(), reason="needs CUDA or TRITON_INTERPRET=1")
+pytestmark = KERNEL_TEST
 V, K = 53, 4
 
-
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    print(f"seed {SEED} (set ADJUST_TEST_SEED={SEED} to replay)")
-    torch.manual_seed(SEED)
 
 
 def _model_and_sampler(seed: int, dtype: torch.dtype = torch.float32):

@@ -10,8 +10,6 @@ checks the sampled distribution itself. Fresh random inputs each run; the seed i
 
 from __future__ import annotations
 
-import os
-import random
 
 import pytest
 import torch
@@ -19,6 +17,7 @@ import triton
 import triton.language as tl
 from scipy import stats
 
+from kernel_common import DEVICE, KERNEL_TEST, SEED
 from adjust_kernels._triton_utils import assert_no_worse, interpreting, philox_uint32
 from adjust_kernels.lm_head_sample import (
     SCORES,
@@ -26,19 +25,12 @@ from adjust_kernels.lm_head_sample import (
     lm_head_sample_reference,
 )
 
-SEED = int(os.environ.get("ADJUST_TEST_SEED", random.randrange(2**31)))
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-pytestmark = pytest.mark.skipif(DEVICE == "cpu" and not interpreting(), reason="needs CUDA or TRITON_INTERPRET=1")
+pytestmark = KERNEL_TEST
 # Relative slack on the scores: the kernel and torch round the same fp32 sums to the dtype, in a different
 # order; under the interpreter fp32 -> bf16 truncates, so bf16 logits can sit a unit further off.
 REL_SLACK = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 3e-2 if interpreting() else 1e-2}
 EPS = {torch.float32: 2.0**-23, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}
 
-
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    print(f"seed {SEED} (set ADJUST_TEST_SEED={SEED} to replay)")
-    torch.manual_seed(SEED)
 
 
 @triton.jit

@@ -5,28 +5,17 @@ Fresh random inputs each run; the seed is printed (ADJUST_TEST_SEED=<seed> repla
 
 from __future__ import annotations
 
-import os
-import random
 
 import pytest
 import torch
 
 from adjust.models.layers import RMSNorm
-from adjust_kernels._triton_utils import assert_no_worse, interpreting
+from kernel_common import DEVICE, KERNEL_TEST, REL_SLACK
+from adjust_kernels._triton_utils import assert_no_worse
 from adjust_kernels.rmsnorm import rmsnorm, rmsnorm_reference
 
-SEED = int(os.environ.get("ADJUST_TEST_SEED", random.randrange(2**31)))
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-pytestmark = pytest.mark.skipif(DEVICE == "cpu" and not interpreting(), reason="needs CUDA or TRITON_INTERPRET=1")
-# About one unit in the last place; the interpreter converts fp32 -> bf16 by truncation, not
-# round-to-nearest-even, so under it bf16 results may sit a few units off.
-REL_SLACK = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 2**-6 if interpreting() else 8e-3}
+pytestmark = KERNEL_TEST
 
-
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    print(f"seed {SEED} (set ADJUST_TEST_SEED={SEED} to replay)")
-    torch.manual_seed(SEED)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import adjust
 from adjust.models.adapter import as_adapter

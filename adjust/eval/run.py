@@ -13,7 +13,6 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import torch
 from tqdm.auto import tqdm
 
 from adjust.data.testbed import Prompt, Testbed
