@@ -362,9 +362,16 @@ def cmd_eval(args) -> None:
     cfg = EvalConfig(methods=methods, Ks=tuple(int(k) for k in args.K.split(",")),
                      temperatures=tuple(float(t) for t in args.temperature.split(",")), seeds=args.seeds,
                      num_samples=args.n, joint_kl=not args.no_joint_kl)
+    if testbed.name == "text":
+        from adjust.eval.judge import Judge
+        from adjust.eval.text_quality import TextQuality
+
+        cfg.extra_metrics.append(TextQuality(model, testbed, Judge.from_pretrained("text"), num_reference=args.n,
+                                             top_p=cfg.top_p, alg=cfg.alg))
     records = evaluate(model, sampler, testbed, cfg)
     metric = MAIN_METRIC.get(testbed.name, (None, True))[0]
-    metrics = sorted({k for r in records for k in r if k in (metric, "nll_smoothed", "correct")} - {None})
+    shown = (metric, "nll_smoothed", "correct", "mauve_ceiling", "judge_nll")
+    metrics = sorted({k for r in records for k in r if k in shown} - {None})
     rows = summarize(records, metrics)
     print(format_table(rows, metrics))
     if metric:
