@@ -1,0 +1,194 @@
+"""Floors: the least time an op can take on a machine, from the bytes it must move and the FLOPs it must do.
+
+A unit's floor is ``max(bytes / bandwidth, FLOPs / matmul rate)`` (a roofline with the two ceilings
+measured in the same run, see ``ceilings.py``). Units that run one after the other (the passes of an
+ADJUST step, the steps of a generation) add their floors. Bytes count each weight once, the
+activations a fused kernel must read and write, and nothing that a fused kernel keeps on chip;
+FLOPs count the GEMMs (2 per multiply-add) and attention (4·B·L²·H·D per layer), not elementwise work.
+
+    python -m benchmarks.floors            # the Dream-7B / LLaDA-8B tables of docs/performance.md
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from benchmarks.shapes import SHAPES, ModelShape
+
+# Nominal H100 SXM ceilings, only for the printed planning tables (runs use measured ceilings).
+H100_BANDWIDTH = 3.35e12  # bytes/s, HBM3
+H100_BF16_RATE = 989e12  # dense bf16 FLOP/s
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Bytes moved and FLOPs done by one unit of work."""
+
+    bytes: float
+    flops: float
+
+    def seconds(self, bandwidth: float, flop_rate: float) -> float:
+        return max(self.bytes / bandwidth, self.flops / flop_rate)
+
+    def bound(self, bandwidth: float, flop_rate: float) -> str:
+        return "memory" if self.bytes / bandwidth >= self.flops / flop_rate else "compute"
+
+
+def floor_seconds(costs: Iterable[Cost], bandwidth: float, flop_rate: float) -> float:
+    """Floor of units run one after another: the sum of their floors."""
+    return sum(c.seconds(bandwidth, flop_rate) for c in costs)
+
+
+def total(costs: Iterable[Cost]) -> Cost:
+    costs = list(costs)
+    return Cost(sum(c.bytes for c in costs), sum(c.flops for c in costs))
+
+
+# -- one unit each -----------------------------------------------------------------------------------
+
+
+def attention_flops(s: ModelShape, B: int, L: int) -> float:
+    """QKᵀ and PV of one bidirectional layer over B sequences of L tokens."""
+    return 4.0 * B * L * L * s.num_heads * s.head_dim
+
+
+def lm_head_cost(s: ModelShape, rows: int, elt: int) -> Cost:
+    """``lm_head_sample`` on ``rows`` candidate rows: W [V, d] read once, the rows read; no [rows, V] logits."""
+    return Cost(s.vocab_size * s.hidden_size * elt + rows * s.hidden_size * elt + rows * 16,
+                2.0 * rows * s.vocab_size * s.hidden_size)
+
+
+def restricted_lm_head_cost(s: ModelShape, rows: int, tokens: int, elt: int) -> Cost:
+    """The future candidate-restricted pass: logits only at ``tokens`` kept ids per row (rows of W gathered)."""
+    return Cost(rows * tokens * s.hidden_size * elt + rows * s.hidden_size * elt + rows * tokens * 8,
+                2.0 * rows * tokens * s.hidden_size)
+
+
+def sampler_input_cost(s: ModelShape, M: int, elt: int) -> Cost:
+    """``sampler_input`` over M = B·L rows: E rows + h read, Wd [d, 2d] read, u written."""
+    d = s.hidden_size
+    return Cost((3 * M * d + 2 * d * d) * elt + 8 * M, 4.0 * M * d * d)
+
+
+def sampler_step_cost(s: ModelShape, B: int, L: int, elt: int) -> Cost:
+    """One application of g over B·L rows: all sampler weights once, E rows + h read, h' written."""
+    M = B * L
+    return Cost(s.sampler_params * elt + 3 * M * s.hidden_size * elt + 8 * M,
+                2.0 * M * s.sampler_linear_params + attention_flops(s, B, L))
+
+
+def base_forward_cost(s: ModelShape, B: int, L: int, elt: int) -> Cost:
+    """``adapter.hidden``: all layer weights once, embedding rows read, final hidden states written
+    (the engine applies the LM head only at candidate rows, counted separately)."""
+    M = B * L
+    return Cost((s.num_layers * s.layer_params + s.hidden_size) * elt + 2 * M * s.hidden_size * elt + 8 * M,
+                s.num_layers * (2.0 * M * s.layer_linear_params + attention_flops(s, B, L)))
+
+
+# -- sequences of units ------------------------------------------------------------------------------
+
+
+def sampler_pass_costs(s: ModelShape, B: int, L: int, rows: int, elt: int) -> list[Cost]:
+    """One ADJUST pass k ≥ 1: g, then LM head + score + sample at the candidate rows."""
+    return [sampler_step_cost(s, B, L, elt), lm_head_cost(s, rows, elt)]
+
+
+def adjust_loop_costs(s: ModelShape, B: int, L: int, rows: int, K: int, elt: int) -> list[Cost]:
+    """``AdjustLoop`` (static shapes): K LM-head passes over the same rows, K−1 applications of g."""
+    return [lm_head_cost(s, rows, elt)] * K + [sampler_step_cost(s, B, L, elt)] * (K - 1)
+
+
+def step_costs(s: ModelShape, B: int, L: int, remaining: int, K: int, method: str, elt: int,
+               head: Cost | None = None) -> list[Cost]:
+    """One base step of the engine with ``remaining`` masked tokens per row.
+
+    ``parallel`` (and K = 1): base forward + one LM-head pass over the B·remaining rows.
+    ``adjust``: base forward + n = min(remaining, K) LM-head passes over the rows still masked, n−1 g's.
+    ``head`` replaces the LM-head cost of passes k ≥ 1 (the candidate-restricted what-if).
+    """
+    costs = [base_forward_cost(s, B, L, elt)]
+    n = min(remaining, K)
+    if method in ("k1", "parallel"):
+        return costs + [lm_head_cost(s, B * remaining, elt)]
+    for k in range(n):
+        if k:
+            costs += [sampler_step_cost(s, B, L, elt), head or lm_head_cost(s, B * (remaining - k), elt)]
+        else:
+            costs.append(lm_head_cost(s, B * remaining, elt))
+    return costs
+
+
+def generation_costs(s: ModelShape, B: int, prompt: int, new: int, K: int, method: str, elt: int) -> list[Cost]:
+    """Every unit of an unblocked generation of ``new`` tokens per row after a ``prompt``-token prompt."""
+    L = max(prompt, 1) + new  # prompt_len 0 means a BOS token
+    K = 1 if method == "k1" else K
+    costs: list[Cost] = []
+    remaining = new
+    while remaining > 0:
+        costs += step_costs(s, B, L, remaining, K, method, elt)
+        remaining -= min(remaining, K)
+    return costs
+
+
+def step_ratio(s: ModelShape, B: int, L: int, rows: int, K: int, elt: int, bandwidth: float, flop_rate: float,
+               restricted_tokens: int | None = None) -> float:
+    """Exact-semantics ceiling of ADJUST / parallel tokens/s for one base step (both commit K tokens):
+    (T_f + T_W(rows)) / (T_f + K·T_W(rows) + (K−1)·T_g), all at their floors. With ``restricted_tokens``
+    the passes k ≥ 1 read only that many LM-head rows per candidate (the future restricted mode)."""
+    f = base_forward_cost(s, B, L, elt).seconds(bandwidth, flop_rate)
+    w = lm_head_cost(s, rows, elt).seconds(bandwidth, flop_rate)
+    g = sampler_step_cost(s, B, L, elt).seconds(bandwidth, flop_rate)
+    later = w if restricted_tokens is None else restricted_lm_head_cost(s, rows, restricted_tokens, elt).seconds(
+        bandwidth, flop_rate)
+    return (f + w) / (f + w + (K - 1) * (later + g))
+
+
+def base_slack_needed(s: ModelShape, B: int, L: int, rows: int, K: int, target: float, elt: int, bandwidth: float,
+                      flop_rate: float) -> float:
+    """How many times its floor the base forward must take, with every pass at its floor, for
+    ADJUST/parallel to reach ``target``: f' ≥ ((target·K − 1)·T_W + target·(K−1)·T_g) / (1 − target).
+    Both methods pay f', so this is slack in the base model's implementation, not in ADJUST's."""
+    f = base_forward_cost(s, B, L, elt).seconds(bandwidth, flop_rate)
+    w = lm_head_cost(s, rows, elt).seconds(bandwidth, flop_rate)
+    g = sampler_step_cost(s, B, L, elt).seconds(bandwidth, flop_rate)
+    return ((target * K - 1) * w + target * (K - 1) * g) / (1 - target) / f
+
+
+# -- planning tables ---------------------------------------------------------------------------------
+
+
+def _ms(c: Cost, bw: float, rate: float) -> str:
+    return f"{c.seconds(bw, rate) * 1e3:.3f} ({c.bound(bw, rate)[:3]})"
+
+
+def planning_tables(bw: float = H100_BANDWIDTH, rate: float = H100_BF16_RATE, elt: int = 2) -> str:
+    """Markdown: per-unit floors and ADJUST/parallel ceilings for the 7B/8B shapes at these ceilings."""
+    out = [(f"Ceilings: {bw / 1e12:.2f} TB/s, {rate / 1e12:.0f} TFLOP/s, {elt}-byte weights. Floors in ms "
+           "(mem = memory-bound, com = compute-bound) for one base step over B rows of L tokens with `rows` = B·C "
+           "masked candidates."), ""]
+    out += [("| shape | B | L | rows | base forward | g (sampler step) | LM head + sample | "
+            "ADJUST/parallel K=2 | K=4 | K=8 | K=4 restricted (64 ids) | base ×floor for 0.80 at K=4 |"),
+            "|" + " --- |" * 12]
+    for name in ("dream7b", "llada8b"):
+        s = SHAPES[name]
+        for B, L, C in ((1, 128, 128), (1, 256, 256), (1, 512, 512), (1, 512, 128), (1, 1024, 256),
+                        (1, 2048, 256), (16, 128, 128), (16, 512, 128)):
+            rows = B * C
+            r = [step_ratio(s, B, L, rows, K, elt, bw, rate) for K in (2, 4, 8)]
+            rr = step_ratio(s, B, L, rows, 4, elt, bw, rate, restricted_tokens=64)
+            slack = base_slack_needed(s, B, L, rows, 4, 0.80, elt, bw, rate)
+            out.append(f"| {name} | {B} | {L} | {rows} | {_ms(base_forward_cost(s, B, L, elt), bw, rate)} | "
+                       f"{_ms(sampler_step_cost(s, B, L, elt), bw, rate)} | {_ms(lm_head_cost(s, rows, elt), bw, rate)} | "
+                       f"{r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} | {rr:.3f} | {max(slack, 1.0):.2f} |")
+    out += ["", "| shape | params: base | layer | sampler g | LM head (bytes) |", "|" + " --- |" * 5]
+    for name in ("dream7b", "llada8b"):
+        s = SHAPES[name]
+        out.append(f"| {name} | {s.base_params / 1e9:.2f} B | {s.layer_params / 1e6:.1f} M | "
+                   f"{s.sampler_params / 1e6:.1f} M | {s.lm_head_params / 1e6:.1f} M ({s.lm_head_params * elt / 1e9:.2f} GB) |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(planning_tables() + "\n")
