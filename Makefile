@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel ninja
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q --no-build-isolation -e ".[test]"
+	$(BIN)/python -m pip install -q --no-build-isolation -e ".[test,eval]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -42,13 +42,19 @@ ASSET_STEPS_text      = 1500
 ASSET_PROMPTS_synthetic = bos
 ASSET_PROMPTS_tasks     = testbed
 ASSET_PROMPTS_text      = bos
+ASSET_TRAJ_synthetic = 4000
+ASSET_TRAJ_tasks     = 4000
+ASSET_TRAJ_text      = 1500
+ASSET_SAMPLER_STEPS_synthetic = 2000
+ASSET_SAMPLER_STEPS_tasks     = 2000
+ASSET_SAMPLER_STEPS_text      = 1000
 
 assets: install $(foreach t,synthetic tasks text,asset-$(t))
 
 asset-%:
 	$(BIN)/adjust train-base --testbed $* --out runs/base-$* --steps $(ASSET_STEPS_$*) --threads 1
-	$(BIN)/adjust data --base runs/base-$* --prompts $(ASSET_PROMPTS_$*) --n 4000 --out runs/traj-$*
-	$(BIN)/adjust train-sampler --base runs/base-$* --data runs/traj-$* --rollout 3 --steps 2000 --batch-size 32 --out runs/sampler-$* --threads 1
+	$(BIN)/adjust data --base runs/base-$* --prompts $(ASSET_PROMPTS_$*) --n $(ASSET_TRAJ_$*) --out runs/traj-$*
+	$(BIN)/adjust train-sampler --base runs/base-$* --data runs/traj-$* --rollout 3 --steps $(ASSET_SAMPLER_STEPS_$*) --batch-size 32 --out runs/sampler-$* --threads 1
 	mkdir -p adjust/assets/models/$* adjust/assets/samplers/$*
 	cp runs/base-$*/config.json runs/base-$*/model.safetensors runs/base-$*/tokenizer.json runs/base-$*/train_log.jsonl adjust/assets/models/$*/
 	cp runs/sampler-$*/config.json runs/sampler-$*/model.safetensors runs/sampler-$*/train_log.jsonl adjust/assets/samplers/$*/

@@ -1,4 +1,4 @@
-"""The `adjust` command line: demo, train-base, generate, data, train-sampler, eval, train-judge.
+"""The `adjust` command line: demo, train-base, generate, data, train-sampler, eval, train-judge, info.
 
 Run `adjust COMMAND --help` for the options and examples of each command.
 """
@@ -27,16 +27,23 @@ EPILOGS = {
   adjust data --base synthetic --prompts bos --n 4000 --out runs/traj-synthetic
   adjust data --base tasks --prompts testbed --n 4000 --out runs/traj-tasks
   adjust data --base runs/mine --prompts prompts.jsonl --n 20000 --temperature 0.6 --out runs/traj-mine
-Interrupted runs resume: run the same command again.""",
+  torchrun --nproc_per_node 8 -m adjust data --base runs/mine --prompts bos --num-sequences 200000 --out runs/traj-mine
+Interrupted runs resume (with any number of processes): run the same command again.""",
     "train-sampler": """examples:
   adjust train-sampler --base synthetic --data runs/traj-synthetic --rollout 3 --out runs/sampler-synthetic
-Interrupted runs resume from the last checkpoint: run the same command again.""",
+  torchrun --nproc_per_node 8 -m adjust train-sampler --base runs/mine --data runs/traj-mine --batch-size 256 --out runs/s
+Interrupted runs resume from the last checkpoint: run the same command again.
+Under torchrun each global batch is split over the ranks (one step = the 1-process step).""",
     "eval": """examples:
   adjust eval --base synthetic --sampler synthetic --testbed synthetic --json runs/eval.json --plot runs/eval.png
   adjust eval --base tasks --sampler tasks --testbed tasks --K 2,4 --temperature 1.0 --seeds 2 --n 128""",
     "train-judge": """examples:
   adjust train-judge --out adjust/assets/judges/text    # the shipped judge (docs/text_metrics.md)
   adjust train-judge --out runs/judge --steps 500""",
+    "info": """examples:
+  adjust info synthetic                 # the shipped synthetic model and its sampler
+  adjust info runs/sampler-mine --json
+  adjust info runs/traj-mine            # a trajectory folder: settings, shards, complete?""",
 }
 
 
@@ -101,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", required=True, help="base model: shipped name or checkpoint folder")
     p.add_argument("--prompts", default="bos",
                    help="bos (unconditional) | testbed (the base's testbed prompts) | FILE.jsonl ({prompt} or {prompt_ids})")
-    p.add_argument("--n", type=int, required=True, help="number of sequences")
+    p.add_argument("--n", "--num-sequences", dest="n", type=int, required=True,
+                   help="number of sequences (spell it --num-sequences under torchrun, which claims --n)")
     p.add_argument("--out", required=True, help="output folder (shards + manifest.json)")
     p.add_argument("--gen-length", type=int, default=None, help="default: the base's training length")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -149,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+    p = sub.add_parser("info", help="what a checkpoint or trajectory folder is, what it is for, how it was made",
+                       epilog=EPILOGS["info"], formatter_class=fmt)
+    p.add_argument("path", help="a checkpoint or trajectory folder, or a shipped name")
+    p.add_argument("--json", action="store_true", help="print the records as JSON")
     return parser
 
 
@@ -309,31 +322,42 @@ def _read_prompts(spec: str, model, n: int, seed: int) -> list[list[int]] | None
 
 def cmd_data(args) -> None:
     import adjust
+    from adjust.train.distributed import Rank
     from adjust.train.trajectories import TrajectorySettings, generate_trajectories
 
-    model = adjust.MaskedDiffusionLM.from_pretrained(args.base)
+    rank = Rank.from_env()
+    model = adjust.MaskedDiffusionLM.from_pretrained(args.base).to(rank.device)
     settings = TrajectorySettings(num_sequences=args.n, gen_length=_gen_length(model, args.gen_length, "--gen-length"),
                                   shard_size=args.shard_size, temperature=args.temperature, top_p=args.top_p,
                                   top_k=args.top_k, alg=args.alg, block_length=args.block_length, seed=args.seed)
     t0 = time.perf_counter()
-    generate_trajectories(model, _read_prompts(args.prompts, model, args.n, args.seed), args.out, settings)
-    print(f"wrote {args.n} trajectories to {args.out} in {time.perf_counter() - t0:.0f}s")
+    generate_trajectories(model, _read_prompts(args.prompts, model, args.n, args.seed), args.out, settings, rank=rank)
+    if rank.is_main:
+        print(f"wrote {args.n} trajectories to {args.out} in {time.perf_counter() - t0:.0f}s"
+              + (f" on {rank.world_size} processes" if rank.distributed else ""))
+    rank.close()
 
 
 def cmd_train_sampler(args) -> None:
     import adjust
     import torch
+    from adjust.train.distributed import Rank
     from adjust.train.sampler import SamplerTrainConfig, train_sampler
     from adjust.train.trajectories import load_trajectories
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = adjust.MaskedDiffusionLM.from_pretrained(args.base)
+    rank = Rank.from_env()
+    model = adjust.MaskedDiffusionLM.from_pretrained(args.base).to(rank.device)
     traj = load_trajectories(args.data)
     cfg = SamplerTrainConfig(rollout=args.rollout, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                              eval_every=args.eval_every, seed=args.seed)
     t0 = time.perf_counter()
-    sampler = train_sampler(model, traj, args.out, cfg, provenance={"command": " ".join(["adjust", *sys.argv[1:]])})
+    sampler = train_sampler(model, traj, args.out, cfg, provenance={"command": " ".join(["adjust", *sys.argv[1:]])},
+                            rank=rank)
+    rank.close()
+    if not rank.is_main:
+        return
     print(f"saved sampler ({sampler.num_parameters() / 1e6:.2f}M params) to {args.out} "
           f"in {time.perf_counter() - t0:.0f}s: held-out KL {sampler.extra.get('heldout_kl')} "
           f"(parallel {sampler.extra.get('parallel_kl')})")
@@ -402,10 +426,21 @@ def cmd_train_judge(args) -> None:
           f"held-out NLL {judge.config.extra['heldout_nll']:.4f} nats/token")
 
 
+def cmd_info(args) -> None:
+    from adjust.info import describe, format_info
+
+    records = describe(args.path)
+    if args.json:
+        print(json.dumps(records if len(records) > 1 else records[0], indent=1))
+    else:
+        print("\n\n".join(format_info(r) for r in records))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     handler = {"demo": cmd_demo, "train-base": cmd_train_base, "generate": cmd_generate, "data": cmd_data,
-               "train-sampler": cmd_train_sampler, "eval": cmd_eval, "train-judge": cmd_train_judge}[args.command]
+               "train-sampler": cmd_train_sampler, "eval": cmd_eval, "train-judge": cmd_train_judge,
+               "info": cmd_info}[args.command]
     try:
         handler(args)
     except (ValueError, TypeError, FileNotFoundError) as e:

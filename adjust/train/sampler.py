@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from adjust.models.adapter import DiffusionLMAdapter, as_adapter
 from adjust.sampler import AdjustSampler
 from adjust.train.checkpointing import GracefulStop, load_state, save_state
+from adjust.train.distributed import Rank
 from adjust.train.schedule import warmup_cosine
 from adjust.train.trajectories import Trajectories
 
@@ -68,11 +69,21 @@ def _masked_log_probs(adapter: DiffusionLMAdapter, h: torch.Tensor) -> torch.Ten
 
 
 def rollout_kl(
-    sampler: AdjustSampler, adapter: DiffusionLMAdapter, xs: torch.Tensor, attn: torch.Tensor
+    sampler: AdjustSampler, adapter: DiffusionLMAdapter, xs: torch.Tensor, attn: torch.Tensor,
+    rank: Rank | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Σ_j KL(p_j ‖ q_j) of the sampler, the same sum for the parallel baseline q = p(x_t))."""
+    """(Σ_j KL(p_j ‖ q_j) of the sampler, the same sum for the parallel baseline q = p(x_t)).
+
+    Each j's KL is a mean over the positions still masked in x_{t+j}. With the `rank`
+    of a data-parallel run those counts are all-reduced first, so each rank's loss is
+    its share of the global batch's and the ranks' summed gradients are the batch's.
+    """
     R1, B, T = xs.shape
     attn_arg = None if bool(attn.all()) else attn
+    masks = (xs[1:] == adapter.mask_token_id) & attn.bool()
+    counts = masks.flatten(1).sum(-1)
+    if rank is not None:
+        rank.sum_(counts)
     with torch.no_grad():
         H = adapter.hidden(xs.reshape(R1 * B, T), None if attn_arg is None else attn.repeat(R1, 1))
         H = H.reshape(R1, B, T, -1)
@@ -81,7 +92,7 @@ def rollout_kl(
     base = torch.zeros((), device=H.device)
     for j in range(1, R1):
         h = sampler(h, xs[j], adapter, attn_arg)
-        m = (xs[j] == adapter.mask_token_id) & attn.bool()
+        m = masks[j - 1]
         if not bool(m.any()):
             continue
         with torch.no_grad():
@@ -89,8 +100,8 @@ def rollout_kl(
             logp0 = _masked_log_probs(adapter, H[0][m])
         logq = _masked_log_probs(adapter, h[m])
         p = logp.exp()
-        loss = loss + (p * (logp - logq)).sum(-1).mean()
-        base = base + (p * (logp - logp0)).sum(-1).mean()
+        loss = loss + (p * (logp - logq)).sum() / counts[j - 1]
+        base = base + (p * (logp - logp0)).sum() / counts[j - 1]
     return loss, base
 
 
@@ -114,6 +125,7 @@ def train_sampler(
     progress: bool = True,
     provenance: dict | None = None,
     stop_after: int | None = None,
+    rank: Rank | None = None,
 ) -> AdjustSampler:
     """Train (or resume training) a sampler for `model` and save it to `out_dir`.
 
@@ -121,10 +133,17 @@ def train_sampler(
     sampler, optimizer and data-order RNG continue exactly where they stopped.
     SIGTERM/SIGINT end the run after the current step with a checkpoint;
     `stop_after` does the same after that many steps, as a scheduler's limit would.
+    `rank` (from `Rank.from_env()` under torchrun) splits each batch over the ranks
+    (see `adjust.train.distributed`); rank 0 alone writes the log and checkpoints,
+    and every rank resumes from them, so `out_dir` must be on a shared filesystem.
+    On CUDA the forward passes run under bf16 autocast (KLs in fp32).
     """
     cfg = cfg or SamplerTrainConfig()
+    rank = rank or Rank()
     if cfg.rollout < 1 or cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError(f"rollout, steps and batch_size must be ≥ 1, got {cfg.rollout}, {cfg.steps}, {cfg.batch_size}")
+    if cfg.batch_size < rank.world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} is smaller than the {rank.world_size} ranks it is split over")
     adapter = as_adapter(model)
     for p in adapter.model.parameters():
         p.requires_grad_(False)
@@ -152,8 +171,8 @@ def train_sampler(
         opt.load_state_dict(state["optimizer"])
         g.set_state(state["generator"])
         start = state["step"]
-    log = (out / "train_log.jsonl").open("a")
-    if start == 0:
+    log = (out / "train_log.jsonl").open("a") if rank.is_main else None
+    if start == 0 and log is not None:
         log.write(json.dumps({"event": "start", "train": asdict(cfg), "params": sampler.num_parameters(),
                               "trajectories": len(traj)}) + "\n")
 
@@ -165,24 +184,31 @@ def train_sampler(
         sampler.train()
         return (sum(p[0].item() for p in pairs) / len(pairs), sum(p[1].item() for p in pairs) / len(pairs))
 
+    progress = progress and rank.is_main
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=adapter.device.type == "cuda")
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train-sampler", disable=not progress)
     sampler.train()
     t0, ema = time.perf_counter(), None
     with GracefulStop() as stop:
         for step in bar:
             rows, ts = _draw(traj, train_rows, cfg.rollout, g, cfg.batch_size)
-            xs, attn = rollout_states(traj, rows, ts, cfg.rollout, adapter.mask_token_id, pad)
+            mine = slice(rank.rank, None, rank.world_size)
+            xs, attn = rollout_states(traj, rows[mine], ts[mine], cfg.rollout, adapter.mask_token_id, pad)
             for group in opt.param_groups:
                 group["lr"] = warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr)
-            loss, _ = rollout_kl(sampler, adapter, xs.to(adapter.device), attn.to(adapter.device))
+            with autocast:
+                loss, _ = rollout_kl(sampler, adapter, xs.to(adapter.device), attn.to(adapter.device), rank)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if loss.requires_grad:
+                loss.backward()
+            rank.sum_grads_(sampler.parameters())
             torch.nn.utils.clip_grad_norm_(sampler.parameters(), 1.0)
             opt.step()
-            ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+            value = rank.sum_(loss.detach().clone()).item()
+            ema = value if ema is None else 0.98 * ema + 0.02 * value
             bar.set_postfix(kl=f"{ema:.4f}")
-            stopping = stop.requested or (stop_after is not None and step + 1 - start >= stop_after)
-            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or stopping:
+            stopping = rank.any(stop.requested or (stop_after is not None and step + 1 - start >= stop_after))
+            if rank.is_main and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or stopping):
                 held_kl, parallel_kl = evaluate()
                 rec = {"step": step + 1, "train_kl": round(ema, 5), "heldout_kl": round(held_kl, 5),
                        "parallel_kl": round(parallel_kl, 5), "seconds": round(time.perf_counter() - t0, 1)}
@@ -197,6 +223,8 @@ def train_sampler(
                            step=step + 1, config=asdict(cfg))
             if stopping:
                 break
-    log.close()
+    if log is not None:
+        log.close()
+    rank.barrier()  # the other ranks return once rank 0's checkpoint is on disk
     sampler.eval()
     return sampler

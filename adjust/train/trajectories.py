@@ -9,6 +9,10 @@ Storage: shards `shard-00000.safetensors` of int tensors, written to a temp file
 renamed, plus `manifest.json` (settings, shard list with row counts and sha256).
 Shard i is generated from seed `seed + i`, so an interrupted run resumes by
 skipping the shards the manifest lists: no duplicates, nothing lost, same data.
+Under torchrun, rank r makes the shards i ≡ r (mod world) and lists them in its own
+`manifest.rank{r}.json`; rank 0 merges those into `manifest.json` at the end (and
+any run merges what an interrupted one left), so the data do not depend on the
+number of processes.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from tqdm.auto import tqdm
 
 from adjust.generate import generate
 from adjust.models.adapter import as_adapter
+from adjust.train.distributed import Rank
 
 MANIFEST = "manifest.json"
 
@@ -57,10 +62,21 @@ def unmask_ranks(commit_pass: torch.Tensor) -> torch.Tensor:
     return torch.where(commit_pass < 0, -1, ranks)
 
 
-def _write_manifest(out: Path, manifest: dict) -> None:
-    tmp = out / (MANIFEST + ".tmp")
+def _write_manifest(out: Path, manifest: dict, name: str = MANIFEST) -> None:
+    tmp = out / (name + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp.replace(out / MANIFEST)
+    tmp.replace(out / name)
+
+
+def _merged_manifest(out: Path, manifest: dict) -> dict:
+    """`manifest` with the shards listed by every manifest in `out` (whole or per-rank)."""
+    shards = {}
+    for f in sorted(out.glob("manifest*.json")):
+        old = json.loads(f.read_text())
+        if old["settings"] != manifest["settings"] or old["base"] != manifest["base"]:
+            raise ValueError(f"{out}: holds trajectories made with other settings or another base; use a new --out")
+        shards.update({s["index"]: s for s in old["shards"]})
+    return {**manifest, "shards": sorted(shards.values(), key=lambda s: s["index"])}
 
 
 def generate_trajectories(
@@ -69,24 +85,24 @@ def generate_trajectories(
     out_dir: str | Path,
     settings: TrajectorySettings,
     progress: bool = True,
+    rank: Rank | None = None,
 ) -> Path:
     """Run the base model with K = 1 and store trajectories in `out_dir` (resumable).
 
     `prompts`: prompt id lists (with BOS) cycled over the sequences, or None for
-    BOS-only unconditional generation.
+    BOS-only unconditional generation. `rank` (from `Rank.from_env()` under
+    torchrun) gives this process its share of the shards; `out_dir` must then be
+    on a filesystem every rank sees.
     """
+    rank = rank or Rank()
     if settings.num_sequences < 1 or settings.shard_size < 1 or settings.gen_length < 1:
         raise ValueError("num_sequences, shard_size and gen_length must be ≥ 1")
     adapter = as_adapter(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     base = adapter.info
-    manifest = {"settings": asdict(settings), "base": asdict(base), "shards": []}
-    if (out / MANIFEST).is_file():
-        old = json.loads((out / MANIFEST).read_text())
-        if old["settings"] != manifest["settings"] or old["base"] != manifest["base"]:
-            raise ValueError(f"{out}: holds trajectories made with other settings or another base; use a new --out")
-        manifest = old
+    manifest = _merged_manifest(out, {"settings": asdict(settings), "base": asdict(base), "shards": []})
+    own = f"manifest.rank{rank.rank}.json" if rank.distributed else MANIFEST
     done = {s["index"] for s in manifest["shards"]}
     if prompts is None:
         bos = [adapter.bos_token_id] if adapter.bos_token_id is not None else []
@@ -95,12 +111,12 @@ def generate_trajectories(
     if not prompts:
         raise ValueError("prompts: empty prompt list")
     n_shards = -(-settings.num_sequences // settings.shard_size)
-    bar = tqdm(total=settings.num_sequences, desc="trajectories", unit="seq", disable=not progress)
+    mine = [i for i in range(n_shards) if i % rank.world_size == rank.rank and i not in done]
+    desc = f"trajectories (rank 0 of {rank.world_size})" if rank.distributed else "trajectories"
+    bar = tqdm(total=settings.num_sequences, desc=desc, unit="seq", disable=not (progress and rank.is_main))
     bar.update(sum(s["rows"] for s in manifest["shards"]))
     t0, made = time.perf_counter(), 0
-    for i in range(n_shards):
-        if i in done:
-            continue
+    for i in mine:
         lo = i * settings.shard_size
         rows = min(settings.shard_size, settings.num_sequences - lo)
         batch = [prompts[(lo + r) % len(prompts)] for r in range(rows)]
@@ -118,12 +134,17 @@ def generate_trajectories(
         tmp.replace(out / name)
         manifest["shards"].append({"index": i, "file": name, "rows": rows, "sha256": _sha256(out / name)})
         manifest["shards"].sort(key=lambda s: s["index"])
-        _write_manifest(out, manifest)
+        _write_manifest(out, manifest, own)
         made += rows
         bar.update(rows)
         bar.set_postfix(seq_per_s=f"{made / (time.perf_counter() - t0):.1f}")
     bar.close()
-    _write_manifest(out, manifest)
+    rank.barrier()
+    if rank.is_main:
+        _write_manifest(out, _merged_manifest(out, manifest))
+        for f in out.glob("manifest.rank*.json"):
+            f.unlink()
+    rank.barrier()  # no rank returns before the merged manifest is on disk
     return out
 
 

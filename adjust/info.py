@@ -1,0 +1,114 @@
+"""`adjust info PATH`: what a checkpoint or data folder is, what it is for, how it was made.
+
+Reads only metadata (config.json, safetensors headers, manifests, the last log
+line), so it is instant even for large checkpoints and never changes a file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors import safe_open
+
+from adjust.eval.judge import ASSETS as JUDGE_ASSETS
+from adjust.models.mdlm import ASSETS as MODEL_ASSETS
+from adjust.sampler import ASSETS as SAMPLER_ASSETS
+from adjust.train.checkpointing import STATE_NAME
+from adjust.train.trajectories import MANIFEST
+
+_PURPOSE = {
+    "MaskedDiffusionLM": "base model: adjust generate/eval --model|--base PATH",
+    "AdjustSampler": "ADJUST sampler: adjust generate --sampler PATH (with the base it names)",
+    "Judge": "autoregressive judge LM of the text metrics (judge_nll)",
+}
+
+
+def _parameters(weights: Path) -> int:
+    with safe_open(str(weights), framework="pt") as f:
+        total = 0
+        for key in f.keys():
+            n = 1
+            for d in f.get_slice(key).get_shape():
+                n *= d
+            total += n
+    return total
+
+
+def _last_log(folder: Path) -> dict | None:
+    log = folder / "train_log.jsonl"
+    if not log.is_file():
+        return None
+    lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
+    return json.loads(lines[-1]) if lines else None
+
+
+def _checkpoint(folder: Path) -> dict:
+    cfg = json.loads((folder / "config.json").read_text())
+    kind = cfg.get("architecture", "unknown")
+    rec = {"path": str(folder), "kind": kind, "purpose": _PURPOSE.get(kind, "unknown checkpoint type")}
+    weights = folder / "model.safetensors"
+    if weights.is_file():
+        rec["parameters"] = _parameters(weights)
+        rec["bytes"] = weights.stat().st_size
+    else:
+        rec["weights"] = "missing model.safetensors"
+    if kind == "AdjustSampler":
+        rec["for_base"] = cfg.get("base", {})
+        rec["layer"] = cfg.get("layer_config", {})
+    else:
+        keys = ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
+                "max_seq_len", "tokenizer_fingerprint")
+        rec["config"] = {k: cfg[k] for k in keys if k in cfg}
+    extra = dict(cfg.get("extra", {}))
+    if "command" in extra:
+        rec["made_by"] = extra.pop("command")
+    rec["extra"] = extra
+    if (folder / STATE_NAME).is_file():
+        rec["resumable"] = f"{STATE_NAME} present: re-running the training command continues it"
+    last = _last_log(folder)
+    if last is not None:
+        rec["last_log"] = last
+    return rec
+
+
+def _trajectories(folder: Path) -> dict:
+    manifests = sorted(folder.glob("manifest*.json"))
+    first = json.loads(manifests[0].read_text())
+    shards = {s["index"]: s for m in manifests for s in json.loads(m.read_text())["shards"]}
+    settings = first["settings"]
+    rows = sum(s["rows"] for s in shards.values())
+    return {"path": str(folder), "kind": "trajectories",
+            "purpose": "K=1 trajectories: adjust train-sampler --data PATH",
+            "base": first["base"], "settings": settings, "shards": len(shards), "sequences": rows,
+            "complete": rows == settings["num_sequences"] and (folder / MANIFEST).is_file()}
+
+
+def describe(path: str | Path) -> list[dict]:
+    """One record per thing `path` names: a folder, or a shipped name (a model and its sampler share one)."""
+    folder = Path(path)
+    if folder.is_dir():
+        if (folder / "config.json").is_file():
+            return [_checkpoint(folder)]
+        if any(folder.glob("manifest*.json")):
+            return [_trajectories(folder)]
+        raise ValueError(f"{folder}: neither a checkpoint (config.json) nor a trajectory folder (manifest.json)")
+    shipped = [root / str(path) for root in (MODEL_ASSETS, SAMPLER_ASSETS, JUDGE_ASSETS)]
+    found = [_checkpoint(d) for d in shipped if (d / "config.json").is_file()]
+    if not found:
+        raise FileNotFoundError(f"{path}: no such folder and no shipped model, sampler or judge of that name")
+    return found
+
+
+def format_info(rec: dict, indent: str = "") -> str:
+    """Human-readable lines of a `describe` record."""
+    lines = []
+    for key, val in rec.items():
+        if isinstance(val, dict):
+            lines.append(f"{indent}{key}:")
+            lines.append(format_info(val, indent + "  "))
+        elif key == "parameters":
+            lines.append(f"{indent}{key}: {val / 1e6:.3f}M")
+        else:
+            lines.append(f"{indent}{key}: {val}")
+    return "\n".join(line for line in lines if line)
