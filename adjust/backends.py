@@ -57,7 +57,7 @@ def resolve_backend(backend: str, s: SamplingSettings, device: torch.device) -> 
     return backend
 
 
-def _check_finite(logits: torch.Tensor, what: str) -> None:
+def check_finite(logits: torch.Tensor, what: str) -> None:
     if not bool(torch.isfinite(logits).all()):
         raise FloatingPointError(f"the {what} produced NaN/Inf logits: refusing to sample from them")
 
@@ -71,7 +71,7 @@ def pass_sampler(
 
         def run(h_rows: torch.Tensor, pass_index: int):
             logits = adapter.logits(h_rows)
-            _check_finite(logits, "base model" if pass_index == 0 else "model or sampler")
+            check_finite(logits, "base model" if pass_index == 0 else "model or sampler")
             return sample_tokens(logits, s, mask_id, generator)
 
         return run
@@ -80,7 +80,7 @@ def pass_sampler(
 
         def run(h_rows: torch.Tensor, pass_index: int):
             logits = adapter.logits(h_rows)
-            _check_finite(logits, "base model" if pass_index == 0 else "model or sampler")
+            check_finite(logits, "base model" if pass_index == 0 else "model or sampler")
             tokens, scores = select_sample(logits, s.temperature, s.alg, seed, pass_index, mask_id)
             if s.temperature > 0:
                 logq = torch.log_softmax(filter_logits(logits, s, mask_id), -1).gather(1, tokens[:, None]).squeeze(1)

@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from adjust.backends import BACKENDS, FusedAdjustStep, pass_sampler, resolve_backend
+from adjust.candidates import CandidateRestriction
 from adjust.models.adapter import DiffusionLMAdapter, as_adapter
 from adjust.unmasking import ALGS, SamplingSettings, select_positions
 
@@ -155,6 +156,7 @@ def generate(
     return_history: bool = False,
     progress: bool = False,
     backend: str = "torch",
+    candidate_tokens: int | None = None,
 ) -> GenerationOutput:
     """Generate with a masked diffusion LM, K tokens per base-model forward pass.
 
@@ -180,6 +182,10 @@ def generate(
             step as one graph-capturable loop) or "auto"; see `adjust.backends`. Backends
             draw from different random streams: same seed, same backend → same tokens;
             across backends the distribution is the same, and at T = 0 the tokens.
+        candidate_tokens: ADJUST only, torch backend: sampler passes score and sample
+            over each position's `candidate_tokens` best ids of the base logits (an
+            approximation that reads that many rows of W instead of all V; see
+            `adjust.candidates`). None = exact ADJUST.
 
     Returns:
         a `GenerationOutput` with the sequences, the unmask order and pass counts.
@@ -214,14 +220,25 @@ def generate(
         )
     if sampler is not None:
         sampler.check_compatible(adapter)
+    if candidate_tokens is not None:
+        if not isinstance(candidate_tokens, int) or isinstance(candidate_tokens, bool) or candidate_tokens < 1:
+            raise ValueError(f"candidate_tokens must be an int ≥ 1 or None, got {candidate_tokens!r}")
+        if sampler is None:
+            raise ValueError("candidate_tokens restricts the sampler passes: it needs a sampler (ADJUST)")
 
     settings = SamplingSettings(temperature, top_p, top_k, alg, alg_temp)
     device = adapter.device
     run_seed = seed if seed is not None else int(torch.seed() % (2**63))
     generator = torch.Generator(device=device)
     generator.manual_seed(run_seed)
+    if candidate_tokens is not None and backend == "auto":
+        backend = "torch"  # the only backend with the restricted passes
     backend = resolve_backend(backend, settings, device)
+    if candidate_tokens is not None and backend != "torch":
+        raise ValueError(f"candidate_tokens: implemented on the torch backend only, got backend={backend!r}")
     sample = pass_sampler(backend, adapter, settings, generator, run_seed)
+    restrict = None if candidate_tokens is None else CandidateRestriction(adapter, settings, generator,
+                                                                          candidate_tokens)
 
     B, P = prompt.shape
     x = torch.cat([prompt, torch.full((B, max_new_tokens), adapter.mask_token_id)], 1).to(device)
@@ -278,7 +295,10 @@ def generate(
                     h = sampler(h, x, adapter, attn_arg)
                     sampler_passes += 1
                 cand = candidates & (x == adapter.mask_token_id)
-                tokens, scores, logq = sample(h[cand], pass_counter)
+                if restrict is not None:
+                    tokens, scores, logq = restrict(h, cand, k)
+                else:
+                    tokens, scores, logq = sample(h[cand], pass_counter)
                 full_scores = torch.zeros(x.shape, dtype=torch.float32, device=device)
                 full_scores[cand] = scores
                 proposal = x.clone()

@@ -39,6 +39,7 @@ class EvalConfig:
     top_p: float | None = None
     alg: str = "entropy"
     joint_kl: bool = True
+    candidate_tokens: int | None = None  # the adjust method's candidate restriction (adjust.candidates)
     extra_metrics: list = field(default_factory=list)  # callables(records, completions) -> None
 
 
@@ -72,6 +73,8 @@ def evaluate(
                 rec, completions = _run_one(model, sampler if method == "adjust" else None, testbed, prompts,
                                             bos, K, settings, seed, cfg)
                 rec.update(testbed=testbed.name, method=method, K=K, temperature=T, seed=seed)
+                if method == "adjust" and cfg.candidate_tokens is not None:
+                    rec["candidate_tokens"] = cfg.candidate_tokens
                 records.append(rec)
                 for metric in cfg.extra_metrics:
                     metric(rec, completions)
@@ -91,7 +94,8 @@ def _run_one(model, sampler, testbed, prompts: list[Prompt], bos, K, settings, s
         chunk = prompts[i : i + cfg.batch_size]
         out = generate(model, [bos + p.ids for p in chunk], K=K, sampler=sampler, max_new_tokens=testbed.gen_length,
                        temperature=settings.temperature, top_p=settings.top_p, alg=settings.alg,
-                       seed=seed * 7919 + i, return_history=cfg.joint_kl)
+                       seed=seed * 7919 + i, return_history=cfg.joint_kl,
+                       candidate_tokens=cfg.candidate_tokens if sampler is not None else None)
         base_forwards += out.base_forwards
         sampler_passes += out.sampler_passes
         tokens += out.tokens_generated
