@@ -19,20 +19,18 @@ Choices the paper leaves open, and what we do:
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from adjust.checkpoint import ASSETS as _ASSETS
+from adjust.checkpoint import load_config, load_weights, resolve, save_checkpoint
 from adjust.models.adapter import BaseModelInfo, DiffusionLMAdapter, as_adapter
 from adjust.models.layers import DecoderLayer, LayerConfig, RMSNorm, position_ids_from_mask, rope_cos_sin
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-ASSETS = Path(__file__).resolve().parent / "assets" / "samplers"
+ASSETS = _ASSETS / "samplers"
 
 
 class AdjustSampler(nn.Module):
@@ -120,36 +118,16 @@ class AdjustSampler(nn.Module):
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Hub-style folder: config.json (base identity, layer config) + model.safetensors."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        tmp = path / (WEIGHTS_NAME + ".tmp")
-        save_file(state, str(tmp))
-        tmp.replace(path / WEIGHTS_NAME)
-        cfg = {"architecture": "AdjustSampler", "layer_config": self.layer_config.to_dict(),
-               "base": asdict(self.base), "extra": self.extra}
-        tmp = path / (CONFIG_NAME + ".tmp")
-        tmp.write_text(json.dumps(cfg, indent=2) + "\n")
-        tmp.replace(path / CONFIG_NAME)
-        return path
+        cfg = {"layer_config": self.layer_config.to_dict(), "base": asdict(self.base), "extra": self.extra}
+        return save_checkpoint(path, self, "AdjustSampler", cfg)
 
     @classmethod
     def from_pretrained(
         cls, name_or_path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
     ) -> "AdjustSampler":
         """Load a folder written by `save_pretrained`, or a shipped sampler by name."""
-        path = Path(name_or_path)
-        if not (path / CONFIG_NAME).is_file() and (ASSETS / str(name_or_path) / CONFIG_NAME).is_file():
-            path = ASSETS / str(name_or_path)
-        if not (path / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"no sampler checkpoint at {str(name_or_path)!r} (expected {CONFIG_NAME})")
-        raw = json.loads((path / CONFIG_NAME).read_text())
-        if raw.get("architecture") != "AdjustSampler":
-            raise ValueError(f"{path / CONFIG_NAME}: not an AdjustSampler checkpoint")
+        path = resolve(name_or_path, "samplers")
+        raw = load_config(path, "AdjustSampler")
         sampler = cls(LayerConfig(**raw["layer_config"]), BaseModelInfo(**raw["base"]), raw.get("extra"))
-        try:
-            state = load_file(str(path / WEIGHTS_NAME))
-        except Exception as e:
-            raise ValueError(f"cannot read sampler weights {path / WEIGHTS_NAME}: {e}") from e
-        sampler.load_state_dict(state)
+        load_weights(sampler, path)
         return sampler.to(device=device, dtype=dtype).eval()

@@ -1,6 +1,5 @@
 """Bad inputs outside `generate`'s arguments: checkpoints, data folders, CLI — each gets a clear error."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path

@@ -27,20 +27,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from torch import nn
 from tqdm.auto import tqdm
 
+from adjust.checkpoint import ASSETS as _ASSETS
+from adjust.checkpoint import load_config, load_weights, resolve, save_checkpoint
 from adjust.data.testbed import StableRandom
 from adjust.data.text import TextCorpus
 from adjust.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, tokenizer_fingerprint
 from adjust.models.layers import Attention, LayerConfig, RMSNorm, SwiGLU, apply_rope, rope_cos_sin
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 LOG_NAME = "train_log.jsonl"
-ASSETS = Path(__file__).resolve().parent.parent / "assets" / "judges"
+ASSETS = _ASSETS / "judges"
 
 
 @dataclass
@@ -94,19 +93,6 @@ class _CausalBlock(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         x = x + self.drop(self.self_attn(self.input_layernorm(x), cos, sin))
         return x + self.drop(self.mlp(self.post_attention_layernorm(x)))
-
-
-def resolve_judge(name_or_path: str | Path) -> Path:
-    """A folder path, or the name of a judge shipped in `adjust/assets/judges/`."""
-    p = Path(name_or_path)
-    if (p / CONFIG_NAME).is_file():
-        return p
-    shipped = ASSETS / str(name_or_path)
-    if (shipped / CONFIG_NAME).is_file():
-        return shipped
-    known = sorted(d.name for d in ASSETS.iterdir() if (d / CONFIG_NAME).is_file()) if ASSETS.is_dir() else []
-    raise FileNotFoundError(f"no judge at {str(name_or_path)!r}: expected a folder with {CONFIG_NAME} and "
-                            f"{WEIGHTS_NAME}, or a shipped judge name ({', '.join(known) or 'none shipped'})")
 
 
 class Judge(nn.Module):
@@ -177,25 +163,14 @@ class Judge(nn.Module):
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write config.json + model.safetensors to the folder `path`."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        tmp = path / (WEIGHTS_NAME + ".tmp")
-        save_file(state, str(tmp))
-        tmp.replace(path / WEIGHTS_NAME)
-        (path / CONFIG_NAME).write_text(json.dumps({"architecture": "Judge", **asdict(self.config)}, indent=2) + "\n")
-        return path
+        return save_checkpoint(path, self, "Judge", asdict(self.config))
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "text") -> Judge:
         """Load a folder written by `save_pretrained`, or a shipped judge by name (default: ``"text"``)."""
-        path = resolve_judge(name_or_path)
-        raw = json.loads((path / CONFIG_NAME).read_text())
-        arch = raw.pop("architecture", None)
-        if arch != "Judge":
-            raise ValueError(f"{path / CONFIG_NAME}: architecture {arch!r} is not a Judge")
-        judge = cls(JudgeConfig(**raw))
-        judge.load_state_dict(load_file(str(path / WEIGHTS_NAME)))
+        path = resolve(name_or_path, "judges")
+        judge = cls(JudgeConfig(**load_config(path, "Judge")))
+        load_weights(judge, path)
         return judge.eval()
 
     def check_tokenizer(self, tokenizer: Tokenizer) -> None:

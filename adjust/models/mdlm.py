@@ -7,21 +7,19 @@ and minimise the cross-entropy on masked tokens weighted by 1/t.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from adjust.checkpoint import ASSETS as _ASSETS
+from adjust.checkpoint import load_config, load_weights, resolve, save_checkpoint
 from adjust.models.layers import DecoderLayer, LayerConfig, RMSNorm, position_ids_from_mask, rope_cos_sin
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 TOKENIZER_NAME = "tokenizer.json"
-ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models"
+ASSETS = _ASSETS / "models"
 
 
 @dataclass
@@ -61,17 +59,7 @@ class MDLMConfig:
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
     """A folder path, or the name of a model shipped in `adjust/assets/models/`."""
-    p = Path(name_or_path)
-    if (p / CONFIG_NAME).is_file():
-        return p
-    shipped = ASSETS / str(name_or_path)
-    if (shipped / CONFIG_NAME).is_file():
-        return shipped
-    known = sorted(d.name for d in ASSETS.iterdir() if (d / CONFIG_NAME).is_file()) if ASSETS.is_dir() else []
-    raise FileNotFoundError(
-        f"no checkpoint at {str(name_or_path)!r}: expected a folder with {CONFIG_NAME} and "
-        f"{WEIGHTS_NAME}, or a shipped model name ({', '.join(known) or 'none shipped'})"
-    )
+    return resolve(name_or_path, "models")
 
 
 class MaskedDiffusionLM(nn.Module):
@@ -161,15 +149,7 @@ class MaskedDiffusionLM(nn.Module):
 
             self.config.tokenizer_fingerprint = tokenizer_fingerprint(tokenizer)
             save_tokenizer(tokenizer, path / TOKENIZER_NAME)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        tmp = path / (WEIGHTS_NAME + ".tmp")
-        save_file(state, str(tmp))
-        tmp.replace(path / WEIGHTS_NAME)
-        cfg = {"architecture": "MaskedDiffusionLM", **asdict(self.config)}
-        tmp = path / (CONFIG_NAME + ".tmp")
-        tmp.write_text(json.dumps(cfg, indent=2) + "\n")
-        tmp.replace(path / CONFIG_NAME)
-        return path
+        return save_checkpoint(path, self, "MaskedDiffusionLM", asdict(self.config))
 
     @classmethod
     def from_pretrained(
@@ -177,22 +157,8 @@ class MaskedDiffusionLM(nn.Module):
     ) -> "MaskedDiffusionLM":
         """Load a folder written by `save_pretrained`, or a shipped model by name."""
         path = resolve_checkpoint(name_or_path)
-        try:
-            raw = json.loads((path / CONFIG_NAME).read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path / CONFIG_NAME}: not valid JSON ({e.msg}); the checkpoint is damaged") from None
-        arch = raw.pop("architecture", None)
-        if arch != "MaskedDiffusionLM":
-            raise ValueError(f"{path / CONFIG_NAME}: architecture {arch!r} is not a MaskedDiffusionLM")
-        model = cls(MDLMConfig(**raw))
-        wfile = path / WEIGHTS_NAME
-        if not wfile.is_file():
-            raise FileNotFoundError(f"missing weights file {wfile}")
-        try:
-            state = load_file(str(wfile))
-        except Exception as e:  # safetensors raises its own error types for truncated files
-            raise ValueError(f"cannot read weights {wfile}: {e}") from e
-        model.load_state_dict(state)
+        model = cls(MDLMConfig(**load_config(path, "MaskedDiffusionLM")))
+        load_weights(model, path)
         model.checkpoint_path = path
         return model.to(device=device, dtype=dtype).eval()
 
