@@ -1,4 +1,4 @@
-"""The `adjust` command line: demo, train-base, generate, data, train-sampler, eval, train-judge, info.
+"""The `adjust` command line: demo, train-base, generate, data, train-sampler, eval, report, train-judge, info.
 
 Run `adjust COMMAND --help` for the options and examples of each command.
 """
@@ -37,6 +37,9 @@ Under torchrun each global batch is split over the ranks (one step = the 1-proce
     "eval": """examples:
   adjust eval --base synthetic --sampler synthetic --testbed synthetic --json runs/eval.json --plot runs/eval.png
   adjust eval --base tasks --sampler tasks --testbed tasks --K 2,4 --temperature 1.0 --seeds 2 --n 128""",
+    "report": """examples:
+  adjust report docs/results/synthetic.json
+  adjust report runs/eval.json --plot runs/eval.png""",
     "train-judge": """examples:
   adjust train-judge --out adjust/assets/judges/text    # the shipped judge (docs/text_metrics.md)
   adjust train-judge --out runs/judge --steps 500""",
@@ -153,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-joint-kl", action="store_true", help="skip the per-step joint KL (saves base forwards)")
     _add_candidate_arg(p)
     p.add_argument("--json", default=None, help="write the records here")
+    p.add_argument("--plot", default=None, help="write the quality-vs-throughput PNG here")
+
+    p = sub.add_parser("report", help="tables (mean ± sd over seeds) and gap closed of saved eval JSON",
+                       epilog=EPILOGS["report"], formatter_class=fmt)
+    p.add_argument("json", nargs="+", help="JSON files written by adjust eval --json")
     p.add_argument("--plot", default=None, help="write the quality-vs-throughput PNG here")
 
     p = sub.add_parser("train-judge", help="train the autoregressive judge LM of the text testbed (judge_nll)",
@@ -375,8 +383,7 @@ def cmd_train_sampler(args) -> None:
 def cmd_eval(args) -> None:
     import adjust
     from adjust.data import get_testbed
-    from adjust.eval import EvalConfig, evaluate, format_table, gap_closed, summarize
-    from adjust.eval.run import MAIN_METRIC
+    from adjust.eval import EvalConfig, evaluate
 
     model = adjust.MaskedDiffusionLM.from_pretrained(args.base)
     sampler = None
@@ -402,21 +409,40 @@ def cmd_eval(args) -> None:
         cfg.extra_metrics.append(TextQuality(model, testbed, Judge.from_pretrained("text"), num_reference=args.n,
                                              top_p=cfg.top_p, alg=cfg.alg))
     records = evaluate(model, sampler, testbed, cfg)
-    metric = MAIN_METRIC.get(testbed.name, (None, True))[0]
-    shown = (metric, "nll_smoothed", "correct", "mauve_ceiling", "judge_nll")
-    metrics = sorted({k for r in records for k in r if k in shown} - {None})
-    rows = summarize(records, metrics)
-    print(format_table(rows, metrics))
-    if metric:
-        for (tb, K, T), g in sorted(gap_closed(rows, metric).items()):
-            print(f"{tb} T={T} K={K}: ADJUST closes {100 * g:.0f}% of the parallel→K=1 gap in {metric}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(records, f, indent=1)
-    if args.plot and metric:
+    _report(records, args.plot)
+
+
+def _report(records: list[dict], plot: str | None) -> None:
+    """Print the mean ± sd table and the gap closed of eval records; optionally plot them."""
+    from adjust.eval import format_table, gap_closed, summarize
+    from adjust.eval.run import MAIN_METRIC
+
+    names = sorted({r["testbed"] for r in records})
+    metric = MAIN_METRIC.get(names[0], (None, True))[0] if len(names) == 1 else None
+    shown = (metric, "valid", "nll_smoothed", "correct", "mauve", "mauve_ceiling", "judge_nll")
+    metrics = [m for m in dict.fromkeys(shown) if m and any(m in r for r in records)]
+    rows = summarize(records, metrics)
+    print(format_table(rows, metrics))
+    for m in [metric, "joint_kl"] if metric else ["joint_kl"]:
+        for (tb, K, T, method), g in sorted(gap_closed(rows, m).items()):
+            print(f"{tb} T={T} K={K}: {method} closes {100 * g:.1f}% of the parallel→K=1 gap in {m}")
+    if plot and metric:
         from adjust.eval.plot import plot_quality_vs_throughput
 
-        plot_quality_vs_throughput(rows, metric, args.plot, title=testbed.name)
+        plot_quality_vs_throughput(rows, metric, plot, title=names[0])
+
+
+def cmd_report(args) -> None:
+    records = []
+    for path in args.json:
+        with open(path) as f:
+            records += json.load(f)
+    if not records:
+        raise ValueError(f"{', '.join(args.json)}: no records")
+    _report(records, args.plot)
 
 
 def cmd_train_judge(args) -> None:
@@ -449,7 +475,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     handler = {"demo": cmd_demo, "train-base": cmd_train_base, "generate": cmd_generate, "data": cmd_data,
                "train-sampler": cmd_train_sampler, "eval": cmd_eval, "train-judge": cmd_train_judge,
-               "info": cmd_info}[args.command]
+               "info": cmd_info, "report": cmd_report}[args.command]
     try:
         handler(args)
     except (ValueError, TypeError, FileNotFoundError) as e:

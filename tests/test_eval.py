@@ -83,7 +83,7 @@ def test_gap_closed_arithmetic():
         {"testbed": "t", "method": "parallel", "K": 4, "temperature": 1.0, "m": 0.1},
         {"testbed": "t", "method": "adjust", "K": 4, "temperature": 1.0, "m": 0.7},
     ]
-    assert gap_closed(rows, "m")[("t", 4, 1.0)] == pytest.approx(0.75)
+    assert gap_closed(rows, "m")[("t", 4, 1.0, "adjust")] == pytest.approx(0.75)
 
 
 def test_unknown_method_and_missing_sampler_are_refused():

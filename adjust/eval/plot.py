@@ -16,7 +16,8 @@ def plot_quality_vs_throughput(rows: list[dict], metric: str, path: str | Path, 
     fig, axes = plt.subplots(1, len(temps), figsize=(5 * len(temps), 4), squeeze=False)
     joint = {r["temperature"]: r for r in rows if r["method"] == "joint" and metric in r}
     for ax, T in zip(axes[0], temps):
-        for method, style in (("parallel", "o--"), ("adjust", "s-")):
+        labels = sorted({r["method"] for r in rows if r["method"].startswith("adjust")})
+        for method, style in [("parallel", "o--")] + [(m, "s-" if m == "adjust" else "^:") for m in labels]:
             pts = sorted((r for r in rows if r["method"] == method and r["temperature"] == T and metric in r),
                          key=lambda r: r["K"])
             if T in joint:  # every curve starts at exact sampling (K = 1)

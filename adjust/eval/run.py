@@ -117,11 +117,17 @@ def _run_one(model, sampler, testbed, prompts: list[Prompt], bos, K, settings, s
     return rec, completions
 
 
+def method_label(rec: dict) -> str:
+    """The method of a record; candidate-restricted ADJUST runs are labelled apart (``adjust top-k'``)."""
+    k = rec.get("candidate_tokens")
+    return rec["method"] if k is None else f"{rec['method']} top-{k}"
+
+
 def summarize(records: list[dict], metrics: list[str]) -> list[dict]:
-    """Mean ± sd over seeds per (testbed, method, K, temperature)."""
+    """Mean ± sd over seeds per (testbed, method label, K, temperature)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
-        groups[(r["testbed"], r["method"], r["K"], r["temperature"])].append(r)
+        groups[(r["testbed"], method_label(r), r["K"], r["temperature"])].append(r)
     rows = []
     for (tb, method, K, T), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][3], kv[0][2], kv[0][1])):
         row = {"testbed": tb, "method": method, "K": K, "temperature": T, "seeds": len(rs)}
@@ -135,16 +141,16 @@ def summarize(records: list[dict], metrics: list[str]) -> list[dict]:
 
 
 def gap_closed(rows: list[dict], metric: str) -> dict[tuple, float]:
-    """(parallel − ADJUST)/(parallel − K=1) per (testbed, K, T): 1 = ADJUST matches exact sampling."""
+    """(parallel − ADJUST)/(parallel − K=1) per (testbed, K, T, ADJUST label): 1 = ADJUST matches exact sampling."""
     joint = {(r["testbed"], r["temperature"]): r.get(metric) for r in rows if r["method"] == "joint"}
     by = {(r["testbed"], r["K"], r["temperature"], r["method"]): r.get(metric) for r in rows}
     out = {}
     for (tb, K, T, method), val in by.items():
-        if method != "adjust" or (tb, K, T, "parallel") not in by:
+        if not method.startswith("adjust") or (tb, K, T, "parallel") not in by:
             continue
         par, ex = by[(tb, K, T, "parallel")], joint.get((tb, T))
         if None not in (par, ex, val) and abs(par - ex) > 1e-12:
-            out[(tb, K, T)] = (par - val) / (par - ex)
+            out[(tb, K, T, method)] = (par - val) / (par - ex)
     return out
 
 
