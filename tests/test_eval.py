@@ -1,5 +1,6 @@
 """Evaluation: the per-step joint KL against closed forms, the driver's records and summaries."""
 
+import json
 import math
 
 import pytest
@@ -92,3 +93,21 @@ def test_unknown_method_and_missing_sampler_are_refused():
         evaluate(model, None, _CountTestbed(), EvalConfig(methods=("bogus",)), progress=False)
     with pytest.raises(ValueError, match="sampler"):
         evaluate(model, None, _CountTestbed(), EvalConfig(methods=("adjust",)), progress=False)
+
+
+def test_report_reads_saved_records_and_labels_candidate_runs(tmp_path, capsys):
+    from adjust.cli import main
+
+    def rec(method, K, valid, seed, **kw):
+        return {"testbed": "synthetic", "method": method, "K": K, "temperature": 1.0, "seed": seed, "valid": valid,
+                "joint_kl": 0.0, "tokens_per_s": 10.0 * K, **kw}
+
+    records = [r for s in range(2) for r in (rec("joint", 1, 0.9, s), rec("parallel", 4, 0.1, s),
+                                             rec("adjust", 4, 0.7, s), rec("adjust", 4, 0.5, s, candidate_tokens=4))]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(records))
+    main(["report", str(path)])
+    out = capsys.readouterr().out
+    assert "| synthetic | 1.0 | adjust top-4 | 4 | 0.500 ± 0.000 |" in out
+    assert "adjust closes 75.0% of the parallel→K=1 gap in valid" in out
+    assert "adjust top-4 closes 50.0% of the parallel→K=1 gap in valid" in out
