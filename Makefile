@@ -43,18 +43,18 @@ ASSET_PROMPTS_synthetic = bos
 ASSET_PROMPTS_tasks     = testbed
 ASSET_PROMPTS_text      = bos
 ASSET_TRAJ_synthetic = 4000
-ASSET_TRAJ_tasks     = 4000
+ASSET_TRAJ_tasks     = 16000
 ASSET_TRAJ_text      = 1500
-ASSET_SAMPLER_STEPS_synthetic = 2000
-ASSET_SAMPLER_STEPS_tasks     = 2000
-ASSET_SAMPLER_STEPS_text      = 1000
+ASSET_SAMPLER_synthetic = --steps 2000 --batch-size 32
+ASSET_SAMPLER_tasks     = --steps 4000 --batch-size 64 --lr 3e-3
+ASSET_SAMPLER_text      = --steps 1000 --batch-size 32
 
 assets: install $(foreach t,synthetic tasks text,asset-$(t))
 
 asset-%:
 	$(BIN)/adjust train-base --testbed $* --out runs/base-$* --steps $(ASSET_STEPS_$*) --threads 1
 	$(BIN)/adjust data --base runs/base-$* --prompts $(ASSET_PROMPTS_$*) --n $(ASSET_TRAJ_$*) --out runs/traj-$*
-	$(BIN)/adjust train-sampler --base runs/base-$* --data runs/traj-$* --rollout 3 --steps $(ASSET_SAMPLER_STEPS_$*) --batch-size 32 --out runs/sampler-$* --threads 1
+	$(BIN)/adjust train-sampler --base runs/base-$* --data runs/traj-$* --rollout 3 $(ASSET_SAMPLER_$*) --out runs/sampler-$* --threads 1
 	mkdir -p adjust/assets/models/$* adjust/assets/samplers/$*
 	cp runs/base-$*/config.json runs/base-$*/model.safetensors runs/base-$*/tokenizer.json runs/base-$*/train_log.jsonl adjust/assets/models/$*/
 	cp runs/sampler-$*/config.json runs/sampler-$*/model.safetensors runs/sampler-$*/train_log.jsonl adjust/assets/samplers/$*/

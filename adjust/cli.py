@@ -426,7 +426,7 @@ def _report(records: list[dict], plot: str | None) -> None:
     metrics = [m for m in dict.fromkeys(shown) if m and any(m in r for r in records)]
     rows = summarize(records, metrics)
     print(format_table(rows, metrics))
-    for m in [metric, "joint_kl"] if metric else ["joint_kl"]:
+    for m in dict.fromkeys(m for m in (metric, "judge_nll", "joint_kl") if m and any(m in r for r in records)):
         for (tb, K, T, method), g in sorted(gap_closed(rows, m).items()):
             print(f"{tb} T={T} K={K}: {method} closes {100 * g:.1f}% of the parallel→K=1 gap in {m}")
     if plot and metric:
