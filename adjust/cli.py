@@ -39,7 +39,8 @@ Under torchrun each global batch is split over the ranks (one step = the 1-proce
   adjust eval --base tasks --sampler tasks --testbed tasks --K 2,4 --temperature 1.0 --seeds 2 --n 128""",
     "report": """examples:
   adjust report docs/results/synthetic.json
-  adjust report runs/eval.json --plot runs/eval.png""",
+  adjust report runs/eval.json --plot runs/eval.png
+  adjust report docs/results/text.json --metric judge_nll --plot runs/text_judge_nll.png""",
     "train-judge": """examples:
   adjust train-judge --out adjust/assets/judges/text    # the shipped judge (docs/text_metrics.md)
   adjust train-judge --out runs/judge --steps 500""",
@@ -162,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOGS["report"], formatter_class=fmt)
     p.add_argument("json", nargs="+", help="JSON files written by adjust eval --json")
     p.add_argument("--plot", default=None, help="write the quality-vs-throughput PNG here")
+    p.add_argument("--metric", default=None, help="metric to plot (default: the testbed's main metric)")
 
     p = sub.add_parser("train-judge", help="train the autoregressive judge LM of the text testbed (judge_nll)",
                        epilog=EPILOGS["train-judge"], formatter_class=fmt)
@@ -415,13 +417,16 @@ def cmd_eval(args) -> None:
     _report(records, args.plot)
 
 
-def _report(records: list[dict], plot: str | None) -> None:
+def _report(records: list[dict], plot: str | None, metric: str | None = None) -> None:
     """Print the mean ± sd table and the gap closed of eval records; optionally plot them."""
     from adjust.eval import format_table, gap_closed, summarize
     from adjust.eval.run import MAIN_METRIC
 
     names = sorted({r["testbed"] for r in records})
-    metric = MAIN_METRIC.get(names[0], (None, True))[0] if len(names) == 1 else None
+    if metric is None:
+        metric = MAIN_METRIC.get(names[0], (None, True))[0] if len(names) == 1 else None
+    elif not any(metric in r for r in records):
+        raise ValueError(f"--metric {metric}: no record has it")
     shown = (metric, "valid", "nll_smoothed", "correct", "mauve", "mauve_ceiling", "judge_nll")
     metrics = [m for m in dict.fromkeys(shown) if m and any(m in r for r in records)]
     rows = summarize(records, metrics)
@@ -442,7 +447,7 @@ def cmd_report(args) -> None:
             records += json.load(f)
     if not records:
         raise ValueError(f"{', '.join(args.json)}: no records")
-    _report(records, args.plot)
+    _report(records, args.plot, args.metric)
 
 
 def cmd_train_judge(args) -> None:

@@ -111,3 +111,7 @@ def test_report_reads_saved_records_and_labels_candidate_runs(tmp_path, capsys):
     assert "| synthetic | 1.0 | adjust top-4 | 4 | 0.500 ± 0.000 |" in out
     assert "adjust closes 75.0% of the parallel→K=1 gap in valid" in out
     assert "adjust top-4 closes 50.0% of the parallel→K=1 gap in valid" in out
+    with pytest.raises(SystemExit, match="--metric mauve: no record has it"):
+        main(["report", str(path), "--metric", "mauve"])
+    main(["report", str(path), "--metric", "joint_kl", "--plot", str(tmp_path / "p.png")])
+    assert (tmp_path / "p.png").stat().st_size > 1000
