@@ -34,7 +34,7 @@ bench: install
 clean:
 	rm -rf $(VENV) build *.egg-info adjust_kernels/_C*.so
 
-# Re-create the shipped models and samplers (CPU, about an hour in all; see docs/training.md).
+# Re-create the shipped models and samplers (CPU, under two hours in all; see docs/training.md).
 # Every artefact comes from the package's own commands; runs/ keeps logs and checkpoints.
 ASSET_STEPS_synthetic = 3000
 ASSET_STEPS_tasks     = 3000
