@@ -224,7 +224,7 @@ def cmd_demo(args) -> None:
                 if scores and key in scores[0]:
                     print(f"   {key}: {100 * sum(s[key] for s in scores) / len(scores):.1f}% of {len(rows)}")
             for p, row in list(zip(prompts, rows))[: args.n]:
-                shown = decode(tok, row) if tok is not None else row
+                shown = decode(tok, row).replace("\n", " ⏎ ") if tok is not None else row  # one line per sample
                 print("   ", f"{decode(tok, p.ids)} -> {shown}" if p.ids and tok is not None else shown)
 
 
