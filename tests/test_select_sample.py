@@ -95,10 +95,11 @@ def test_greedy_matches_reference(n: int, v: int, dtype: torch.dtype, exclude: b
 @pytest.mark.parametrize("fn", [select_sample, select_sample_reference])
 def test_sampling_distribution(fn, dtype: torch.dtype, temperature: float, device: str) -> None:
     """40k draws (rows x offsets) of a 7-token distribution against its exact softmax: chi-square on the
-    tokens with p > 1e-3; the near-zero token and the excluded (most likely) token never appear. For the
+    tokens with p > 1e-3; the near-zero token (1e-9 would not do: torch.multinomial's fp32 cumsum can
+    round its bin up to one ulp, ~6e-8) and the excluded (most likely) token never appear. For the
     op the tokens are spread over two 4096-token tiles of the CPU kernel, the rest -inf (the reference's
     torch.multinomial is too slow for that width)."""
-    probs = torch.tensor([0.35, 0.25, 0.2, 0.15, 0.05, 1e-9, 0.9])
+    probs = torch.tensor([0.35, 0.25, 0.2, 0.15, 0.05, 1e-30, 0.9])  # 1e-30: below any sampler's resolution
     spread = fn is select_sample
     where = torch.tensor([0, 4095, 1, 4096, 4099, 2, 4097]) if spread else torch.arange(7)
     vocab, rows, draws = (4100 if spread else 7), 2_000, 20
