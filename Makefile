@@ -46,7 +46,7 @@ ASSET_TRAJ_synthetic = 4000
 ASSET_TRAJ_tasks     = 16000
 ASSET_TRAJ_text      = 1500
 ASSET_SAMPLER_synthetic = --steps 2000 --batch-size 32
-ASSET_SAMPLER_tasks     = --steps 2000 --batch-size 64 --lr 3e-3
+ASSET_SAMPLER_tasks     = --steps 4000 --batch-size 64 --lr 3e-3
 ASSET_SAMPLER_text      = --steps 1000 --batch-size 32
 
 assets: install $(foreach t,synthetic tasks text,asset-$(t))
