@@ -11,9 +11,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from adjust.eval.judge import ASSETS as JUDGE_ASSETS
-from adjust.models.mdlm import ASSETS as MODEL_ASSETS
-from adjust.sampler import ASSETS as SAMPLER_ASSETS
+from adjust.checkpoint import ASSETS, CONFIG_NAME, WEIGHTS_NAME
 from adjust.train.checkpointing import STATE_NAME
 from adjust.train.trajectories import MANIFEST
 
@@ -44,10 +42,10 @@ def _last_log(folder: Path) -> dict | None:
 
 
 def _checkpoint(folder: Path) -> dict:
-    cfg = json.loads((folder / "config.json").read_text())
+    cfg = json.loads((folder / CONFIG_NAME).read_text())
     kind = cfg.get("architecture", "unknown")
     rec = {"path": str(folder), "kind": kind, "purpose": _PURPOSE.get(kind, "unknown checkpoint type")}
-    weights = folder / "model.safetensors"
+    weights = folder / WEIGHTS_NAME
     if weights.is_file():
         rec["parameters"] = _parameters(weights)
         rec["bytes"] = weights.stat().st_size
@@ -88,13 +86,13 @@ def describe(path: str | Path) -> list[dict]:
     """One record per thing `path` names: a folder, or a shipped name (a model and its sampler share one)."""
     folder = Path(path)
     if folder.is_dir():
-        if (folder / "config.json").is_file():
+        if (folder / CONFIG_NAME).is_file():
             return [_checkpoint(folder)]
         if any(folder.glob("manifest*.json")):
             return [_trajectories(folder)]
         raise ValueError(f"{folder}: neither a checkpoint (config.json) nor a trajectory folder (manifest.json)")
-    shipped = [root / str(path) for root in (MODEL_ASSETS, SAMPLER_ASSETS, JUDGE_ASSETS)]
-    found = [_checkpoint(d) for d in shipped if (d / "config.json").is_file()]
+    shipped = [ASSETS / kind / str(path) for kind in ("models", "samplers", "judges")]
+    found = [_checkpoint(d) for d in shipped if (d / CONFIG_NAME).is_file()]
     if not found:
         raise FileNotFoundError(f"{path}: no such folder and no shipped model, sampler or judge of that name")
     return found

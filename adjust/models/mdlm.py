@@ -57,11 +57,6 @@ class MDLMConfig:
         )
 
 
-def resolve_checkpoint(name_or_path: str | Path) -> Path:
-    """A folder path, or the name of a model shipped in `adjust/assets/models/`."""
-    return resolve(name_or_path, "models")
-
-
 class MaskedDiffusionLM(nn.Module):
     """Bidirectional transformer LM with a masked-diffusion training loss."""
 
@@ -156,7 +151,7 @@ class MaskedDiffusionLM(nn.Module):
         cls, name_or_path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
     ) -> "MaskedDiffusionLM":
         """Load a folder written by `save_pretrained`, or a shipped model by name."""
-        path = resolve_checkpoint(name_or_path)
+        path = resolve(name_or_path, "models")
         model = cls(MDLMConfig(**load_config(path, "MaskedDiffusionLM")))
         load_weights(model, path)
         model.checkpoint_path = path

@@ -155,7 +155,7 @@ def train_sampler(
     train_rows, held_rows = torch.arange(len(traj) - n_held), torch.arange(len(traj) - n_held, len(traj))
     pad = adapter.pad_token_id if adapter.pad_token_id is not None else 0
     held = _draw(traj, held_rows, cfg.rollout, torch.Generator().manual_seed(cfg.seed + 1), cfg.heldout_examples)
-    held_batches = [
+    held_batches = [] if not rank.is_main else [  # only rank 0 evaluates
         rollout_states(traj, held[0][i : i + cfg.batch_size], held[1][i : i + cfg.batch_size], cfg.rollout,
                        adapter.mask_token_id, pad)
         for i in range(0, cfg.heldout_examples, cfg.batch_size)
