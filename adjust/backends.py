@@ -6,7 +6,8 @@
   no [rows, V] logits), and, with a sampler, the whole K-pass ADJUST step as one
   static-shape `AdjustLoop` (no host syncs; CUDA-graph captured on GPUs);
 - ``auto``: triton on CUDA, else cpp where built, else torch — each only where it
-  covers the settings (cpp/triton: no top-p/top-k, alg ≠ random, no alg_temp).
+  covers the settings (cpp/triton: no top-p/top-k, alg ≠ random, no alg_temp;
+  candidate-restricted ADJUST: torch or triton).
 
 Backends draw from different random streams: the same seed on the same backend gives
 the same tokens; across backends tokens are equal at T = 0 and distributions at T > 0.
@@ -37,14 +38,17 @@ def _triton_runnable(device: torch.device) -> bool:
     return device.type == "cuda" or interpreting()
 
 
-def resolve_backend(backend: str, s: SamplingSettings, device: torch.device) -> str:
-    """The concrete backend for these settings; explicit choices that cannot apply raise ValueError."""
+def resolve_backend(backend: str, s: SamplingSettings, device: torch.device, restricted: bool = False) -> str:
+    """The concrete backend for these settings (``restricted``: candidate-restricted ADJUST, which the
+    cpp backend lacks); explicit choices that cannot apply raise ValueError."""
     from adjust_kernels.select_sample import is_available
 
     if backend == "auto":
         if _fits(s) and _triton_runnable(device) and device.type == "cuda":
             return "triton"
-        return "cpp" if _fits(s) and is_available(device) else "torch"
+        return "cpp" if _fits(s) and is_available(device) and not restricted else "torch"
+    if backend == "cpp" and restricted:
+        raise ValueError("candidate_tokens: the cpp backend has no restricted passes (use backend='torch' or 'triton')")
     if backend in ("cpp", "triton") and not _fits(s):
         raise ValueError(
             f"backend={backend!r} covers temperature and the {FUSED_SCORES} scores without top_p/top_k/alg_temp; "
@@ -111,13 +115,14 @@ class FusedAdjustStep:
     """
 
     def __init__(self, adapter: DiffusionLMAdapter, sampler, s: SamplingSettings, K: int, B: int, L: int,
-                 max_candidates: int, attention_mask: torch.Tensor | None, seed: int):
+                 max_candidates: int, attention_mask: torch.Tensor | None, seed: int,
+                 candidate_tokens: int | None = None):
         from adjust_kernels.adjust_loop import AdjustLoop
 
         self.loop = AdjustLoop(sampler, adapter.embed_tokens.weight, adapter.lm_head_weight, adapter.lm_head_bias,
                                batch_size=B, seq_len=L, num_candidates=max_candidates, num_passes=K,
                                temperature=s.temperature, alg=s.alg, mask_token_id=adapter.mask_token_id,
-                               attention_mask=attention_mask)
+                               attention_mask=attention_mask, candidate_tokens=candidate_tokens)
         if adapter.device.type == "cuda":
             self.loop.capture()
         self.C = max_candidates

@@ -27,29 +27,32 @@ from adjust.unmasking import SamplingSettings, sample_tokens
 
 def keep_top_ids(logits: torch.Tensor, k: int, mask_token_id: int | None) -> torch.Tensor:
     """Ids [N, min(k, V)] of each row's k largest logits (mask id last in line), ascending."""
-    z = logits.float()
-    if mask_token_id is not None:
-        z = z.clone()
-        z[:, mask_token_id] = float("-inf")
+    z = logits if mask_token_id is None else logits.index_fill(-1, torch.tensor([mask_token_id], device=logits.device),
+                                                               float("-inf"))
     ids = torch.topk(z, min(k, z.shape[-1]), dim=-1).indices
     return ids.sort(dim=-1).values
+
+
+def kept_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ids: torch.Tensor) -> torch.Tensor:
+    """Logits [N, k] at the kept ids only, in W's dtype: row n is ``h_n · W[ids_n]ᵀ (+ b[ids_n])``."""
+    w = weight[ids]  # [N, k, d]: only the kept rows of W are read
+    z = torch.bmm(w, h.to(w.dtype)[:, :, None]).squeeze(-1)
+    return z if bias is None else z + bias[ids]
 
 
 def restricted_logits(
     adapter: DiffusionLMAdapter, h_rows: torch.Tensor, ids: torch.Tensor, mask_token_id: int | None
 ) -> torch.Tensor:
-    """Logits [N, k] of the LM head at the kept ids only: row n is h_n · W[ids_n]ᵀ (+ b[ids_n])."""
-    w = adapter.lm_head_weight[ids]  # [N, k, d]: only the kept rows of W are read
-    z = torch.bmm(w, h_rows.to(w.dtype)[:, :, None]).squeeze(-1)
-    if adapter.lm_head_bias is not None:
-        z = z + adapter.lm_head_bias[ids]
+    """Logits [N, k] of the LM head at the kept ids only (the mask id, if kept, at -inf)."""
+    z = kept_linear(h_rows, adapter.lm_head_weight, adapter.lm_head_bias, ids)
     if mask_token_id is not None:  # k ≥ V keeps the mask id: it is still never sampled
         z = z.masked_fill(ids == mask_token_id, float("-inf"))
     return z
 
 
 class CandidateRestriction:
-    """The per-pass sampling of candidate-restricted ADJUST (torch backend)."""
+    """The per-pass sampling of candidate-restricted ADJUST on the torch backend (the triton backend
+    runs the same inside `adjust_kernels.AdjustLoop`, ``candidate_tokens``)."""
 
     def __init__(self, adapter: DiffusionLMAdapter, settings: SamplingSettings, generator: torch.Generator,
                  num_tokens: int) -> None:

@@ -182,7 +182,7 @@ def generate(
             step as one graph-capturable loop) or "auto"; see `adjust.backends`. Backends
             draw from different random streams: same seed, same backend → same tokens;
             across backends the distribution is the same, and at T = 0 the tokens.
-        candidate_tokens: ADJUST only, torch backend: sampler passes score and sample
+        candidate_tokens: ADJUST only, torch or triton backend: sampler passes score and sample
             over each position's `candidate_tokens` best ids of the base logits (an
             approximation that reads that many rows of W instead of all V; see
             `adjust.candidates`). None = exact ADJUST.
@@ -231,14 +231,10 @@ def generate(
     run_seed = seed if seed is not None else int(torch.seed() % (2**63))
     generator = torch.Generator(device=device)
     generator.manual_seed(run_seed)
-    if candidate_tokens is not None and backend == "auto":
-        backend = "torch"  # the only backend with the restricted passes
-    backend = resolve_backend(backend, settings, device)
-    if candidate_tokens is not None and backend != "torch":
-        raise ValueError(f"candidate_tokens: implemented on the torch backend only, got backend={backend!r}")
+    backend = resolve_backend(backend, settings, device, restricted=candidate_tokens is not None)
     sample = pass_sampler(backend, adapter, settings, generator, run_seed)
-    restrict = None if candidate_tokens is None else CandidateRestriction(adapter, settings, generator,
-                                                                          candidate_tokens)
+    restrict = None if candidate_tokens is None or backend != "torch" else CandidateRestriction(
+        adapter, settings, generator, candidate_tokens)
 
     B, P = prompt.shape
     x = torch.cat([prompt, torch.full((B, max_new_tokens), adapter.mask_token_id)], 1).to(device)
@@ -260,7 +256,8 @@ def generate(
         first = in_block
     fused = None
     if backend == "triton" and sampler is not None:
-        fused = FusedAdjustStep(adapter, sampler, settings, K, B, total, max(block_sizes), attn_arg, run_seed)
+        fused = FusedAdjustStep(adapter, sampler, settings, K, B, total, max(block_sizes), attn_arg, run_seed,
+                                candidate_tokens)
     bar = tqdm(total=sum(steps_per_block), desc=f"generate K={K}", disable=not progress, unit="fwd")
 
     history: list[StepRecord] | None = [] if return_history else None

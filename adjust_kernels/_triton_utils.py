@@ -104,11 +104,12 @@ def uniform_from_bits(bits: Tensor) -> Tensor:
     return ((bits >> 9).float() + 0.5) * 2.0**-23
 
 
-def gumbel_noise(seed_offset: Tensor, n: int, v: int, device: torch.device) -> Tensor:
-    """Gumbel(0, 1) noise [n, v] of stream (seed, offset) = ``seed_offset``: element (row, token) uses
-    Philox counters (token, row, offset low, offset high) and key ``seed``, as the kernels do."""
+def gumbel_noise(seed_offset: Tensor, n: int, v: int, device: torch.device, tokens: Tensor | None = None) -> Tensor:
+    """Gumbel(0, 1) noise [n, v] of stream (seed, offset) = ``seed_offset``: element (row, j) uses
+    Philox counters (token, row, offset low, offset high) and key ``seed``, as the kernels do, where
+    token = j, or ``tokens[row, j]`` when the int64 ``tokens`` [n, v] are given (a per-row vocabulary)."""
     seed, offset = seed_offset.to(device=device, dtype=torch.int64).unbind()
-    tok = torch.arange(v, device=device, dtype=torch.int64)[None, :]
+    tok = torch.arange(v, device=device, dtype=torch.int64)[None, :] if tokens is None else tokens.to(device)
     row = torch.arange(n, device=device, dtype=torch.int64)[:, None]
     u = uniform_from_bits(philox_uint32(seed, tok, row, offset & _M32, (offset >> 32) & _M32))
     return -torch.log(-torch.log(u))

@@ -20,6 +20,10 @@ Nothing in a pass reads a device value on the host, so :meth:`AdjustLoop.capture
 K passes in one CUDA graph. The pure-PyTorch twin (``backend="torch"``, :func:`adjust_passes_reference`)
 runs the same loop with the reference pieces; its ``g`` is bit-identical to ``AdjustSampler.forward``.
 
+With ``candidate_tokens=k'`` the passes k ≥ 1 are candidate-restricted (``adjust.candidates``): the
+ids come from pass 0's logits (written by the same kernel call, then ``topk`` on device) and each pass
+reads only N·k' rows of W instead of all V.
+
 Differences from the engine, by design: no NaN/Inf check of the logits (it would sync); ``alg`` is
 one of ``entropy, confidence, margin, low_confidence`` and ``alg_temp`` is not supported (use the torch
 engine for ``random`` / ``alg_temp``); tokens at T > 0 come from the kernels' Philox stream, not from
@@ -36,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from adjust.candidates import keep_top_ids
 from adjust.models.layers import position_ids_from_mask, rope_cos_sin
 from adjust_kernels._triton_utils import check_seed_offset
 from adjust_kernels.lm_head_sample import (
@@ -97,6 +102,7 @@ class AdjustLoop:
         attention_mask: Tensor | None = None,
         top_p: float | None = None,
         top_k: int | None = None,
+        candidate_tokens: int | None = None,
         backend: str = "triton",
     ):
         """
@@ -109,6 +115,9 @@ class AdjustLoop:
             temperature, alg, top_p, top_k: token sampling and the position score (``adjust.unmasking``).
             mask_token_id: never sampled.
             attention_mask: ``[B, L]`` (1 = real token) for left-padded batches, or None.
+            candidate_tokens: k', or None: candidate-restricted ADJUST (``adjust.candidates``). Pass 0
+                also writes its logits to a workspace and keeps each row's k' best ids (``topk``);
+                passes 1..K−1 read only those k' rows of W per candidate (``lm_head_sample(kept_ids=)``).
             backend: ``"triton"`` (fused kernels) or ``"torch"`` (the reference pieces).
         """
         if backend not in _BACKENDS:
@@ -118,6 +127,10 @@ class AdjustLoop:
         for name, v in (("batch_size", batch_size), ("seq_len", seq_len), ("num_candidates", num_candidates), ("num_passes", num_passes)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"AdjustLoop: {name} must be an int >= 1, got {v!r}")
+        if candidate_tokens is not None and (
+            not isinstance(candidate_tokens, int) or isinstance(candidate_tokens, bool) or candidate_tokens < 1
+        ):
+            raise ValueError(f"AdjustLoop: candidate_tokens must be an int >= 1 or None, got {candidate_tokens!r}")
         if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
             raise ValueError(f"AdjustLoop: temperature must be a finite number >= 0, got {temperature!r}")
         cfg = sampler.layer_config
@@ -152,6 +165,10 @@ class AdjustLoop:
             pos, self._key_mask = position_ids_from_mask(attention_mask), attention_mask.bool()
         self._cos, self._sin = rope_cos_sin(pos, cfg.head_dim, cfg.rope_theta, self.dtype)
         self._row_base = torch.arange(B, device=self.device)[:, None] * L
+        self.candidate_tokens = candidate_tokens
+        # pass 0's logits of the B·C candidate rows, from which the kept ids are chosen
+        self._logits = None if candidate_tokens is None else torch.empty(
+            (B * num_candidates, V), dtype=self.dtype, device=self.device)
         self.positions = torch.empty((B, num_passes), dtype=torch.int64, device=self.device)
         self.logprobs = torch.empty((B, num_passes), dtype=torch.float32, device=self.device)
         self._graph: torch.cuda.CUDAGraph | None = None
@@ -188,12 +205,21 @@ class AdjustLoop:
         the ``positions`` / ``logprobs`` workspaces."""
         B, L, C = self.shape
         rows = (self._row_base + cand_idx.clamp(min=0)).view(-1)
-        h = h0
+        h, kept = h0, None
         for k in range(self.num_passes):
             if k > 0:
                 h = self.sampler_step(h, x)
             hc = h.reshape(B * L, -1).index_select(0, rows)
-            tokens, scores, logq = self._p.lm_head_sample(hc, self.lm_head_weight, self.lm_head_bias, seed_offset, **self.sampling)
+            if self._logits is None:
+                vocab = {}
+            elif k == 0:
+                vocab = {"logits_out": self._logits}
+            else:
+                vocab = {"kept_ids": kept, "check_ids": False}
+            tokens, scores, logq = self._p.lm_head_sample(hc, self.lm_head_weight, self.lm_head_bias, seed_offset,
+                                                          **vocab, **self.sampling)
+            if self._logits is not None and k == 0:  # the mask id's logit is -inf there: it is kept last
+                kept = keep_top_ids(self._logits, self.candidate_tokens, None)
             best = scores.view(B, C).masked_fill(~alive, float("-inf")).argmax(dim=1, keepdim=True)  # ties: lowest slot
             commit = alive.gather(1, best) & (n_passes[:, None] > k)
             pos = cand_idx.gather(1, best).clamp(min=0)
@@ -300,6 +326,7 @@ def adjust_passes(
     attention_mask: Tensor | None = None,
     top_p: float | None = None,
     top_k: int | None = None,
+    candidate_tokens: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One base step's K = ``num_passes`` ADJUST passes with the fused Triton kernels, eagerly.
 
@@ -308,7 +335,8 @@ def adjust_passes(
     shapes, build an :class:`AdjustLoop` once instead (and ``capture()`` it on CUDA).
     """
     return _run("triton", h0, x, cand_idx, alive, n_passes, sampler, embed_weight, lm_head_weight, lm_head_bias,
-                seed_offset, num_passes, temperature, alg, mask_token_id, attention_mask, top_p, top_k)
+                seed_offset, num_passes, temperature, alg, mask_token_id, attention_mask, top_p, top_k,
+                candidate_tokens)
 
 
 def adjust_passes_reference(
@@ -330,18 +358,20 @@ def adjust_passes_reference(
     attention_mask: Tensor | None = None,
     top_p: float | None = None,
     top_k: int | None = None,
+    candidate_tokens: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Pure-PyTorch twin of :func:`adjust_passes`: the same loop built from the reference pieces
     (same Philox stream, so the same tokens at any temperature up to fp32 rounding)."""
     return _run("torch", h0, x, cand_idx, alive, n_passes, sampler, embed_weight, lm_head_weight, lm_head_bias,
-                seed_offset, num_passes, temperature, alg, mask_token_id, attention_mask, top_p, top_k)
+                seed_offset, num_passes, temperature, alg, mask_token_id, attention_mask, top_p, top_k,
+                candidate_tokens)
 
 
 def _run(
     backend: str, h0: Tensor, x: Tensor, cand_idx: Tensor, alive: Tensor, n_passes: Tensor, sampler: torch.nn.Module,
     embed_weight: Tensor, lm_head_weight: Tensor, lm_head_bias: Tensor | None, seed_offset: Tensor, num_passes: int,
     temperature: float, alg: str, mask_token_id: int, attention_mask: Tensor | None, top_p: float | None,
-    top_k: int | None,
+    top_k: int | None, candidate_tokens: int | None,
 ) -> tuple[Tensor, Tensor]:
     """A one-off AdjustLoop of ``backend`` for these shapes, run eagerly."""
     if h0.dim() != 3 or cand_idx.dim() != 2:
@@ -350,6 +380,6 @@ def _run(
     loop = AdjustLoop(
         sampler, embed_weight, lm_head_weight, lm_head_bias, batch_size=B, seq_len=L, num_candidates=C,
         num_passes=num_passes, temperature=temperature, alg=alg, mask_token_id=mask_token_id,
-        attention_mask=attention_mask, top_p=top_p, top_k=top_k, backend=backend,
+        attention_mask=attention_mask, top_p=top_p, top_k=top_k, candidate_tokens=candidate_tokens, backend=backend,
     )
     return loop(h0, x, cand_idx, alive, n_passes, seed_offset)

@@ -38,7 +38,15 @@ in the PyTorch engine. ``top_p`` / ``top_k`` need a sort of each row and cannot 
 op falls back to the reference (logits for the N rows materialised in fp32). On a GPU the plan is a
 second, cheap pass on the selected row(s) only (see docs/kernels_triton.md).
 
+Candidate-restricted passes (``adjust.candidates``): with ``kept_ids`` [N, k] (ascending ids per row)
+row n's vocabulary is kept_ids[n] only. The same two kernels run with ``KEPT``: a tile gathers
+``[BLOCK_N, BLOCK_V, BLOCK_D]`` rows of W (rows share no W tile, so a batched GEMV with ``tl.sum``, not
+``tl.dot``), and the noise counters use the kept token's id, so a kept token draws the noise it draws
+unrestricted. ``logits_out`` makes kernel 1 also store the logits it computed (W's dtype): the
+restricted ``AdjustLoop`` picks the kept ids from pass 0's logits with ``topk``.
+
 Floor per call: bytes = V·d·sizeof (W, read once) + N·d·sizeof + V·sizeof (bias); FLOPs = 2·N·V·d.
+With kept ids: bytes = N·k·d·sizeof (gathered rows) + N·d·sizeof + N·k·8 (ids); FLOPs = 2·N·k·d.
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from adjust.candidates import kept_linear
 from adjust.unmasking import SamplingSettings, filter_logits
 from adjust_kernels._triton_utils import (
     GUMBEL_MAX,
@@ -72,12 +81,22 @@ _NF, _NI = 9, 2
 
 
 @triton.jit
+def _token_at(vid, lanes, i, v0, KEPT: tl.constexpr):
+    """The token id at tile column i[n] of each row: v0 + i, or vid[n, i[n]] for a per-row vocabulary."""
+    if KEPT:
+        return tl.sum(tl.where(lanes[None, :] == i[:, None], vid, 0), axis=1).to(tl.int32)
+    return (v0 + i).to(tl.int32)
+
+
+@triton.jit
 def _partials_kernel(
-    h_ptr, w_ptr, b_ptr, so_ptr, pf_ptr, pi_ptr,
-    N, V, D, stride_h, stride_w, v_per_split, n_splits, temperature, exclude,
-    HAS_BIAS: tl.constexpr, SAMPLE: tl.constexpr, RAW: tl.constexpr, UPCAST: tl.constexpr,
-    GMAX: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
+    h_ptr, w_ptr, b_ptr, ids_ptr, so_ptr, pf_ptr, pi_ptr, lo_ptr,
+    N, V, D, stride_h, stride_w, stride_ids, v_per_split, n_splits, temperature, exclude,
+    HAS_BIAS: tl.constexpr, KEPT: tl.constexpr, STORE: tl.constexpr, SAMPLE: tl.constexpr, RAW: tl.constexpr,
+    UPCAST: tl.constexpr, GMAX: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
+    # KEPT: row n's vocabulary is ids[n, :V] (ascending token ids) instead of 0..V-1; column j of a tile
+    # is then token vid[n, j], and W's rows are gathered per row (a batched GEMV, no shared W tile).
     split = tl.program_id(1)
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < N
@@ -108,20 +127,35 @@ def _partials_kernel(
     for v0 in range(v_lo, v_hi, BLOCK_V):
         cols = v0 + lanes
         col_ok = cols < v_hi
+        tile_ok = row_ok[:, None] & col_ok[None, :]
         acc = tl.zeros((BLOCK_N, BLOCK_V), tl.float32)
-        for d0 in range(0, D, BLOCK_D):
-            ks = d0 + tl.arange(0, BLOCK_D)
-            hv = tl.load(h_rows + ks[None, :], mask=row_ok[:, None] & (ks < D)[None, :], other=0.0)
-            wv = tl.load(w_ptr + cols[None, :].to(tl.int64) * stride_w + ks[:, None],
-                         mask=(ks < D)[:, None] & col_ok[None, :], other=0.0)
-            if UPCAST:
-                hv = hv.to(tl.float32)
-                wv = wv.to(tl.float32)
-            acc = tl.dot(hv, wv, acc, input_precision="ieee")
-        if HAS_BIAS:
-            acc += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-        valid = row_ok[:, None] & (col_ok & (cols != exclude))[None, :]
+        if KEPT:
+            vid = tl.load(ids_ptr + rows[:, None].to(tl.int64) * stride_ids + cols[None, :], mask=tile_ok, other=0)
+            w_rows = w_ptr + vid.to(tl.int64)[:, :, None] * stride_w
+            for d0 in range(0, D, BLOCK_D):
+                ks = d0 + tl.arange(0, BLOCK_D)
+                hv = tl.load(h_rows + ks[None, :], mask=row_ok[:, None] & (ks < D)[None, :], other=0.0)
+                wv = tl.load(w_rows + ks[None, None, :], mask=tile_ok[:, :, None] & (ks < D)[None, None, :], other=0.0)
+                acc += tl.sum(wv.to(tl.float32) * hv.to(tl.float32)[:, None, :], axis=2)
+            if HAS_BIAS:
+                acc += tl.load(b_ptr + vid, mask=tile_ok, other=0.0).to(tl.float32)
+        else:
+            vid = cols[None, :]
+            for d0 in range(0, D, BLOCK_D):
+                ks = d0 + tl.arange(0, BLOCK_D)
+                hv = tl.load(h_rows + ks[None, :], mask=row_ok[:, None] & (ks < D)[None, :], other=0.0)
+                wv = tl.load(w_ptr + cols[None, :].to(tl.int64) * stride_w + ks[:, None],
+                             mask=(ks < D)[:, None] & col_ok[None, :], other=0.0)
+                if UPCAST:
+                    hv = hv.to(tl.float32)
+                    wv = wv.to(tl.float32)
+                acc = tl.dot(hv, wv, acc, input_precision="ieee")
+            if HAS_BIAS:
+                acc += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        valid = tile_ok & (vid != exclude)
         x = tl.where(valid, acc.to(dt).to(tl.float32), ninf)  # the logits F.linear would return
+        if STORE:  # the logits themselves, for a caller that needs more than one sample (top-k' ids)
+            tl.store(lo_ptr + rows[:, None].to(tl.int64) * V + cols[None, :], x.to(dt), mask=tile_ok)
         if SAMPLE:
             z = tl.div_rn(x, temperature)
         else:
@@ -146,7 +180,7 @@ def _partials_kernel(
         i1 = tl.argmax(z, axis=1)
         tile_top2 = tl.max(tl.where(lanes[None, :] == i1[:, None], ninf, z), axis=1)
         top2 = tl.maximum(tl.minimum(m, tile_m), tl.maximum(top2, tile_top2))
-        top1 = tl.where(tile_m > m, (v0 + i1).to(tl.int32), top1)
+        top1 = tl.where(tile_m > m, _token_at(vid, lanes, i1, v0, KEPT), top1)
         m = new_m
 
         if RAW:  # logsumexp of the untempered logits (low_confidence at T > 0)
@@ -163,7 +197,7 @@ def _partials_kernel(
                 # Counters (token, row, offset lo, offset hi): a draw depends on nothing else.
                 zero = tl.zeros((BLOCK_N, BLOCK_V), tl.uint32)
                 bits, _, _, _ = tl.philox(
-                    seed, zero + cols[None, :].to(tl.uint32), zero + rows[:, None].to(tl.uint32),
+                    seed, zero + vid.to(tl.uint32), zero + rows[:, None].to(tl.uint32),
                     zero + off_lo, zero + off_hi,
                 )
                 u = ((bits >> 9).to(tl.float32) + 0.5) * 1.1920928955078125e-07  # (k + 1/2)·2^-23
@@ -173,7 +207,7 @@ def _partials_kernel(
                 at = lanes[None, :] == ki[:, None]
                 better = kbest > key  # strict: earlier (lower) tokens win ties
                 key = tl.where(better, kbest, key)
-                tok = tl.where(better, (v0 + ki).to(tl.int32), tok)
+                tok = tl.where(better, _token_at(vid, lanes, ki, v0, KEPT), tok)
                 ztok = tl.where(better, tl.max(tl.where(at, z, ninf), axis=1), ztok)
                 xtok = tl.where(better, tl.max(tl.where(at, x, ninf), axis=1), xtok)
 
@@ -268,8 +302,10 @@ def _finalize_kernel(
 
 def _check(
     h: Tensor, weight: Tensor, bias: Tensor | None, seed_offset: Tensor, temperature: float, alg: str,
-    exclude_token: int, top_p: float | None, top_k: int | None,
-) -> None:
+    exclude_token: int, top_p: float | None, top_k: int | None, kept_ids: Tensor | None, logits_out: Tensor | None,
+    check_ids: bool,
+) -> int:
+    """Validates the arguments; returns the size of each row's vocabulary (V, or the kept count)."""
     op = "lm_head_sample"
     check_float(op, "h", h)
     check_float(op, "weight", weight, h.dtype)
@@ -291,6 +327,26 @@ def _check(
         raise ValueError(f"{op}: top_p must be in (0, 1] or None, got {top_p!r}")
     if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
         raise ValueError(f"{op}: top_k must be an int >= 1 or None, got {top_k!r}")
+    n_cols = V
+    if kept_ids is not None:
+        if not isinstance(kept_ids, Tensor) or kept_ids.dtype != torch.int64 or kept_ids.dim() != 2 \
+                or kept_ids.shape[0] != h.shape[0] or kept_ids.shape[1] < 1 or kept_ids.device != h.device:
+            got = f"{kept_ids.dtype} {tuple(kept_ids.shape)} on {kept_ids.device}" if isinstance(kept_ids, Tensor) else type(kept_ids).__name__
+            raise ValueError(f"{op}: kept_ids must be int64 [N={h.shape[0]}, k >= 1] on {h.device}, got {got}")
+        n_cols = kept_ids.shape[1]
+        # Out-of-range ids would read outside W; repeated ones would count a token twice. (Checking syncs
+        # the host: callers that make the ids themselves, sorted and in range, pass check_ids=False.)
+        if check_ids and kept_ids.numel() and not bool(
+            ((kept_ids[:, 0] >= 0).all() & (kept_ids[:, -1] < V).all() & (kept_ids[:, 1:] > kept_ids[:, :-1]).all())
+        ):
+            raise ValueError(f"{op}: each row of kept_ids must hold strictly ascending token ids in [0, {V})")
+    if logits_out is not None and (
+        not isinstance(logits_out, Tensor) or logits_out.dtype != weight.dtype
+        or logits_out.shape != (h.shape[0], n_cols) or logits_out.device != h.device or not logits_out.is_contiguous()
+    ):
+        got = f"{logits_out.dtype} {tuple(logits_out.shape)}" if isinstance(logits_out, Tensor) else type(logits_out).__name__
+        raise ValueError(f"{op}: logits_out must be a contiguous {weight.dtype} [{h.shape[0]}, {n_cols}] tensor, got {got}")
+    return n_cols
 
 
 def lm_head_sample(
@@ -305,6 +361,9 @@ def lm_head_sample(
     top_p: float | None = None,
     top_k: int | None = None,
     num_splits: int | None = None,
+    kept_ids: Tensor | None = None,
+    logits_out: Tensor | None = None,
+    check_ids: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Sample (T > 0) or argmax (T = 0) a token per row of ``h @ weight.T + bias`` and score the row.
 
@@ -319,22 +378,29 @@ def lm_head_sample(
         top_p, top_k: Dream's filters; when they filter anything the op runs the reference instead.
         num_splits: vocabulary splits per row block (None: enough programs to fill the device);
             results do not depend on it beyond fp32 rounding of the scores.
+        kept_ids: int64 ``[N, k]``, strictly ascending token ids per row: row n's distribution and score
+            are over those tokens only (softmax renormalised over them; candidate-restricted ADJUST,
+            ``adjust.candidates``). Only those k rows of W are read per row. A kept token draws the same
+            Gumbel noise as without ``kept_ids``, so keeping every id gives the unrestricted result.
+        logits_out: a contiguous ``[N, V]`` (or ``[N, k]``) tensor of W's dtype that receives the logits
+            the kernel computed (the excluded token's at -inf), e.g. to choose the kept ids of later passes.
+        check_ids: check ``kept_ids`` (one host sync); pass False for ids made sorted and in range.
 
     Returns:
         ``(tokens int64 [N], scores fp32 [N], logprobs fp32 [N])``, the contract of
         ``adjust.unmasking.sample_tokens``; a row without any finite logit gives (-1, NaN, NaN).
     """
-    _check(h, weight, bias, seed_offset, temperature, alg, exclude_token, top_p, top_k)
-    check_runnable("lm_head_sample", *(t for t in (h, weight, bias, seed_offset) if t is not None))
-    N, D = h.shape
-    V = weight.shape[0]
-    if (top_p is not None and top_p < 1) or (top_k is not None and top_k < V):
+    n_cols = _check(h, weight, bias, seed_offset, temperature, alg, exclude_token, top_p, top_k, kept_ids, logits_out,
+                    check_ids)
+    check_runnable("lm_head_sample", *(t for t in (h, weight, bias, seed_offset, kept_ids, logits_out) if t is not None))
+    if (top_p is not None and top_p < 1) or (top_k is not None and top_k < n_cols):
         return lm_head_sample_reference(
             h, weight, bias, seed_offset, temperature=temperature, alg=alg, exclude_token=exclude_token,
-            top_p=top_p, top_k=top_k,
+            top_p=top_p, top_k=top_k, kept_ids=kept_ids, logits_out=logits_out, check_ids=False,
         )
     if num_splits is not None and (not isinstance(num_splits, int) or num_splits < 1):
         raise ValueError(f"lm_head_sample: num_splits must be an int >= 1 or None, got {num_splits!r}")
+    N, D = h.shape
     dev = h.device
     tokens = torch.empty(N, dtype=torch.int64, device=dev)
     scores = torch.empty(N, dtype=torch.float32, device=dev)
@@ -345,28 +411,39 @@ def lm_head_sample(
         h = h.contiguous()
     if weight.stride(-1) != 1:
         weight = weight.contiguous()
+    kept = kept_ids is not None
+    if kept and kept_ids.stride(-1) != 1:
+        kept_ids = kept_ids.contiguous()
 
     # The interpreter runs programs one by one and each op is a numpy call: fewer, bigger blocks there.
-    block_n = min(256 if interpreting() else 64, max(16, triton.next_power_of_2(N)))
-    block_v = min(128, max(16, triton.next_power_of_2(V)))
-    block_d = min(64, max(16, triton.next_power_of_2(D)))
+    # With kept ids a tile is [rows, columns, d-slice] of gathered W rows: smaller blocks keep it in registers.
+    if kept:
+        block_n = min(128 if interpreting() else 2, triton.next_power_of_2(N))
+        block_v = min(32, max(16, triton.next_power_of_2(n_cols)))
+        block_d = min(32 if interpreting() else 128, max(16, triton.next_power_of_2(D)))
+    else:
+        block_n = min(256 if interpreting() else 64, max(16, triton.next_power_of_2(N)))
+        block_v = min(128, max(16, triton.next_power_of_2(n_cols)))
+        block_d = min(64, max(16, triton.next_power_of_2(D)))
     row_blocks = triton.cdiv(N, block_n)
     if num_splits is None:
         # Enough programs to fill the GPU a few times over; the interpreter runs them one by one.
         target = 4 if interpreting() or dev.type != "cuda" else 4 * torch.cuda.get_device_properties(dev).multi_processor_count
         num_splits = max(1, triton.cdiv(target, row_blocks))
-    v_per_split = triton.cdiv(triton.cdiv(V, min(num_splits, triton.cdiv(V, block_v))), block_v) * block_v
-    n_splits = triton.cdiv(V, v_per_split)
+    v_per_split = triton.cdiv(triton.cdiv(n_cols, min(num_splits, triton.cdiv(n_cols, block_v))), block_v) * block_v
+    n_splits = triton.cdiv(n_cols, v_per_split)
 
     pf = torch.empty((_NF, N, n_splits), dtype=torch.float32, device=dev)
     pi = torch.empty((_NI, N, n_splits), dtype=torch.int32, device=dev)
     sample = temperature > 0
     raw = sample and alg == "low_confidence"
     _partials_kernel[(row_blocks, n_splits)](
-        h, weight, bias if bias is not None else h, seed_offset, pf, pi,
-        N, V, D, h.stride(0), weight.stride(0), v_per_split, n_splits, float(temperature), exclude_token,
-        HAS_BIAS=bias is not None, SAMPLE=sample, RAW=raw, UPCAST=dot_upcast(h.dtype), GMAX=GUMBEL_MAX,
-        BLOCK_N=block_n, BLOCK_V=block_v, BLOCK_D=block_d,
+        h, weight, bias if bias is not None else h, kept_ids if kept else pi, seed_offset, pf, pi,
+        logits_out if logits_out is not None else pf,
+        N, n_cols, D, h.stride(0), weight.stride(0), kept_ids.stride(0) if kept else 0, v_per_split, n_splits,
+        float(temperature), exclude_token,
+        HAS_BIAS=bias is not None, KEPT=kept, STORE=logits_out is not None, SAMPLE=sample, RAW=raw,
+        UPCAST=dot_upcast(h.dtype), GMAX=GUMBEL_MAX, BLOCK_N=block_n, BLOCK_V=block_v, BLOCK_D=block_d,
     )
     fin_n = min(64, triton.next_power_of_2(N))
     _finalize_kernel[(triton.cdiv(N, fin_n),)](
@@ -388,19 +465,30 @@ def lm_head_sample_reference(
     top_p: float | None = None,
     top_k: int | None = None,
     num_splits: int | None = None,
+    kept_ids: Tensor | None = None,
+    logits_out: Tensor | None = None,
+    check_ids: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Pure-PyTorch twin of :func:`lm_head_sample`: materialises the logits (``F.linear`` in h's dtype,
-    then fp32, as the engine does), filters them with ``adjust.unmasking.filter_logits`` and samples
-    argmax(z + G) with the kernel's Philox noise G, so it draws the same tokens. ``num_splits`` is
-    accepted for signature parity and ignored."""
-    _check(h, weight, bias, seed_offset, temperature, alg, exclude_token, top_p, top_k)
-    logits = F.linear(h, weight, bias)
-    mask_id = exclude_token if exclude_token >= 0 else None
+    or ``adjust.candidates.kept_linear`` with ``kept_ids``, then fp32, as the engine does), filters them with
+    ``adjust.unmasking.filter_logits`` and samples argmax(z + G) with the kernel's Philox noise G, so it
+    draws the same tokens. ``num_splits`` is accepted for signature parity and ignored."""
+    _check(h, weight, bias, seed_offset, temperature, alg, exclude_token, top_p, top_k, kept_ids, logits_out, check_ids)
+    if kept_ids is None:
+        logits = F.linear(h, weight, bias)
+        mask_id = exclude_token if exclude_token >= 0 else None
+    else:
+        logits = kept_linear(h, weight, bias, kept_ids)
+        if exclude_token >= 0:
+            logits = logits.masked_fill(kept_ids == exclude_token, float("-inf"))
+        mask_id = None
+    if logits_out is not None:
+        logits_out.copy_(logits if mask_id is None else logits.index_fill(1, torch.tensor([mask_id], device=h.device), float("-inf")))
     z = filter_logits(logits, SamplingSettings(temperature, top_p, top_k, alg), mask_id)
     probs = torch.softmax(z, dim=-1)
     N, V = z.shape
     if temperature > 0:
-        tokens = (z + gumbel_noise(seed_offset, N, V, z.device)).argmax(dim=-1)
+        tokens = (z + gumbel_noise(seed_offset, N, V, z.device, kept_ids)).argmax(dim=-1)
         logq = torch.log_softmax(z, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
     else:
         tokens = z.argmax(dim=-1)
@@ -417,4 +505,6 @@ def lm_head_sample_reference(
         if mask_id is not None:
             raw[:, mask_id] = float("-inf")
         scores = torch.softmax(raw, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
+    if kept_ids is not None:
+        tokens = kept_ids.gather(1, tokens[:, None]).squeeze(1)
     return tokens, scores, logq

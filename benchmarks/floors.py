@@ -61,9 +61,21 @@ def lm_head_cost(s: ModelShape, rows: int, elt: int) -> Cost:
 
 
 def restricted_lm_head_cost(s: ModelShape, rows: int, tokens: int, elt: int) -> Cost:
-    """The future candidate-restricted pass: logits only at ``tokens`` kept ids per row (rows of W gathered)."""
+    """A candidate-restricted pass (``lm_head_sample(kept_ids=)``): logits only at ``tokens`` kept ids per
+    row, so ``rows · tokens`` rows of W gathered (no reuse across rows assumed), the ids read."""
     return Cost(rows * tokens * s.hidden_size * elt + rows * s.hidden_size * elt + rows * tokens * 8,
                 2.0 * rows * tokens * s.hidden_size)
+
+
+def kept_ids_cost(s: ModelShape, rows: int, tokens: int, elt: int) -> Cost:
+    """What pass 0 adds in the restricted mode: its [rows, V] logits written (``logits_out``) and read
+    back by ``topk``, the [rows, tokens] ids written."""
+    return Cost(2 * rows * s.vocab_size * elt + rows * tokens * 8, 0.0)
+
+
+def method_tokens(method: str) -> int | None:
+    """The kept ids per position of a benchmark method: ``adjust-top64`` → 64; None for exact methods."""
+    return int(method.removeprefix("adjust-top")) if method.startswith("adjust-top") else None
 
 
 def sampler_input_cost(s: ModelShape, M: int, elt: int) -> Cost:
@@ -90,33 +102,35 @@ def base_forward_cost(s: ModelShape, B: int, L: int, elt: int) -> Cost:
 # -- sequences of units ------------------------------------------------------------------------------
 
 
-def sampler_pass_costs(s: ModelShape, B: int, L: int, rows: int, elt: int) -> list[Cost]:
-    """One ADJUST pass k ≥ 1: g, then LM head + score + sample at the candidate rows."""
-    return [sampler_step_cost(s, B, L, elt), lm_head_cost(s, rows, elt)]
+def adjust_loop_costs(s: ModelShape, B: int, L: int, rows: int, K: int, elt: int,
+                      candidate_tokens: int | None = None) -> list[Cost]:
+    """``AdjustLoop`` (static shapes): K LM-head passes over the same rows, K−1 applications of g; with
+    ``candidate_tokens`` pass 0 also keeps ids and passes k ≥ 1 are restricted to them."""
+    if candidate_tokens is None:
+        return [lm_head_cost(s, rows, elt)] * K + [sampler_step_cost(s, B, L, elt)] * (K - 1)
+    return ([lm_head_cost(s, rows, elt), kept_ids_cost(s, rows, candidate_tokens, elt)]
+            + [sampler_step_cost(s, B, L, elt), restricted_lm_head_cost(s, rows, candidate_tokens, elt)] * (K - 1))
 
 
-def adjust_loop_costs(s: ModelShape, B: int, L: int, rows: int, K: int, elt: int) -> list[Cost]:
-    """``AdjustLoop`` (static shapes): K LM-head passes over the same rows, K−1 applications of g."""
-    return [lm_head_cost(s, rows, elt)] * K + [sampler_step_cost(s, B, L, elt)] * (K - 1)
-
-
-def step_costs(s: ModelShape, B: int, L: int, remaining: int, K: int, method: str, elt: int,
-               head: Cost | None = None) -> list[Cost]:
+def step_costs(s: ModelShape, B: int, L: int, remaining: int, K: int, method: str, elt: int) -> list[Cost]:
     """One base step of the engine with ``remaining`` masked tokens per row.
 
     ``parallel`` (and K = 1): base forward + one LM-head pass over the B·remaining rows.
     ``adjust``: base forward + n = min(remaining, K) LM-head passes over the rows still masked, n−1 g's.
-    ``head`` replaces the LM-head cost of passes k ≥ 1 (the candidate-restricted what-if).
+    ``adjust-top<k>`` (candidate-restricted): pass 0 also keeps k ids per row; passes k ≥ 1 read only those.
     """
     costs = [base_forward_cost(s, B, L, elt)]
     n = min(remaining, K)
     if method in ("k1", "parallel"):
         return costs + [lm_head_cost(s, B * remaining, elt)]
-    for k in range(n):
-        if k:
-            costs += [sampler_step_cost(s, B, L, elt), head or lm_head_cost(s, B * (remaining - k), elt)]
-        else:
-            costs.append(lm_head_cost(s, B * remaining, elt))
+    kept = method_tokens(method)
+    costs.append(lm_head_cost(s, B * remaining, elt))
+    if kept is not None and n > 1:
+        costs.append(kept_ids_cost(s, B * remaining, kept, elt))
+    for k in range(1, n):
+        rows = B * (remaining - k)
+        head = lm_head_cost(s, rows, elt) if kept is None else restricted_lm_head_cost(s, rows, kept, elt)
+        costs += [sampler_step_cost(s, B, L, elt), head]
     return costs
 
 
@@ -136,13 +150,15 @@ def step_ratio(s: ModelShape, B: int, L: int, rows: int, K: int, elt: int, bandw
                restricted_tokens: int | None = None) -> float:
     """Exact-semantics ceiling of ADJUST / parallel tokens/s for one base step (both commit K tokens):
     (T_f + T_W(rows)) / (T_f + K·T_W(rows) + (K−1)·T_g), all at their floors. With ``restricted_tokens``
-    the passes k ≥ 1 read only that many LM-head rows per candidate (the future restricted mode)."""
+    the passes k ≥ 1 read only that many LM-head rows per candidate and pass 0 pays for choosing them."""
     f = base_forward_cost(s, B, L, elt).seconds(bandwidth, flop_rate)
     w = lm_head_cost(s, rows, elt).seconds(bandwidth, flop_rate)
     g = sampler_step_cost(s, B, L, elt).seconds(bandwidth, flop_rate)
-    later = w if restricted_tokens is None else restricted_lm_head_cost(s, rows, restricted_tokens, elt).seconds(
-        bandwidth, flop_rate)
-    return (f + w) / (f + w + (K - 1) * (later + g))
+    if restricted_tokens is None:
+        return (f + w) / (f + w + (K - 1) * (w + g))
+    keep = kept_ids_cost(s, rows, restricted_tokens, elt).seconds(bandwidth, flop_rate)
+    later = restricted_lm_head_cost(s, rows, restricted_tokens, elt).seconds(bandwidth, flop_rate)
+    return (f + w) / (f + w + keep + (K - 1) * (later + g))
 
 
 def base_slack_needed(s: ModelShape, B: int, L: int, rows: int, K: int, target: float, elt: int, bandwidth: float,

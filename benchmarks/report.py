@@ -93,6 +93,12 @@ def _e2e_key(r: Row) -> tuple:
     return r["shape"], r["batch"], r["gen_len"]
 
 
+def _reference_of(variant: str) -> str:
+    """The variant a kernel row is compared with: ``reference``, or ``reference-top<k>`` for a restricted one."""
+    kept = re.search(r"-top\d+", variant)
+    return "reference" + (kept.group() if kept else "")
+
+
 def derive(results: dict[str, Any]) -> None:
     """Add tokens/s, ceilings and same-run ratios to the rows, in place."""
     gen = results.get("generate", [])
@@ -103,7 +109,7 @@ def derive(results: dict[str, Any]) -> None:
         r["pct_of_ceiling"] = 100.0 * r["floor_s"] / r["median_s"]
         k1 = by.get((_e2e_key(r), "k1", 1, r["backend"]))
         r["vs_k1"] = k1["median_s"] / r["median_s"] if k1 else None
-        par = by.get((_e2e_key(r), "parallel", r["K"], r["backend"])) if r["method"] == "adjust" else None
+        par = by.get((_e2e_key(r), "parallel", r["K"], r["backend"])) if r["method"].startswith("adjust") else None
         r["adjust_over_parallel"] = par["median_s"] / r["median_s"] if par else None
         r["ceiling_adjust_over_parallel"] = par["floor_s"] / r["floor_s"] if par else None
         ref = by.get((_e2e_key(r), r["method"], r["K"], "torch"))
@@ -112,7 +118,7 @@ def derive(results: dict[str, Any]) -> None:
     kby = {(r["shape"], r["batch"], r["seq_len"], r["candidates"], r["op"], r["variant"]): r for r in kern}
     for r in kern:
         r["over_floor"] = r["median_s"] / r["floor_s"]
-        ref = kby.get((r["shape"], r["batch"], r["seq_len"], r["candidates"], r["op"], "reference"))
+        ref = kby.get((r["shape"], r["batch"], r["seq_len"], r["candidates"], r["op"], _reference_of(r["variant"])))
         r["vs_reference"] = ref["median_s"] / r["median_s"] if ref else None
 
 
@@ -132,19 +138,28 @@ def headline(results: dict[str, Any]) -> list[str]:
                     f"ADJUST/parallel tokens/s at K=4 ({shape}, B={r['batch']}, N={r['gen_len']}, "
                     f"backend={r['backend']}): {r['ratio_median']:.3f}x (median of {r['pairs']} interleaved pairs, "
                     f"IQR {r['ratio_q1']:.3f}-{r['ratio_q3']:.3f}; floor ceiling {r['ceiling_ratio']:.3f}x)")
+                if "restricted_ratio_median" in r:
+                    lines.append(
+                        f"restricted ADJUST (top-{r['restricted_tokens']} ids)/parallel at K=4 ({shape}, B={r['batch']}, "
+                        f"N={r['gen_len']}, backend={r['backend']}): {r['restricted_ratio_median']:.3f}x (IQR "
+                        f"{r['restricted_ratio_q1']:.3f}-{r['restricted_ratio_q3']:.3f}; floor ceiling "
+                        f"{r['restricted_ceiling_ratio']:.3f}x)")
             break
         rows = [r for r in gen if r["shape"] == shape]
         if not rows:
             continue
         n = max(r["gen_len"] for r in rows)
         backend = next(b for b in FAST_FIRST if any(r["backend"] == b and r["gen_len"] == n for r in rows))
-        for r in sorted((r for r in rows if r["gen_len"] == n and r["backend"] == backend), key=lambda r: r["batch"]):
+        picked = sorted((r for r in rows if r["gen_len"] == n and r["backend"] == backend),
+                        key=lambda r: (r["method"] != "adjust", r["batch"]))
+        for r in picked:
+            label = "ADJUST" if r["method"] == "adjust" else f"restricted ADJUST ({r['method']})"
             lines.append(
-                f"ADJUST/parallel tokens/s at K=4 ({shape}, B={r['batch']}, N={n}, backend={backend}): "
+                f"{label}/parallel tokens/s at K=4 ({shape}, B={r['batch']}, N={n}, backend={backend}): "
                 f"{r['adjust_over_parallel']:.3f}x (floor ceiling {r['ceiling_adjust_over_parallel']:.3f}x; "
                 f"ADJUST {r['tokens_per_s']:.1f} tok/s)")
         break
-    kern = [r for r in results.get("kernels", []) if r["op"] == "sampler_pass"]
+    kern = [r for r in results.get("kernels", []) if r["op"] == "sampler_pass" and r["variant"] in FAST_FIRST]
     for shape in SHAPE_PREFERENCE:
         rows = [r for r in kern if r["shape"] == shape]
         if not rows:
@@ -206,13 +221,16 @@ def render_markdown(results: dict[str, Any]) -> str:
         out += ["", "## ADJUST vs parallel, interleaved", "",
                 ("Each round runs parallel K and ADJUST K back to back (alternating which goes first), so both "
                 "see the same load; `ratio` = median over rounds of t_parallel / t_ADJUST (= ADJUST tokens/s over "
-                "parallel tokens/s); `ceiling` = the same from the floors."), "",
-                "| shape | B | N | K | backend | rounds | ratio | IQR | ceiling | parallel median s | ADJUST median s |",
-                "|" + " --- |" * 11]
+                "parallel tokens/s); `ceiling` = the same from the floors; `top-k ratio`: the same for "
+                "candidate-restricted ADJUST, where it ran in the rounds."), "",
+                ("| shape | B | N | K | backend | rounds | ratio | IQR | ceiling | top-k ratio | top-k ceiling | "
+                 "parallel median s | ADJUST median s |"),
+                "|" + " --- |" * 13]
         for r in paired:
             out.append(
                 f"| {r['shape']} | {r['batch']} | {r['gen_len']} | {r['K']} | {r['backend']} | {r['pairs']} | "
                 f"{r['ratio_median']:.3f} | {r['ratio_q1']:.3f}-{r['ratio_q3']:.3f} | {r['ceiling_ratio']:.3f} | "
+                f"{_f(r.get('restricted_ratio_median'))} | {_f(r.get('restricted_ceiling_ratio'))} | "
                 f"{r['parallel_median_s']:.4f} | {r['adjust_median_s']:.4f} |")
     kern = results.get("kernels", [])
     if kern:

@@ -9,6 +9,10 @@ Rounds: after one warm-up call, enough to fill ``--benchmark-max-time`` (at leas
 ``--benchmark-min-rounds``). ``test_adjust_vs_parallel`` times ADJUST and parallel at K = 4
 *interleaved* (pairs, alternating which goes first) so that both see the same load on a shared
 machine; its median per-pair ratio is the headline.
+
+``adjust-top64`` is candidate-restricted ADJUST (``generate(candidate_tokens=64)``, K = 4 only; torch
+and triton backends, shapes with more than 64 tokens); where the pairs' backend has it, each round
+runs it too, and its ratio to parallel is a second headline line.
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ import torch
 
 from adjust import generate
 from benchmarks._cases import unavailable
-from benchmarks.floors import floor_seconds, generation_costs, total
+from benchmarks.floors import floor_seconds, generation_costs, method_tokens, total
 from benchmarks.shapes import DTYPE, SHAPES, ModelShape, selected
 
 BATCHES = (1, 16)
-METHODS = (("k1", 1), ("parallel", 2), ("adjust", 2), ("parallel", 4), ("adjust", 4), ("parallel", 8), ("adjust", 8))
+METHODS = (("k1", 1), ("parallel", 2), ("adjust", 2), ("parallel", 4), ("adjust", 4), ("adjust-top64", 4),
+           ("parallel", 8), ("adjust", 8))
 BACKENDS = ("torch", "cpp", "triton")
 
 
@@ -54,10 +59,30 @@ def _cases() -> list:
                 for method, K in METHODS:
                     for backend in BACKENDS:
                         case = Case(shape.name, B, N, method, K, backend)
-                        reason = selected(shape) or unavailable(backend)
+                        reason = selected(shape) or unavailable(backend) or _restricted_unavailable(method, shape, backend)
                         marks = [pytest.mark.skip(reason=reason)] if reason else []
                         out.append(pytest.param(case, id=case.id, marks=marks))
     return out
+
+
+def _restricted_unavailable(method: str, shape: ModelShape, backend: str) -> str | None:
+    """Skip reason for a candidate-restricted method, or None."""
+    kept = method_tokens(method)
+    if kept is None:
+        return None
+    if backend == "cpp":
+        return "adjust-top64: the cpp backend has no restricted passes (torch and triton do)"
+    if shape.vocab_size <= kept:
+        return f"adjust-top64: {shape.name}'s vocabulary has only {shape.vocab_size} tokens (it would be exact ADJUST)"
+    return None
+
+
+def _kwargs(case: Case, sampler) -> dict:
+    """`generate` arguments of a case (T = 1, entropy, seed 0)."""
+    adjust = case.method.startswith("adjust")
+    return {"K": case.K, "sampler": sampler if adjust else None, "max_new_tokens": case.gen_len,
+            "batch_size": case.batch, "temperature": 1.0, "alg": "entropy", "seed": 0, "backend": case.backend,
+            "candidate_tokens": method_tokens(case.method)}
 
 
 def _prompt(shape: ModelShape, batch: int) -> torch.Tensor | None:
@@ -74,8 +99,7 @@ def test_generate(case: Case, benchmark, models, record, ceilings, rounds: int, 
     shape = SHAPES[case.shape]
     model, sampler = models.get(shape.name, shape)
     prompt = _prompt(shape, case.batch)
-    kwargs = {"K": case.K, "sampler": sampler if case.method == "adjust" else None, "max_new_tokens": case.gen_len,
-              "batch_size": case.batch, "temperature": 1.0, "alg": "entropy", "seed": 0, "backend": case.backend}
+    kwargs = _kwargs(case, sampler)
     benchmark.group = f"generate {shape.name} B={case.batch} N={case.gen_len}"
     benchmark.extra_info.update(method=case.method, K=case.K, backend=case.backend)
 
@@ -98,6 +122,7 @@ def test_generate(case: Case, benchmark, models, record, ceilings, rounds: int, 
 
 PAIRED_K = 4
 PAIRS = 7
+RESTRICTED = "adjust-top64"
 
 
 def _paired_cases() -> list:
@@ -116,16 +141,16 @@ def _paired_cases() -> list:
 
 @pytest.mark.parametrize("case", _paired_cases())
 def test_adjust_vs_parallel(case: Case, benchmark, models, record, ceilings, rounds: int) -> None:
-    """ADJUST K vs parallel K, interleaved: each round runs both (alternating the order)."""
+    """ADJUST K vs parallel K (and restricted ADJUST K), interleaved: each round runs each method once,
+    in an order that reverses every round."""
     shape = SHAPES[case.shape]
     model, sampler = models.get(shape.name, shape)
     prompt = _prompt(shape, case.batch)
-    common = {"K": case.K, "max_new_tokens": case.gen_len, "batch_size": case.batch, "temperature": 1.0,
-              "alg": "entropy", "seed": 0, "backend": case.backend}
-    runs = {"parallel": lambda: generate(model, prompt, sampler=None, **common),
-            "adjust": lambda: generate(model, prompt, sampler=sampler, **common)}
-    times: dict[str, list[float]] = {"parallel": [], "adjust": []}
-    order = ["parallel", "adjust"]
+    methods = ["parallel", "adjust"] + ([] if _restricted_unavailable(RESTRICTED, shape, case.backend) else [RESTRICTED])
+    args = {m: _kwargs(Case(case.shape, case.batch, case.gen_len, m, case.K, case.backend), sampler) for m in methods}
+    runs = {m: (lambda kw=kw: generate(model, prompt, **kw)) for m, kw in args.items()}
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    order = list(methods)
 
     def pair() -> None:
         for method in order:
@@ -135,18 +160,24 @@ def test_adjust_vs_parallel(case: Case, benchmark, models, record, ceilings, rou
         order.reverse()
 
     pair()  # warm-up
-    times = {"parallel": [], "adjust": []}
+    times = {m: [] for m in methods}
     benchmark.group = f"adjust vs parallel K={case.K}"
     benchmark.pedantic(pair, rounds=max(PAIRS, rounds), iterations=1)
 
-    ratios = [p / a for p, a in zip(times["parallel"], times["adjust"], strict=True)]
-    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
     floors = {m: floor_seconds(generation_costs(shape, case.batch, shape.prompt_len, case.gen_len, case.K, m,
                                                 DTYPE.itemsize), ceilings.bandwidth, ceilings.flop_rate)
-              for m in ("parallel", "adjust")}
-    record.results["paired"].append({
-        "shape": shape.name, "batch": case.batch, "gen_len": case.gen_len, "K": case.K, "backend": case.backend,
-        "pairs": len(ratios), "ratio_median": statistics.median(ratios), "ratio_q1": q[0], "ratio_q3": q[2],
-        "parallel_median_s": statistics.median(times["parallel"]), "adjust_median_s": statistics.median(times["adjust"]),
-        "ceiling_ratio": floors["parallel"] / floors["adjust"], "tokens": case.batch * case.gen_len,
-    })
+              for m in methods}
+    row = {"shape": shape.name, "batch": case.batch, "gen_len": case.gen_len, "K": case.K, "backend": case.backend,
+           "pairs": len(times["parallel"]), "tokens": case.batch * case.gen_len,
+           "parallel_median_s": statistics.median(times["parallel"])}
+    for m, prefix in (("adjust", ""), (RESTRICTED, "restricted_")):
+        if m not in times:
+            continue
+        ratios = [p / a for p, a in zip(times["parallel"], times[m], strict=True)]
+        q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+        row.update({f"{prefix}ratio_median": statistics.median(ratios), f"{prefix}ratio_q1": q[0],
+                    f"{prefix}ratio_q3": q[2], f"{prefix}ceiling_ratio": floors["parallel"] / floors[m],
+                    f"{'restricted' if prefix else 'adjust'}_median_s": statistics.median(times[m])})
+    if RESTRICTED in times:
+        row["restricted_tokens"] = method_tokens(RESTRICTED)
+    record.results["paired"].append(row)

@@ -12,6 +12,11 @@ Ops (``op``) and their variants:
 - ``adjust_loop`` (all K = 4 passes of a base step): reference (eager torch) | triton (eager) |
   triton-graph (one captured CUDA graph)
 
+A ``-top64`` variant is the candidate-restricted mode (``adjust.candidates``) with 64 kept ids per
+candidate: ``lm_head_sample(kept_ids=)`` on random sorted ids, and ``AdjustLoop(candidate_tokens=64)``
+(pass 0 keeps the ids, passes k ≥ 1 read only those rows of W). Its ``vs ref`` is against
+``reference-top64``.
+
 Inputs: h ~ N(0, 1) [B, L, d], the last C positions of each row masked and candidate, T = 1, entropy.
 On a GPU each timed call runs the op ``INNER_GPU`` times and synchronises once.
 """
@@ -33,8 +38,8 @@ from benchmarks.floors import (
     adjust_loop_costs,
     floor_seconds,
     lm_head_cost,
+    restricted_lm_head_cost,
     sampler_input_cost,
-    sampler_pass_costs,
     sampler_step_cost,
     total,
 )
@@ -49,12 +54,13 @@ CASES: dict[str, tuple[tuple[int, int, int], ...]] = {
     "dream7b": ((1, 128, 128), (1, 512, 512), (16, 128, 128)),
     "llada8b": ((1, 128, 128), (16, 128, 128)),
 }
+KEPT = 64  # kept ids per candidate in the -top64 variants
 VARIANTS: dict[str, tuple[str, ...]] = {
     "sampler_input": ("reference", "triton"),
     "sampler_step": ("module", "reference", "triton"),
-    "lm_head_sample": ("torch", "reference", "cpp", "triton"),
-    "sampler_pass": ("torch", "cpp", "reference", "triton"),
-    "adjust_loop": ("reference", "triton", "triton-graph"),
+    "lm_head_sample": ("torch", "reference", "cpp", "triton", "reference-top64", "triton-top64"),
+    "sampler_pass": ("torch", "cpp", "reference", "triton", "reference-top64", "triton-top64"),
+    "adjust_loop": ("reference", "triton", "triton-graph", "reference-top64", "triton-top64", "triton-top64-graph"),
 }
 
 
@@ -122,11 +128,16 @@ def _op(case: KCase, shape: ModelShape, adapter, sampler, inp: Inputs) -> tuple[
     sampling = {"temperature": 1.0, "alg": "entropy", "exclude_token": shape.mask_token_id}
     settings = SamplingSettings(temperature=1.0, alg="entropy")
     triton = case.variant.startswith("triton")
+    kept = KEPT if "-top" in case.variant else None
+    if kept is not None:  # random ascending ids per candidate row, drawn once
+        g = torch.Generator().manual_seed(3)
+        ids = torch.rand(B * C, shape.vocab_size, generator=g).topk(kept, dim=1).indices.sort(dim=1).values
+        sampling.update(kept_ids=ids.to(DEVICE), check_ids=False)
 
     def loop(num_passes: int = 1) -> AdjustLoop:
         return AdjustLoop(sampler, E, W, None, batch_size=B, seq_len=L, num_candidates=C, num_passes=num_passes,
                           mask_token_id=shape.mask_token_id, temperature=1.0, alg="entropy",
-                          backend="triton" if triton else "torch")
+                          candidate_tokens=kept if num_passes > 1 else None, backend="triton" if triton else "torch")
 
     def engine(backend: str):
         gen = torch.Generator(device=DEVICE).manual_seed(0)
@@ -151,16 +162,18 @@ def _op(case: KCase, shape: ModelShape, adapter, sampler, inp: Inputs) -> tuple[
             return (lambda: sampler(inp.h, inp.x, adapter)), [sampler_step_cost(shape, B, L, elt)]
         lp = loop()
         return (lambda: lp.sampler_step(inp.h, inp.x)), [sampler_step_cost(shape, B, L, elt)]
+    head_cost = lm_head_cost(shape, B * C, elt) if kept is None else restricted_lm_head_cost(shape, B * C, kept, elt)
     if case.op == "lm_head_sample":
-        return (lambda: head(inp.h)), [lm_head_cost(shape, B * C, elt)]
+        return (lambda: head(inp.h)), [head_cost]
     if case.op == "sampler_pass":
+        pass_costs = [sampler_step_cost(shape, B, L, elt), head_cost]
         if case.variant in ("torch", "cpp"):
-            return (lambda: head(sampler(inp.h, inp.x, adapter))), sampler_pass_costs(shape, B, L, B * C, elt)
+            return (lambda: head(sampler(inp.h, inp.x, adapter))), pass_costs
         lp = loop()
-        return (lambda: head(lp.sampler_step(inp.h, inp.x))), sampler_pass_costs(shape, B, L, B * C, elt)
+        return (lambda: head(lp.sampler_step(inp.h, inp.x))), pass_costs
     assert case.op == "adjust_loop"
     lp = loop(LOOP_K)
-    if case.variant == "triton-graph":
+    if case.variant.endswith("-graph"):
         assert lp.capture()
     x0 = inp.x.clone()
 
@@ -169,7 +182,7 @@ def _op(case: KCase, shape: ModelShape, adapter, sampler, inp: Inputs) -> tuple[
         inp.alive.fill_(True)
         return lp(inp.h, inp.x, inp.cand_idx, inp.alive, inp.n_passes, inp.seed_offset)
 
-    return run, adjust_loop_costs(shape, B, L, B * C, LOOP_K, elt)
+    return run, adjust_loop_costs(shape, B, L, B * C, LOOP_K, elt, kept)
 
 
 @pytest.mark.parametrize("case", _cases())

@@ -11,6 +11,7 @@ from adjust.candidates import keep_top_ids, restricted_logits
 from adjust.models.adapter import as_adapter
 from adjust.sampler import AdjustSampler
 from conftest import tiny_mdlm
+from kernel_common import requires_triton
 
 MASK = 3
 
@@ -102,6 +103,34 @@ def test_restricted_sampling_matches_its_reference_distribution():
     assert got[p == 0].sum() == 0
     keep = p > 0
     assert chisquare(got[keep].numpy(), (p[keep] / p[keep].sum() * got.sum()).numpy()).pvalue > 1e-3
+
+
+@requires_triton
+@pytest.mark.parametrize("T", [0.0, 1.0])
+def test_triton_backend_restricts_like_the_torch_backend(T):
+    """The fused loop's restricted passes (adjust_kernels.AdjustLoop, candidate_tokens): at T = 0 the torch
+    backend's tokens; at T = 1 sampled tokens of passes k ≥ 1 in the kept set (replayed as above)."""
+    model = tiny_mdlm(vocab_size=29, sharpen=2.0, mix=3.0)
+    sampler = _trained_like_sampler(model)
+    prompts = [[1], [1, 5, 6], [1, 7]]  # batch 3, left padding
+    kw = dict(K=3, sampler=sampler, max_new_tokens=7, temperature=T, seed=4, candidate_tokens=5)
+    fused = adjust.generate(model, prompts, backend="triton", return_history=True, **kw)
+    if T == 0.0:
+        torch_ = adjust.generate(model, prompts, backend="torch", **kw)
+        assert torch.equal(fused.sequences, torch_.sequences) and torch.equal(fused.commit_pass, torch_.commit_pass)
+    ad = as_adapter(model)
+    x = fused.sequences.clone()
+    x[fused.commit_pass >= 0] = MASK  # the start: prompts (left-padded), then masks
+    for rec in fused.history:
+        if rec.pass_index == 0:
+            kept = keep_top_ids(ad.logits(ad.hidden(x, fused.attention_mask)).flatten(0, 1), 5, MASK).view(*x.shape, 5)
+        for b, (pos, tok) in enumerate(zip(rec.positions, rec.tokens)):
+            for p, t in zip(pos, tok):
+                if rec.pass_index > 0:
+                    assert t in kept[b, p].tolist()
+                x[b, p] = t
+    assert torch.equal(x, fused.sequences)
+    assert adjust.generate(model, prompts, backend="auto", **kw).sampler_passes > 0  # auto: torch here, triton on CUDA
 
 
 def test_bad_candidate_tokens_are_refused():

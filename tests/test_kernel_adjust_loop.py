@@ -64,18 +64,18 @@ def _random_batch(model) -> tuple[torch.Tensor, torch.Tensor]:
     return x, attn
 
 
-def _run(run, model, g, x: torch.Tensor, attn: torch.Tensor, temperature: float, alg: str):
-    """One base step through `run` (adjust_passes or its reference) on a copy of x."""
+def _run(run, model, g, x: torch.Tensor, attn: torch.Tensor, temperature: float, alg: str, **extra):
+    """One base step through `run` (adjust_passes or its reference) on a copy of x; `extra`: more loop arguments."""
     ad = as_adapter(model)
     x = x.clone()
     cand_idx, alive, n_passes = _candidates(x, attn, ad.mask_token_id)
     so = torch.tensor([SEED, 100], device=DEVICE)
     pos, logq = run(ad.hidden(x, attn), x, cand_idx, alive, n_passes, g, ad.embed_tokens.weight, ad.lm_head_weight, None,
-                    so, num_passes=K, temperature=temperature, alg=alg, mask_token_id=ad.mask_token_id, attention_mask=attn)
+                    so, num_passes=K, temperature=temperature, alg=alg, mask_token_id=ad.mask_token_id, attention_mask=attn, **extra)
     return x, alive, pos.clone(), logq.clone(), so
 
 
-def _closest_tie(monkeypatch, model, g, x: torch.Tensor, attn: torch.Tensor, temperature: float, alg: str) -> float:
+def _closest_tie(monkeypatch, model, g, x: torch.Tensor, attn: torch.Tensor, temperature: float, alg: str, **extra) -> float:
     """Run the reference loop and return the smallest relative gap, over the rows that commit at each
     pass, between the best and the runner-up candidate score (how close it came to a tie)."""
     pieces = adjust_loop._BACKENDS["torch"]
@@ -100,18 +100,18 @@ def _closest_tie(monkeypatch, model, g, x: torch.Tensor, attn: torch.Tensor, tem
 
     with monkeypatch.context() as mp:
         mp.setitem(adjust_loop._BACKENDS, "torch", dataclasses.replace(pieces, lm_head_sample=recording))
-        _run(spy, model, g, x, attn, temperature, alg)
+        _run(spy, model, g, x, attn, temperature, alg, **extra)
     return min(gaps, default=1.0)
 
 
-def _separated_case(monkeypatch, make_x, temperature: float, alg: str):
+def _separated_case(monkeypatch, make_x, temperature: float, alg: str, **extra):
     """A model, sampler and inputs whose reference run never came within 1e-5 (relative) of a tie between
     two candidates: at such a near-tie fp32 rounding may pick either, so those draws are redrawn
     (deterministically from SEED) instead of compared."""
     for attempt in range(20):
         model, g = _model_and_sampler(SEED % 10_000 + attempt)
         x, attn = make_x(model)
-        if _closest_tie(monkeypatch, model, g, x, attn, temperature, alg) > 1e-5:
+        if _closest_tie(monkeypatch, model, g, x, attn, temperature, alg, **extra) > 1e-5:
             return model, g, x, attn
     pytest.fail("no draw without a near-tie in 20 attempts")
 
@@ -157,6 +157,43 @@ def test_one_base_step_equals_generate(monkeypatch, alg: str) -> None:
         for k in range(K):
             if pos[b, k] >= 0:
                 assert out.commit_pass[b, pos[b, k]] == k
+
+
+@pytest.mark.parametrize("temperature,alg", [(0.0, "entropy"), (0.9, "low_confidence")])
+def test_restricted_loop_equals_reference_loop(monkeypatch, temperature: float, alg: str) -> None:
+    """candidate_tokens=k': the fused loop (logits_out + topk, then kept-id passes) against its twin."""
+    model, g, x, attn = _separated_case(monkeypatch, _random_batch, temperature, alg, candidate_tokens=5)
+    x1, a1, p1, l1, s1 = _run(adjust_passes, model, g, x, attn, temperature, alg, candidate_tokens=5)
+    x2, a2, p2, l2, s2 = _run(adjust_passes_reference, model, g, x, attn, temperature, alg, candidate_tokens=5)
+    assert torch.equal(x1, x2) and torch.equal(a1, a2) and torch.equal(p1, p2) and torch.equal(s1, s2)
+    assert torch.allclose(l1, l2, atol=1e-5)
+    assert (p1 >= 0).sum(1).tolist() == [K, 2, 0]
+
+
+def test_restricted_loop_keeping_every_id_is_the_exact_loop() -> None:
+    model, g = _model_and_sampler(SEED % 10_000)
+    x, attn = _random_batch(model)
+    exact = _run(adjust_passes, model, g, x, attn, 0.9, "entropy")
+    kept_all = _run(adjust_passes, model, g, x, attn, 0.9, "entropy", candidate_tokens=V)
+    assert torch.equal(exact[0], kept_all[0]) and torch.equal(exact[2], kept_all[2])
+    torch.testing.assert_close(exact[3], kept_all[3], rtol=1e-5, atol=1e-5)
+
+
+def test_restricted_step_equals_generate(monkeypatch) -> None:
+    """One base step of the fused restricted loop = generate(backend='torch', candidate_tokens=k') at T = 0."""
+    m = as_adapter(tiny_mdlm(vocab_size=V)).mask_token_id
+    prompts = [[1, 5, m, 7, m, 9], [1, m, 6, 8]]
+    P = max(map(len, prompts))
+
+    def engine_batch(model) -> tuple[torch.Tensor, torch.Tensor]:
+        pad = as_adapter(model).pad_token_id
+        x = torch.tensor([[pad] * (P - len(p)) + p + [m, m] for p in prompts], device=DEVICE)
+        return x, torch.tensor([[0] * (P - len(p)) + [1] * (len(p) + 2) for p in prompts], device=DEVICE)
+
+    model, g, x, attn = _separated_case(monkeypatch, engine_batch, 0.0, "entropy", candidate_tokens=4)
+    out = adjust.generate(model, prompts, K=K, sampler=g, max_new_tokens=2, temperature=0.0, candidate_tokens=4)
+    xt = _run(adjust_passes, model, g, x, attn, 0.0, "entropy", candidate_tokens=4)[0]
+    assert out.base_forwards == 1 and torch.equal(xt, out.sequences)
 
 
 def test_sampler_step_is_the_sampler() -> None:
@@ -215,6 +252,8 @@ def test_rejects_bad_arguments() -> None:
         AdjustLoop(g, ad.embed_tokens.weight, ad.lm_head_weight, alg="random", **kw)
     with pytest.raises(ValueError, match="backend"):
         AdjustLoop(g, ad.embed_tokens.weight, ad.lm_head_weight, backend="cuda", **kw)
+    with pytest.raises(ValueError, match="candidate_tokens"):
+        AdjustLoop(g, ad.embed_tokens.weight, ad.lm_head_weight, candidate_tokens=0, **kw)
     loop = AdjustLoop(g, ad.embed_tokens.weight, ad.lm_head_weight, **kw)
     h0, x = torch.zeros(2, 5, 32, device=DEVICE), torch.zeros(2, 5, dtype=torch.long, device=DEVICE)
     cand = torch.zeros(2, 3, dtype=torch.long, device=DEVICE)

@@ -194,3 +194,131 @@ def test_rejects_bad_arguments() -> None:
         lm_head_sample(h, w, b, so, temperature=-1.0)
     with pytest.raises(ValueError, match="h must be"):
         lm_head_sample(h[:, :8], w, b, so, temperature=1.0)
+
+
+# -- kept ids: a per-row vocabulary (candidate-restricted ADJUST) -------------------------------------
+
+
+def _kept(n: int, v: int, k: int, include: int | None = None) -> torch.Tensor:
+    """[n, k] strictly ascending random ids per row; row 0 holds `include` (the excluded token) if given."""
+    ids = torch.stack([torch.randperm(v)[:k] for _ in range(n)])
+    if include is not None and not (ids[0] == include).any():
+        ids[0, 0] = include
+    return ids.sort(dim=1).values.to(DEVICE)
+
+
+def _kept_truth(h, w, b, ids, exclude: int, temperature: float, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Float64 scores of `tokens` under the logits restricted to each row's kept ids."""
+    x = (h.double()[:, None, :] * w.double()[ids]).sum(-1) + (b.double()[ids] if b is not None else 0.0)
+    x = x.masked_fill(ids == exclude, float("-inf"))
+    z = x / temperature if temperature > 0 else x
+    p = torch.softmax(z, -1)
+    at = (ids == tokens[:, None]).double().argmax(1, keepdim=True)
+    top = torch.nn.functional.pad(p, (0, 1)).topk(2, dim=-1).values
+    return {
+        "entropy": torch.special.xlogy(p, p).sum(-1),
+        "confidence": p.gather(1, at).squeeze(1),
+        "margin": top[:, 0] - top[:, 1],
+        "low_confidence": torch.softmax(x, -1).gather(1, at).squeeze(1),
+    }
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("n,v,d,k", [(1, 131, 20, 1), (5, 67, 24, 7), (19, 300, 40, 45)])
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_kept_ids_match_reference(n: int, v: int, d: int, k: int, temperature: float, dtype: torch.dtype) -> None:
+    h, w, b = _inputs(n, v, d, dtype, bias=n > 1)
+    exclude = int(torch.randint(v, ()))
+    ids = _kept(n, v, k, include=exclude if k > 1 else None)  # a one-id row may not be the excluded one
+    so = torch.tensor([SEED, 77], device=DEVICE)
+    for alg in SCORES:
+        tokens, scores, logq = lm_head_sample(h, w, b, so, temperature=temperature, alg=alg, exclude_token=exclude,
+                                              kept_ids=ids, num_splits=2)
+        ref = lm_head_sample_reference(h, w, b, so, temperature=temperature, alg=alg, exclude_token=exclude, kept_ids=ids)
+        assert ((ids == tokens[:, None]).sum(1) == 1).all() and not (tokens == exclude).any(), alg
+        truth = _kept_truth(h, w, b, ids, exclude, temperature, ref[0])
+        if dtype == torch.float32 or temperature > 0:  # at T > 0 the shared noise decides, not a logit tie
+            assert torch.equal(tokens, ref[0]), alg
+        else:
+            x = (h.double()[:, None, :] * w.double()[ids]).sum(-1)
+            x_of = lambda t: x.gather(1, (ids == t[:, None]).double().argmax(1, keepdim=True)).squeeze(1)  # noqa: E731
+            gap = (x_of(ref[0]) - x_of(tokens)).abs()
+            assert (gap <= 4 * EPS[dtype] * x.abs().amax(1))[tokens != ref[0]].all(), alg
+        t = truth[alg]
+        if torch.equal(tokens, ref[0]):
+            assert_no_worse(scores, ref[1], t, REL_SLACK[dtype] * max(1.0, t.abs().max().item()), f"{alg} {dtype}")
+        if temperature > 0:
+            torch.testing.assert_close(logq, ref[2], rtol=0, atol=REL_SLACK[dtype] * 10 * max(1.0, ref[2].abs().max().item()))
+
+
+def test_keeping_every_id_is_the_unrestricted_op() -> None:
+    h, w, b = _inputs(9, 83, 24, torch.float32, True)
+    so = torch.tensor([SEED, 5], device=DEVICE)
+    every = torch.arange(83, device=DEVICE).expand(9, 83).contiguous()
+    for temperature in (0.0, 1.1):
+        full = lm_head_sample(h, w, b, so, temperature=temperature, alg="margin", exclude_token=11)
+        kept = lm_head_sample(h, w, b, so, temperature=temperature, alg="margin", exclude_token=11, kept_ids=every)
+        assert torch.equal(full[0], kept[0])  # a kept token draws the noise it draws unrestricted
+        torch.testing.assert_close(full[1], kept[1], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(full[2], kept[2], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_logits_out_are_the_logits(dtype: torch.dtype) -> None:
+    h, w, b = _inputs(6, 70, 24, dtype, True)
+    so = torch.tensor([SEED, 0], device=DEVICE)
+    out = torch.empty(6, 70, dtype=dtype, device=DEVICE)
+    ref_out = torch.empty_like(out)
+    got = lm_head_sample(h, w, b, so, temperature=0.0, exclude_token=4, logits_out=out)
+    ref = lm_head_sample_reference(h, w, b, so, temperature=0.0, exclude_token=4, logits_out=ref_out)
+    assert torch.equal(got[0], ref[0])
+    assert torch.isinf(out[:, 4]).all() and torch.isinf(ref_out[:, 4]).all()
+    keep = torch.arange(70, device=DEVICE) != 4
+    truth = (h.double() @ w.double().T + b.double())[:, keep]
+    assert_no_worse(out[:, keep], ref_out[:, keep], truth, REL_SLACK[dtype] * truth.abs().max().item(), "logits_out")
+    ids = _kept(6, 70, 9)  # with kept ids (no excluded token), the kept logits
+    kept_out, ref_kept_out = torch.empty(6, 9, dtype=dtype, device=DEVICE), torch.empty(6, 9, dtype=dtype, device=DEVICE)
+    lm_head_sample(h, w, b, so, temperature=0.0, kept_ids=ids, logits_out=kept_out)
+    lm_head_sample_reference(h, w, b, so, temperature=0.0, kept_ids=ids, logits_out=ref_kept_out)
+    kept_truth = (h.double() @ w.double().T + b.double()).gather(1, ids)
+    assert_no_worse(kept_out, ref_kept_out, kept_truth, REL_SLACK[dtype] * truth.abs().max().item(), "kept logits_out")
+
+
+def test_kept_distribution_chi_square() -> None:
+    """~20k draws restricted to 9 kept ids of a 41-token vocabulary against the renormalised softmax."""
+    v, d, rows, offsets, temperature = 41, 16, 2000, 10, 0.9
+    h1, w, b = _inputs(1, v, d, torch.float32, True, scale=0.5)
+    ids1 = _kept(1, v, 9)
+    exclude = int(ids1[0, 4])  # one kept id is the excluded token: probability 0
+    x = (h1.double() @ w.double().T + b.double())[0, ids1[0]]
+    x[4] = float("-inf")
+    p = torch.softmax(x / temperature, -1)
+    counts = torch.zeros(v, dtype=torch.float64)
+    for off in range(offsets):
+        so = torch.tensor([SEED, off], device=DEVICE)
+        tokens = lm_head_sample(h1.expand(rows, d), w, b, so, temperature=temperature, alg="entropy",
+                                exclude_token=exclude, kept_ids=ids1.expand(rows, 9))[0]
+        counts += torch.bincount(tokens.cpu(), minlength=v).double()
+    kept_counts = counts[ids1[0].cpu()]
+    assert kept_counts.sum() == rows * offsets and kept_counts[4] == 0  # nothing outside the kept set
+    live = torch.arange(9) != 4
+    pvalue = stats.chisquare(kept_counts[live].numpy(), (p[live] * rows * offsets).numpy()).pvalue
+    assert pvalue > 1e-4, f"chi-square p = {pvalue:.2e}"
+
+
+def test_rejects_bad_kept_ids() -> None:
+    h, w, b = _inputs(3, 20, 16, torch.float32, True)
+    so = torch.tensor([1, 2], device=DEVICE)
+    good = torch.tensor([[1, 5, 7]] * 3, device=DEVICE)
+    for bad in (good.flip(1), torch.tensor([[1, 5, 5]] * 3, device=DEVICE), good + 13, good - 2):
+        with pytest.raises(ValueError, match="ascending token ids"):
+            lm_head_sample(h, w, b, so, temperature=1.0, kept_ids=bad)
+        with pytest.raises(ValueError, match="ascending token ids"):
+            lm_head_sample_reference(h, w, b, so, temperature=1.0, kept_ids=bad)
+    for bad in (good.int(), good[:2], good[:, :0], good[0]):
+        with pytest.raises(ValueError, match="kept_ids must be"):
+            lm_head_sample(h, w, b, so, temperature=1.0, kept_ids=bad)
+    with pytest.raises(ValueError, match="logits_out"):
+        lm_head_sample(h, w, b, so, temperature=1.0, kept_ids=good, logits_out=torch.empty(3, 20, device=DEVICE))
+    with pytest.raises(ValueError, match="logits_out"):
+        lm_head_sample(h, w, b, so, temperature=1.0, logits_out=torch.empty(3, 20, dtype=torch.float16, device=DEVICE))
