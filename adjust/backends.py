@@ -6,8 +6,13 @@
   no [rows, V] logits), and, with a sampler, the whole K-pass ADJUST step as one
   static-shape `AdjustLoop` (no host syncs; CUDA-graph captured on GPUs);
 - ``auto``: triton on CUDA, else cpp where built, else torch — each only where it
-  covers the settings (cpp/triton: no top-p/top-k, alg ≠ random, no alg_temp;
-  candidate-restricted ADJUST: torch or triton).
+  covers the settings (cpp/triton: alg ≠ random, no alg_temp; candidate-restricted
+  ADJUST: torch or triton).
+
+Top-p / top-k (Dream's defaults) need a sort of each row, which no fused op streams: the
+cpp backend samples the filtered logits (the filter runs in torch), and the triton
+ops run their PyTorch twin for those rows (`lm_head_sample` materialises the logits
+then; still on device, without host syncs, inside the captured loop).
 
 Backends draw from different random streams: the same seed on the same backend gives
 the same tokens; across backends tokens are equal at T = 0 and distributions at T > 0.
@@ -29,7 +34,11 @@ PassSampler = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor, to
 
 
 def _fits(s: SamplingSettings) -> bool:
-    return s.top_p in (None, 1.0) and s.top_k is None and s.alg in FUSED_SCORES and not s.alg_temp
+    return s.alg in FUSED_SCORES and not s.alg_temp
+
+
+def _filters(s: SamplingSettings) -> bool:
+    return (s.top_p is not None and s.top_p < 1) or s.top_k is not None
 
 
 def _triton_runnable(device: torch.device) -> bool:
@@ -51,8 +60,8 @@ def resolve_backend(backend: str, s: SamplingSettings, device: torch.device, res
         raise ValueError("candidate_tokens: the cpp backend has no restricted passes (use backend='torch' or 'triton')")
     if backend in ("cpp", "triton") and not _fits(s):
         raise ValueError(
-            f"backend={backend!r} covers temperature and the {FUSED_SCORES} scores without top_p/top_k/alg_temp; "
-            f"got top_p={s.top_p}, top_k={s.top_k}, alg={s.alg!r}, alg_temp={s.alg_temp} (use backend='torch')"
+            f"backend={backend!r} covers the {FUSED_SCORES} scores without alg_temp; "
+            f"got alg={s.alg!r}, alg_temp={s.alg_temp} (use backend='torch')"
         )
     if backend == "cpp" and not is_available(device):
         raise ValueError(f"backend='cpp': the compiled op is not built for {device} (see docs/kernels.md)")
@@ -85,7 +94,15 @@ def pass_sampler(
         def run(h_rows: torch.Tensor, pass_index: int):
             logits = adapter.logits(h_rows)
             check_finite(logits, "base model" if pass_index == 0 else "model or sampler")
-            tokens, scores = select_sample(logits, s.temperature, s.alg, seed, pass_index, mask_id)
+            if not _filters(s):
+                tokens, scores = select_sample(logits, s.temperature, s.alg, seed, pass_index, mask_id)
+            else:  # the op samples and scores the filtered logits; low_confidence is on the unfiltered ones
+                kept = filter_logits(logits, s, mask_id) > float("-inf")
+                tokens, scores = select_sample(logits.masked_fill(~kept, float("-inf")), s.temperature, s.alg, seed,
+                                               pass_index, mask_id)
+                if s.alg == "low_confidence":
+                    raw = logits.float().index_fill(1, torch.tensor([mask_id], device=logits.device), float("-inf"))
+                    scores = torch.softmax(raw, -1).gather(1, tokens[:, None]).squeeze(1)
             if s.temperature > 0:
                 logq = torch.log_softmax(filter_logits(logits, s, mask_id), -1).gather(1, tokens[:, None]).squeeze(1)
             else:
@@ -99,7 +116,7 @@ def pass_sampler(
         seed_offset = torch.tensor([seed, pass_index], dtype=torch.int64, device=h_rows.device)
         tokens, scores, logq = lm_head_sample(h_rows.contiguous(), adapter.lm_head_weight, adapter.lm_head_bias,
                                               seed_offset, temperature=s.temperature, alg=s.alg,
-                                              exclude_token=mask_id)
+                                              exclude_token=mask_id, top_p=s.top_p, top_k=s.top_k)
         if bool((tokens < 0).any()):  # the eager engine may sync; the fused loop does not check
             raise FloatingPointError("NaN/Inf logits: a candidate row has no finite logit")
         return tokens, scores, logq
@@ -116,13 +133,14 @@ class FusedAdjustStep:
 
     def __init__(self, adapter: DiffusionLMAdapter, sampler, s: SamplingSettings, K: int, B: int, L: int,
                  max_candidates: int, attention_mask: torch.Tensor | None, seed: int,
-                 candidate_tokens: int | None = None):
+                 candidate_tokens: int | None = None, cache_context: bool = False):
         from adjust_kernels.adjust_loop import AdjustLoop
 
         self.loop = AdjustLoop(sampler, adapter.embed_tokens.weight, adapter.lm_head_weight, adapter.lm_head_bias,
                                batch_size=B, seq_len=L, num_candidates=max_candidates, num_passes=K,
                                temperature=s.temperature, alg=s.alg, mask_token_id=adapter.mask_token_id,
-                               attention_mask=attention_mask, candidate_tokens=candidate_tokens)
+                               attention_mask=attention_mask, top_p=s.top_p, top_k=s.top_k,
+                               candidate_tokens=candidate_tokens, cache_context=cache_context)
         if adapter.device.type == "cuda":
             self.loop.capture()
         self.C = max_candidates

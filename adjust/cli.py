@@ -62,10 +62,13 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def _add_candidate_arg(p: argparse.ArgumentParser) -> None:
+def _add_approximation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidate-tokens", type=int, default=None,
                    help="ADJUST sampler passes use only each position's N best base ids (approximate; "
                         "docs/generation.md)")
+    p.add_argument("--cache-context", action="store_true",
+                   help="ADJUST sampler passes update only the step's candidate rows over cached context "
+                        "keys/values (approximate; docs/generation.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the model's training length")
     p.add_argument("--json", action="store_true", help="print one JSON record per sample")
     p.add_argument("--sampler", default=None, help="ADJUST sampler (shipped name or folder); default: naive parallel")
-    _add_candidate_arg(p)
+    _add_approximation_args(p)
     _add_sampling_args(p)
 
     p = sub.add_parser("data", help="K=1 trajectories of a base model for sampler training (Alg. 2)",
@@ -155,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--n", type=int, default=256, help="samples per (method, K, T, seed)")
     p.add_argument("--no-joint-kl", action="store_true", help="skip the per-step joint KL (saves base forwards)")
-    _add_candidate_arg(p)
+    _add_approximation_args(p)
     p.add_argument("--json", default=None, help="write the records here")
     p.add_argument("--plot", default=None, help="write the quality-vs-throughput PNG here")
 
@@ -290,7 +293,7 @@ def cmd_generate(args) -> None:
                           max_new_tokens=_gen_length(model, args.max_new_tokens),
                           temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, alg=args.alg,
                           alg_temp=args.alg_temp, block_length=args.block_length, seed=args.seed,
-                          candidate_tokens=args.candidate_tokens)
+                          candidate_tokens=args.candidate_tokens, cache_context=args.cache_context and sampler is not None)
     for row in out.completions.tolist():
         text = decode(tok, row) if tok is not None else None
         if args.json:
@@ -403,7 +406,8 @@ def cmd_eval(args) -> None:
         print("no --sampler given: skipping the adjust method", file=sys.stderr)
     cfg = EvalConfig(methods=methods, Ks=tuple(int(k) for k in args.K.split(",")),
                      temperatures=tuple(float(t) for t in args.temperature.split(",")), seeds=args.seeds,
-                     num_samples=args.n, joint_kl=not args.no_joint_kl, candidate_tokens=args.candidate_tokens)
+                     num_samples=args.n, joint_kl=not args.no_joint_kl, candidate_tokens=args.candidate_tokens,
+                     cache_context=args.cache_context)
     if testbed.name == "text":
         from adjust.eval.judge import Judge
         from adjust.eval.text_quality import TextQuality

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from adjust.backends import BACKENDS, FusedAdjustStep, pass_sampler, resolve_backend
 from adjust.candidates import CandidateRestriction
+from adjust.context_cache import ContextCache
 from adjust.models.adapter import DiffusionLMAdapter, as_adapter
 from adjust.unmasking import ALGS, SamplingSettings, select_positions
 
@@ -157,6 +158,7 @@ def generate(
     progress: bool = False,
     backend: str = "torch",
     candidate_tokens: int | None = None,
+    cache_context: bool = False,
 ) -> GenerationOutput:
     """Generate with a masked diffusion LM, K tokens per base-model forward pass.
 
@@ -186,6 +188,10 @@ def generate(
             over each position's `candidate_tokens` best ids of the base logits (an
             approximation that reads that many rows of W instead of all V; see
             `adjust.candidates`). None = exact ADJUST.
+        cache_context: ADJUST only: sampler passes update only the step's candidate
+            rows; the other rows keep the base hidden states and their keys/values are
+            computed once per base step (an approximation of g that makes the passes
+            cost C rows instead of L; see `adjust.context_cache`). False = exact ADJUST.
 
     Returns:
         a `GenerationOutput` with the sequences, the unmask order and pass counts.
@@ -225,6 +231,10 @@ def generate(
             raise ValueError(f"candidate_tokens must be an int ≥ 1 or None, got {candidate_tokens!r}")
         if sampler is None:
             raise ValueError("candidate_tokens restricts the sampler passes: it needs a sampler (ADJUST)")
+    if not isinstance(cache_context, bool):
+        raise TypeError(f"cache_context must be a bool, got {type(cache_context).__name__}")
+    if cache_context and sampler is None:
+        raise ValueError("cache_context changes the sampler passes: it needs a sampler (ADJUST)")
 
     settings = SamplingSettings(temperature, top_p, top_k, alg, alg_temp)
     device = adapter.device
@@ -257,7 +267,7 @@ def generate(
     fused = None
     if backend == "triton" and sampler is not None:
         fused = FusedAdjustStep(adapter, sampler, settings, K, B, total, max(block_sizes), attn_arg, run_seed,
-                                candidate_tokens)
+                                candidate_tokens, cache_context)
     bar = tqdm(total=sum(steps_per_block), desc=f"generate K={K}", disable=not progress, unit="fwd")
 
     history: list[StepRecord] | None = [] if return_history else None
@@ -285,11 +295,16 @@ def generate(
                 pass_counter += K
                 continue
             per_pass = [n_row] if sampler is None else [(n_row > k).long() for k in range(K)]
+            context = None
             for k, n in enumerate(per_pass):
                 if k > 0:
                     if not bool(n.any()):
                         break
-                    h = sampler(h, x, adapter, attn_arg)
+                    if cache_context:
+                        context = context or ContextCache(sampler, adapter, h, x, attn_arg, candidates)
+                        h = context(h, x)
+                    else:
+                        h = sampler(h, x, adapter, attn_arg)
                     sampler_passes += 1
                 cand = candidates & (x == adapter.mask_token_id)
                 if restrict is not None:

@@ -78,15 +78,26 @@ class AdjustSampler(nn.Module):
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """h_{k+1} = g(h_k, x): h [B, L, d] hidden states, x [B, L] the current tokens."""
+        u = self.layer_input(h, x, adapter)
+        cos, sin, key_mask = self.positions(x, attention_mask, u.dtype)
+        return h + self.norm_out(self.layer(u, cos, sin, key_mask))
+
+    def layer_input(self, h: torch.Tensor, x: torch.Tensor, adapter: DiffusionLMAdapter) -> torch.Tensor:
+        """u = DownProj(concat(Norm_e(E x), Norm_h h)) of any rows h [..., d], x [...]."""
         e = adapter.embed_tokens(x).to(h.dtype)
-        u = self.down_proj(torch.cat([self.norm_e(e), self.norm_h(h)], dim=-1))
+        return self.down_proj(torch.cat([self.norm_e(e), self.norm_h(h)], dim=-1))
+
+    def positions(
+        self, x: torch.Tensor, attention_mask: torch.Tensor | None, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """RoPE cos, sin [B, L, D] at the positions of x [B, L] (left padding skipped) and the key mask."""
         if attention_mask is None:
             pos = torch.arange(x.shape[1], device=x.device).expand_as(x)
             key_mask = None
         else:
             pos, key_mask = position_ids_from_mask(attention_mask), attention_mask.bool()
-        cos, sin = rope_cos_sin(pos, self.layer_config.head_dim, self.layer_config.rope_theta, u.dtype)
-        return h + self.norm_out(self.layer(u, cos, sin, key_mask))
+        cos, sin = rope_cos_sin(pos, self.layer_config.head_dim, self.layer_config.rope_theta, dtype)
+        return cos, sin, key_mask
 
     def check_compatible(self, model) -> None:
         """Refuse a base model this sampler was not trained for (vocab, width, tokenizer), or on another device/dtype."""

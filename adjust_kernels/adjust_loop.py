@@ -22,7 +22,9 @@ runs the same loop with the reference pieces; its ``g`` is bit-identical to ``Ad
 
 With ``candidate_tokens=k'`` the passes k ≥ 1 are candidate-restricted (``adjust.candidates``): the
 ids come from pass 0's logits (written by the same kernel call, then ``topk`` on device) and each pass
-reads only N·k' rows of W instead of all V.
+reads only N·k' rows of W instead of all V. With ``cache_context=True`` passes k ≥ 1 apply g to the C
+candidate rows only, over keys/values of the other rows computed once per call from (x, h0)
+(``adjust.context_cache``, where it is also written down why exact g has no reusable K/V).
 
 Differences from the engine, by design: no NaN/Inf check of the logits (it would sync); ``alg`` is
 one of ``entropy, confidence, margin, low_confidence`` and ``alg_temp`` is not supported (use the torch
@@ -103,6 +105,7 @@ class AdjustLoop:
         top_p: float | None = None,
         top_k: int | None = None,
         candidate_tokens: int | None = None,
+        cache_context: bool = False,
         backend: str = "triton",
     ):
         """
@@ -118,6 +121,8 @@ class AdjustLoop:
             candidate_tokens: k', or None: candidate-restricted ADJUST (``adjust.candidates``). Pass 0
                 also writes its logits to a workspace and keeps each row's k' best ids (``topk``);
                 passes 1..K−1 read only those k' rows of W per candidate (``lm_head_sample(kept_ids=)``).
+            cache_context: g updates only the candidate rows; the other rows keep h0 and their keys and
+                values are computed once per call (``adjust.context_cache``: an approximation of g).
             backend: ``"triton"`` (fused kernels) or ``"torch"`` (the reference pieces).
         """
         if backend not in _BACKENDS:
@@ -166,6 +171,7 @@ class AdjustLoop:
         self._cos, self._sin = rope_cos_sin(pos, cfg.head_dim, cfg.rope_theta, self.dtype)
         self._row_base = torch.arange(B, device=self.device)[:, None] * L
         self.candidate_tokens = candidate_tokens
+        self.cache_context = bool(cache_context)
         # pass 0's logits of the B·C candidate rows, from which the kept ids are chosen
         self._logits = None if candidate_tokens is None else torch.empty(
             (B * num_candidates, V), dtype=self.dtype, device=self.device)
@@ -179,24 +185,66 @@ class AdjustLoop:
     @torch.no_grad()
     def sampler_step(self, h: Tensor, x: Tensor) -> Tensor:
         """``g(h, x) = h + Norm_out(DecoderLayer(DownProj(concat(Norm_e(E x), Norm_h h))))`` [B, L, d]."""
+        return self._layer(h, self._input(h, x), self._cos, self._sin)
+
+    def _input(self, h: Tensor, x: Tensor) -> Tensor:
+        s = self.sampler
+        return self._p.sampler_input(x, h, self.embed_weight, s.norm_e.weight, s.norm_h.weight, s.down_proj.weight,
+                                     s.layer_config.rms_norm_eps)
+
+    def _qkv(self, u: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Rotated q [B, H, R, D], k and v [B, H_kv, R, D] of the layer inputs u [B, R, d]."""
+        cfg, attn = self.sampler.layer_config, self.sampler.layer.self_attn
+        B, R, _ = u.shape
+        n = self._p.rmsnorm(u, self.sampler.layer.input_layernorm.weight, cfg.rms_norm_eps)
+        q, k, v = ((F.linear(n, proj.weight, proj.bias).view(B, R, heads, cfg.head_dim).transpose(1, 2))
+                   for proj, heads in ((attn.q_proj, cfg.num_heads), (attn.k_proj, cfg.num_kv_heads),
+                                       (attn.v_proj, cfg.num_kv_heads)))
+        q, k = self._p.rope(q, k, cos, sin)
+        return q, k, v
+
+    def _layer(self, h: Tensor, u: Tensor, cos: Tensor, sin: Tensor, context: tuple[Tensor, ...] | None = None) -> Tensor:
+        """``h + Norm_out(DecoderLayer(u))`` for the rows h, u [B, R, d] at the tables cos/sin [B, R, D]; with
+        ``context`` = (k, v, slots, valid), the R rows are the slots' rows and their keys/values replace
+        the context's at those slots (the candidate-only pass)."""
         s, p, cfg = self.sampler, self._p, self.sampler.layer_config
-        B, L, _ = h.shape
+        B, R, _ = h.shape
         H, KV, hd, eps = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.rms_norm_eps
-        u = p.sampler_input(x, h, self.embed_weight, s.norm_e.weight, s.norm_h.weight, s.down_proj.weight, eps)
         layer, attn, mlp = s.layer, s.layer.self_attn, s.layer.mlp
-        n = p.rmsnorm(u, layer.input_layernorm.weight, eps)
-        q = F.linear(n, attn.q_proj.weight, attn.q_proj.bias).view(B, L, H, hd).transpose(1, 2)
-        k = F.linear(n, attn.k_proj.weight, attn.k_proj.bias).view(B, L, KV, hd).transpose(1, 2)
-        v = F.linear(n, attn.v_proj.weight, attn.v_proj.bias).view(B, L, KV, hd).transpose(1, 2)
-        q, k = p.rope(q, k, self._cos, self._sin)
+        q, k, v = self._qkv(u, cos, sin)
+        if context is not None:
+            ck, cv, slots, valid = context
+            at = slots[:, None, :, None].expand_as(k)
+            keep = valid[:, None, :, None]
+            k = ck.scatter(2, at, torch.where(keep, k, ck.gather(2, at)))
+            v = cv.scatter(2, at, torch.where(keep, v, cv.gather(2, at)))
         if H != KV:
             k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
         mask = None if self._key_mask is None else self._key_mask[:, None, None, :]
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=False)
-        u = u + F.linear(o.transpose(1, 2).reshape(B, L, H * hd), attn.o_proj.weight)
+        u = u + F.linear(o.transpose(1, 2).reshape(B, R, H * hd), attn.o_proj.weight)
         n = p.rmsnorm(u, layer.post_attention_layernorm.weight, eps)
         y = u + F.linear(p.swiglu(F.linear(n, mlp.gate_proj.weight), F.linear(n, mlp.up_proj.weight)), mlp.down_proj.weight)
         return p.rmsnorm(y, s.norm_out.weight, eps, residual=h)
+
+    def _context(self, h0: Tensor, x: Tensor, cand_idx: Tensor) -> tuple[Tensor, ...]:
+        """cache_context: the keys/values of every row from (x, h0), once per step, and the slots: the
+        candidate positions first (ascending), then distinct context rows as padding (valid = False)."""
+        B, L, C = self.shape
+        real = (cand_idx >= 0).long()
+        is_cand = torch.zeros((B, L), dtype=torch.long, device=x.device).scatter_add_(1, cand_idx.clamp(min=0), real) > 0
+        slots = torch.sort((~is_cand).to(torch.int8), dim=1, stable=True).indices[:, :C]
+        _, k, v = self._qkv(self._input(h0, x), self._cos, self._sin)
+        at = slots[..., None].expand(-1, -1, self._cos.shape[-1])
+        return k, v, slots, is_cand.gather(1, slots), self._cos.gather(1, at), self._sin.gather(1, at)
+
+    def _context_step(self, h: Tensor, x: Tensor, ctx: tuple[Tensor, ...]) -> Tensor:
+        """One candidate-only pass of g: the slots' rows updated, every other row of h kept."""
+        k, v, slots, valid, cos, sin = ctx
+        at = slots[..., None].expand(-1, -1, h.shape[-1])
+        hc = h.gather(1, at)
+        new = self._layer(hc, self._input(hc, x.gather(1, slots)), cos, sin, (k, v, slots, valid))
+        return h.scatter(1, at, torch.where(valid[..., None], new, hc))
 
     # -- the passes ---------------------------------------------------------------------------------
 
@@ -205,9 +253,12 @@ class AdjustLoop:
         the ``positions`` / ``logprobs`` workspaces."""
         B, L, C = self.shape
         rows = (self._row_base + cand_idx.clamp(min=0)).view(-1)
-        h, kept = h0, None
+        h, kept, ctx = h0, None, None
         for k in range(self.num_passes):
-            if k > 0:
+            if k > 0 and self.cache_context:
+                ctx = ctx or self._context(h0, x, cand_idx)
+                h = self._context_step(h, x, ctx)
+            elif k > 0:
                 h = self.sampler_step(h, x)
             hc = h.reshape(B * L, -1).index_select(0, rows)
             if self._logits is None:
@@ -327,6 +378,7 @@ def adjust_passes(
     top_p: float | None = None,
     top_k: int | None = None,
     candidate_tokens: int | None = None,
+    cache_context: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """One base step's K = ``num_passes`` ADJUST passes with the fused Triton kernels, eagerly.
 
@@ -336,7 +388,7 @@ def adjust_passes(
     """
     return _run("triton", h0, x, cand_idx, alive, n_passes, sampler, embed_weight, lm_head_weight, lm_head_bias,
                 seed_offset, num_passes, temperature, alg, mask_token_id, attention_mask, top_p, top_k,
-                candidate_tokens)
+                candidate_tokens, cache_context)
 
 
 def adjust_passes_reference(
@@ -359,19 +411,20 @@ def adjust_passes_reference(
     top_p: float | None = None,
     top_k: int | None = None,
     candidate_tokens: int | None = None,
+    cache_context: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Pure-PyTorch twin of :func:`adjust_passes`: the same loop built from the reference pieces
     (same Philox stream, so the same tokens at any temperature up to fp32 rounding)."""
     return _run("torch", h0, x, cand_idx, alive, n_passes, sampler, embed_weight, lm_head_weight, lm_head_bias,
                 seed_offset, num_passes, temperature, alg, mask_token_id, attention_mask, top_p, top_k,
-                candidate_tokens)
+                candidate_tokens, cache_context)
 
 
 def _run(
     backend: str, h0: Tensor, x: Tensor, cand_idx: Tensor, alive: Tensor, n_passes: Tensor, sampler: torch.nn.Module,
     embed_weight: Tensor, lm_head_weight: Tensor, lm_head_bias: Tensor | None, seed_offset: Tensor, num_passes: int,
     temperature: float, alg: str, mask_token_id: int, attention_mask: Tensor | None, top_p: float | None,
-    top_k: int | None, candidate_tokens: int | None,
+    top_k: int | None, candidate_tokens: int | None, cache_context: bool,
 ) -> tuple[Tensor, Tensor]:
     """A one-off AdjustLoop of ``backend`` for these shapes, run eagerly."""
     if h0.dim() != 3 or cand_idx.dim() != 2:
@@ -380,6 +433,7 @@ def _run(
     loop = AdjustLoop(
         sampler, embed_weight, lm_head_weight, lm_head_bias, batch_size=B, seq_len=L, num_candidates=C,
         num_passes=num_passes, temperature=temperature, alg=alg, mask_token_id=mask_token_id,
-        attention_mask=attention_mask, top_p=top_p, top_k=top_k, candidate_tokens=candidate_tokens, backend=backend,
+        attention_mask=attention_mask, top_p=top_p, top_k=top_k, candidate_tokens=candidate_tokens,
+        cache_context=cache_context, backend=backend,
     )
     return loop(h0, x, cand_idx, alive, n_passes, seed_offset)

@@ -73,9 +73,28 @@ def kept_ids_cost(s: ModelShape, rows: int, tokens: int, elt: int) -> Cost:
     return Cost(2 * rows * s.vocab_size * elt + rows * tokens * 8, 0.0)
 
 
-def method_tokens(method: str) -> int | None:
-    """The kept ids per position of a benchmark method: ``adjust-top64`` → 64; None for exact methods."""
-    return int(method.removeprefix("adjust-top")) if method.startswith("adjust-top") else None
+def method_options(method: str) -> dict:
+    """``generate`` options of a benchmark method: ``adjust-top64`` keeps 64 ids per position
+    (``candidate_tokens``), ``adjust-ctx`` caches the context (``cache_context``); exact methods: none."""
+    if method.startswith("adjust-top"):
+        return {"candidate_tokens": int(method.removeprefix("adjust-top"))}
+    return {"cache_context": True} if method == "adjust-ctx" else {}
+
+
+def context_kv_cost(s: ModelShape, B: int, L: int, elt: int) -> Cost:
+    """``cache_context``, once per base step: DownProj, Norm and the K/V projections of all B·L rows
+    (their weights read, E rows + h read, K/V written)."""
+    M, d, kv = B * L, s.hidden_size, s.num_kv_heads * s.head_dim
+    return Cost((2 * d * d + 2 * d * kv) * elt + (2 * M * d + 2 * M * kv) * elt + 8 * M,
+                2.0 * M * (2 * d * d + 2 * d * kv))
+
+
+def context_step_cost(s: ModelShape, B: int, L: int, C: int, elt: int) -> Cost:
+    """One candidate-only pass of g (``cache_context``): all sampler weights once, the C candidate rows
+    through every GEMM, their C queries over L cached keys/values."""
+    M, kv = B * C, s.num_kv_heads * s.head_dim
+    return Cost(s.sampler_params * elt + 3 * M * s.hidden_size * elt + 2 * B * L * kv * elt + 8 * M,
+                2.0 * M * s.sampler_linear_params + 4.0 * B * C * L * s.num_heads * s.head_dim)
 
 
 def sampler_input_cost(s: ModelShape, M: int, elt: int) -> Cost:
@@ -102,14 +121,21 @@ def base_forward_cost(s: ModelShape, B: int, L: int, elt: int) -> Cost:
 # -- sequences of units ------------------------------------------------------------------------------
 
 
-def adjust_loop_costs(s: ModelShape, B: int, L: int, rows: int, K: int, elt: int,
-                      candidate_tokens: int | None = None) -> list[Cost]:
-    """``AdjustLoop`` (static shapes): K LM-head passes over the same rows, K−1 applications of g; with
-    ``candidate_tokens`` pass 0 also keeps ids and passes k ≥ 1 are restricted to them."""
-    if candidate_tokens is None:
-        return [lm_head_cost(s, rows, elt)] * K + [sampler_step_cost(s, B, L, elt)] * (K - 1)
-    return ([lm_head_cost(s, rows, elt), kept_ids_cost(s, rows, candidate_tokens, elt)]
-            + [sampler_step_cost(s, B, L, elt), restricted_lm_head_cost(s, rows, candidate_tokens, elt)] * (K - 1))
+def adjust_loop_costs(s: ModelShape, B: int, L: int, C: int, K: int, elt: int,
+                      candidate_tokens: int | None = None, cache_context: bool = False) -> list[Cost]:
+    """``AdjustLoop`` (static shapes, B·C candidate rows): K LM-head passes over the same rows, K−1
+    applications of g; with ``candidate_tokens`` pass 0 also keeps ids and passes k ≥ 1 are
+    restricted to them; with ``cache_context`` the context's K/V once and g over the C rows only."""
+    rows = B * C
+    head = lm_head_cost(s, rows, elt) if candidate_tokens is None else restricted_lm_head_cost(
+        s, rows, candidate_tokens, elt)
+    g = context_step_cost(s, B, L, C, elt) if cache_context else sampler_step_cost(s, B, L, elt)
+    first = [lm_head_cost(s, rows, elt)]
+    if candidate_tokens is not None:
+        first.append(kept_ids_cost(s, rows, candidate_tokens, elt))
+    if cache_context:
+        first.append(context_kv_cost(s, B, L, elt))
+    return first + [g, head] * (K - 1)
 
 
 def step_costs(s: ModelShape, B: int, L: int, remaining: int, K: int, method: str, elt: int) -> list[Cost]:
@@ -118,19 +144,24 @@ def step_costs(s: ModelShape, B: int, L: int, remaining: int, K: int, method: st
     ``parallel`` (and K = 1): base forward + one LM-head pass over the B·remaining rows.
     ``adjust``: base forward + n = min(remaining, K) LM-head passes over the rows still masked, n−1 g's.
     ``adjust-top<k>`` (candidate-restricted): pass 0 also keeps k ids per row; passes k ≥ 1 read only those.
+    ``adjust-ctx`` (context-cached): the context's K/V once, then g over the ``remaining`` candidate rows.
     """
     costs = [base_forward_cost(s, B, L, elt)]
     n = min(remaining, K)
     if method in ("k1", "parallel"):
         return costs + [lm_head_cost(s, B * remaining, elt)]
-    kept = method_tokens(method)
+    opts = method_options(method)
+    kept = opts.get("candidate_tokens")
     costs.append(lm_head_cost(s, B * remaining, elt))
     if kept is not None and n > 1:
         costs.append(kept_ids_cost(s, B * remaining, kept, elt))
+    if opts.get("cache_context") and n > 1:
+        costs.append(context_kv_cost(s, B, L, elt))
     for k in range(1, n):
         rows = B * (remaining - k)
         head = lm_head_cost(s, rows, elt) if kept is None else restricted_lm_head_cost(s, rows, kept, elt)
-        costs += [sampler_step_cost(s, B, L, elt), head]
+        g = context_step_cost(s, B, L, remaining, elt) if opts.get("cache_context") else sampler_step_cost(s, B, L, elt)
+        costs += [g, head]
     return costs
 
 
@@ -147,12 +178,17 @@ def generation_costs(s: ModelShape, B: int, prompt: int, new: int, K: int, metho
 
 
 def step_ratio(s: ModelShape, B: int, L: int, rows: int, K: int, elt: int, bandwidth: float, flop_rate: float,
-               restricted_tokens: int | None = None) -> float:
+               restricted_tokens: int | None = None, cache_context: bool = False) -> float:
     """Exact-semantics ceiling of ADJUST / parallel tokens/s for one base step (both commit K tokens):
     (T_f + T_W(rows)) / (T_f + K·T_W(rows) + (K−1)·T_g), all at their floors. With ``restricted_tokens``
-    the passes k ≥ 1 read only that many LM-head rows per candidate and pass 0 pays for choosing them."""
+    the passes k ≥ 1 read only that many LM-head rows per candidate and pass 0 pays for choosing them;
+    with ``cache_context`` g runs over the rows/B candidates only, after the context's K/V once."""
     f = base_forward_cost(s, B, L, elt).seconds(bandwidth, flop_rate)
     w = lm_head_cost(s, rows, elt).seconds(bandwidth, flop_rate)
+    if cache_context:
+        g = context_step_cost(s, B, L, rows // B, elt).seconds(bandwidth, flop_rate)
+        once = context_kv_cost(s, B, L, elt).seconds(bandwidth, flop_rate)
+        return (f + w) / (f + w + once + (K - 1) * (w + g))
     g = sampler_step_cost(s, B, L, elt).seconds(bandwidth, flop_rate)
     if restricted_tokens is None:
         return (f + w) / (f + w + (K - 1) * (w + g))
@@ -185,8 +221,8 @@ def planning_tables(bw: float = H100_BANDWIDTH, rate: float = H100_BF16_RATE, el
            "(mem = memory-bound, com = compute-bound) for one base step over B rows of L tokens with `rows` = B·C "
            "masked candidates."), ""]
     out += [("| shape | B | L | rows | base forward | g (sampler step) | LM head + sample | "
-            "ADJUST/parallel K=2 | K=4 | K=8 | K=4 restricted (64 ids) | base ×floor for 0.80 at K=4 |"),
-            "|" + " --- |" * 12]
+            "ADJUST/parallel K=2 | K=4 | K=8 | K=4 restricted (64 ids) | K=4 ctx-cache | base ×floor for 0.80 at K=4 |"),
+            "|" + " --- |" * 13]
     for name in ("dream7b", "llada8b"):
         s = SHAPES[name]
         for B, L, C in ((1, 128, 128), (1, 256, 256), (1, 512, 512), (1, 512, 128), (1, 1024, 256),
@@ -194,10 +230,11 @@ def planning_tables(bw: float = H100_BANDWIDTH, rate: float = H100_BF16_RATE, el
             rows = B * C
             r = [step_ratio(s, B, L, rows, K, elt, bw, rate) for K in (2, 4, 8)]
             rr = step_ratio(s, B, L, rows, 4, elt, bw, rate, restricted_tokens=64)
+            rc = step_ratio(s, B, L, rows, 4, elt, bw, rate, cache_context=True)
             slack = base_slack_needed(s, B, L, rows, 4, 0.80, elt, bw, rate)
             out.append(f"| {name} | {B} | {L} | {rows} | {_ms(base_forward_cost(s, B, L, elt), bw, rate)} | "
                        f"{_ms(sampler_step_cost(s, B, L, elt), bw, rate)} | {_ms(lm_head_cost(s, rows, elt), bw, rate)} | "
-                       f"{r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} | {rr:.3f} | {max(slack, 1.0):.2f} |")
+                       f"{r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} | {rr:.3f} | {rc:.3f} | {max(slack, 1.0):.2f} |")
     out += ["", "| shape | params: base | layer | sampler g | LM head (bytes) |", "|" + " --- |" * 5]
     for name in ("dream7b", "llada8b"):
         s = SHAPES[name]

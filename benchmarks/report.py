@@ -94,9 +94,9 @@ def _e2e_key(r: Row) -> tuple:
 
 
 def _reference_of(variant: str) -> str:
-    """The variant a kernel row is compared with: ``reference``, or ``reference-top<k>`` for a restricted one."""
-    kept = re.search(r"-top\d+", variant)
-    return "reference" + (kept.group() if kept else "")
+    """The variant a kernel row is compared with: ``reference`` plus the variant's mode suffixes
+    (``triton-top64-graph`` → ``reference-top64``, ``triton-ctx`` → ``reference-ctx``)."""
+    return "-".join(["reference"] + [m for m in variant.split("-")[1:] if m != "graph"])
 
 
 def derive(results: dict[str, Any]) -> None:
@@ -153,7 +153,7 @@ def headline(results: dict[str, Any]) -> list[str]:
         picked = sorted((r for r in rows if r["gen_len"] == n and r["backend"] == backend),
                         key=lambda r: (r["method"] != "adjust", r["batch"]))
         for r in picked:
-            label = "ADJUST" if r["method"] == "adjust" else f"restricted ADJUST ({r['method']})"
+            label = "ADJUST" if r["method"] == "adjust" else f"approximate ADJUST ({r['method']})"
             lines.append(
                 f"{label}/parallel tokens/s at K=4 ({shape}, B={r['batch']}, N={n}, backend={backend}): "
                 f"{r['adjust_over_parallel']:.3f}x (floor ceiling {r['ceiling_adjust_over_parallel']:.3f}x; "

@@ -12,7 +12,8 @@ machine; its median per-pair ratio is the headline.
 
 ``adjust-top64`` is candidate-restricted ADJUST (``generate(candidate_tokens=64)``, K = 4 only; torch
 and triton backends, shapes with more than 64 tokens); where the pairs' backend has it, each round
-runs it too, and its ratio to parallel is a second headline line.
+runs it too, and its ratio to parallel is a second headline line. ``adjust-ctx`` is
+context-cached ADJUST (``generate(cache_context=True)``, K = 4, every backend).
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ import torch
 
 from adjust import generate
 from benchmarks._cases import unavailable
-from benchmarks.floors import floor_seconds, generation_costs, method_tokens, total
+from benchmarks.floors import floor_seconds, generation_costs, method_options, total
 from benchmarks.shapes import DTYPE, SHAPES, ModelShape, selected
 
 BATCHES = (1, 16)
 METHODS = (("k1", 1), ("parallel", 2), ("adjust", 2), ("parallel", 4), ("adjust", 4), ("adjust-top64", 4),
-           ("parallel", 8), ("adjust", 8))
+           ("adjust-ctx", 4), ("parallel", 8), ("adjust", 8))
 BACKENDS = ("torch", "cpp", "triton")
 
 
@@ -67,7 +68,7 @@ def _cases() -> list:
 
 def _restricted_unavailable(method: str, shape: ModelShape, backend: str) -> str | None:
     """Skip reason for a candidate-restricted method, or None."""
-    kept = method_tokens(method)
+    kept = method_options(method).get("candidate_tokens")
     if kept is None:
         return None
     if backend == "cpp":
@@ -82,7 +83,7 @@ def _kwargs(case: Case, sampler) -> dict:
     adjust = case.method.startswith("adjust")
     return {"K": case.K, "sampler": sampler if adjust else None, "max_new_tokens": case.gen_len,
             "batch_size": case.batch, "temperature": 1.0, "alg": "entropy", "seed": 0, "backend": case.backend,
-            "candidate_tokens": method_tokens(case.method)}
+            **method_options(case.method)}
 
 
 def _prompt(shape: ModelShape, batch: int) -> torch.Tensor | None:
@@ -179,5 +180,5 @@ def test_adjust_vs_parallel(case: Case, benchmark, models, record, ceilings, rou
                     f"{prefix}ratio_q3": q[2], f"{prefix}ceiling_ratio": floors["parallel"] / floors[m],
                     f"{'restricted' if prefix else 'adjust'}_median_s": statistics.median(times[m])})
     if RESTRICTED in times:
-        row["restricted_tokens"] = method_tokens(RESTRICTED)
+        row["restricted_tokens"] = method_options(RESTRICTED)["candidate_tokens"]
     record.results["paired"].append(row)

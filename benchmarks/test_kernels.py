@@ -15,7 +15,8 @@ Ops (``op``) and their variants:
 A ``-top64`` variant is the candidate-restricted mode (``adjust.candidates``) with 64 kept ids per
 candidate: ``lm_head_sample(kept_ids=)`` on random sorted ids, and ``AdjustLoop(candidate_tokens=64)``
 (pass 0 keeps the ids, passes k ≥ 1 read only those rows of W). Its ``vs ref`` is against
-``reference-top64``.
+``reference-top64``. A ``-ctx`` variant of ``adjust_loop`` is ``AdjustLoop(cache_context=True)``
+(``adjust.context_cache``): the L − C context rows' K/V once, then g over the C candidate rows only.
 
 Inputs: h ~ N(0, 1) [B, L, d], the last C positions of each row masked and candidate, T = 1, entropy.
 On a GPU each timed call runs the op ``INNER_GPU`` times and synchronises once.
@@ -51,7 +52,7 @@ INNER_GPU = 10
 CASES: dict[str, tuple[tuple[int, int, int], ...]] = {
     "mini-8L": ((1, 32, 24), (16, 32, 16)),  # the end-to-end shape: 8 prompt + 24 generated
     "kern-512": ((1, 128, 64),),
-    "dream7b": ((1, 128, 128), (1, 512, 512), (16, 128, 128)),
+    "dream7b": ((1, 128, 128), (1, 512, 512), (1, 512, 64), (16, 128, 128)),  # (1, 512, 64): a block of 64
     "llada8b": ((1, 128, 128), (16, 128, 128)),
 }
 KEPT = 64  # kept ids per candidate in the -top64 variants
@@ -60,7 +61,8 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "sampler_step": ("module", "reference", "triton"),
     "lm_head_sample": ("torch", "reference", "cpp", "triton", "reference-top64", "triton-top64"),
     "sampler_pass": ("torch", "cpp", "reference", "triton", "reference-top64", "triton-top64"),
-    "adjust_loop": ("reference", "triton", "triton-graph", "reference-top64", "triton-top64", "triton-top64-graph"),
+    "adjust_loop": ("reference", "triton", "triton-graph", "reference-top64", "triton-top64", "triton-top64-graph",
+                    "reference-ctx", "triton-ctx", "triton-ctx-graph"),
 }
 
 
@@ -129,6 +131,7 @@ def _op(case: KCase, shape: ModelShape, adapter, sampler, inp: Inputs) -> tuple[
     settings = SamplingSettings(temperature=1.0, alg="entropy")
     triton = case.variant.startswith("triton")
     kept = KEPT if "-top" in case.variant else None
+    ctx = "-ctx" in case.variant
     if kept is not None:  # random ascending ids per candidate row, drawn once
         g = torch.Generator().manual_seed(3)
         ids = torch.rand(B * C, shape.vocab_size, generator=g).topk(kept, dim=1).indices.sort(dim=1).values
@@ -137,7 +140,8 @@ def _op(case: KCase, shape: ModelShape, adapter, sampler, inp: Inputs) -> tuple[
     def loop(num_passes: int = 1) -> AdjustLoop:
         return AdjustLoop(sampler, E, W, None, batch_size=B, seq_len=L, num_candidates=C, num_passes=num_passes,
                           mask_token_id=shape.mask_token_id, temperature=1.0, alg="entropy",
-                          candidate_tokens=kept if num_passes > 1 else None, backend="triton" if triton else "torch")
+                          candidate_tokens=kept if num_passes > 1 else None, cache_context=ctx,
+                          backend="triton" if triton else "torch")
 
     def engine(backend: str):
         gen = torch.Generator(device=DEVICE).manual_seed(0)
@@ -182,7 +186,7 @@ def _op(case: KCase, shape: ModelShape, adapter, sampler, inp: Inputs) -> tuple[
         inp.alive.fill_(True)
         return lp(inp.h, inp.x, inp.cand_idx, inp.alive, inp.n_passes, inp.seed_offset)
 
-    return run, adjust_loop_costs(shape, B, L, B * C, LOOP_K, elt, kept)
+    return run, adjust_loop_costs(shape, B, L, C, LOOP_K, elt, kept, ctx)
 
 
 @pytest.mark.parametrize("case", _cases())

@@ -55,17 +55,34 @@ def test_same_seed_same_backend_same_tokens():
 
 
 @pytest.mark.parametrize("backend", ["cpp", "triton"])
+@pytest.mark.parametrize("alg", ["entropy", "margin", "low_confidence"])
+@pytest.mark.parametrize("filters", [{"top_p": 0.6}, {"top_k": 3}, {"top_p": 0.9, "top_k": 5}])
+def test_fast_backends_with_top_p_top_k_equal_reference_at_t0(backend, alg, filters):
+    """Dream's filters change the scores (computed on the filtered distribution), hence the unmask order."""
+    model = tiny_mdlm(vocab_size=40, sharpen=2.0, mix=3.0)
+    sampler = adjust.AdjustSampler.from_base(model)
+    with torch.no_grad():
+        sampler.norm_out.weight.fill_(0.7)
+    prompts = [[1, 7, 8], [1, 9]]
+    for smp in (None, sampler):
+        kw = dict(K=3, sampler=smp, max_new_tokens=7, temperature=0.0, alg=alg, **filters)
+        ref = adjust.generate(model, prompts, **kw)
+        fast = adjust.generate(model, prompts, backend=backend, **kw)
+        assert torch.equal(ref.sequences, fast.sequences) and torch.equal(ref.commit_pass, fast.commit_pass)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "triton"])
 def test_fast_backends_refuse_settings_they_do_not_cover(backend):
     model = tiny_mdlm(vocab_size=40)
-    with pytest.raises(ValueError, match="top_p"):
-        adjust.generate(model, K=2, max_new_tokens=4, top_p=0.9, backend=backend)
     with pytest.raises(ValueError, match="alg"):
         adjust.generate(model, K=2, max_new_tokens=4, alg="random", backend=backend)
+    with pytest.raises(ValueError, match="alg_temp"):
+        adjust.generate(model, K=2, max_new_tokens=4, alg_temp=0.5, backend=backend)
 
 
 def test_auto_falls_back_to_the_reference():
     model = tiny_mdlm(vocab_size=40)
-    # top-p is outside the fast paths: auto runs the reference, with its random stream
-    out = adjust.generate(model, K=2, max_new_tokens=4, top_p=0.9, backend="auto", seed=0)
-    ref = adjust.generate(model, K=2, max_new_tokens=4, top_p=0.9, backend="torch", seed=0)
+    # alg="random" is outside the fast paths: auto runs the reference, with its random stream
+    out = adjust.generate(model, K=2, max_new_tokens=4, alg="random", backend="auto", seed=0)
+    ref = adjust.generate(model, K=2, max_new_tokens=4, alg="random", backend="torch", seed=0)
     assert torch.equal(out.sequences, ref.sequences)

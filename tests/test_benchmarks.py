@@ -16,11 +16,13 @@ from benchmarks.floors import (
     H100_BANDWIDTH,
     H100_BF16_RATE,
     adjust_loop_costs,
+    context_step_cost,
     floor_seconds,
     generation_costs,
     kept_ids_cost,
     lm_head_cost,
     restricted_lm_head_cost,
+    sampler_step_cost,
     step_ratio,
 )
 from benchmarks.shapes import SHAPES
@@ -38,8 +40,18 @@ def test_restricted_floors() -> None:
     assert 0.7 < exact < restricted < 0.9  # g still costs three layer reads: the restricted ceiling stays below 0.90
     loop = adjust_loop_costs(s, B, L, rows, 4, elt, candidate_tokens=64)
     assert loop[1] == kept_ids_cost(s, rows, 64, elt) and len(loop) == 2 + 2 * 3
+    # context-cached: with a block of 64 candidates in 512 positions, g costs less than over all 512 rows
+    assert context_step_cost(s, 1, 512, 64, elt).flops < sampler_step_cost(s, 1, 512, elt).flops / 4
+    assert context_step_cost(s, 1, 512, 512, elt).flops == sampler_step_cost(s, 1, 512, elt).flops
     gen = {m: floor_seconds(generation_costs(s, 1, 0, 128, 4, m, elt), bw, rate) for m in ("parallel", "adjust", "adjust-top64")}
     assert gen["parallel"] < gen["adjust-top64"] < gen["adjust"]
+
+
+def generation_floor(method: str, ceilings: dict) -> float:
+    """The floor of the tiny run's mini-8L B=1 N=16 K=4 generation (fp32) at the given ceilings."""
+    s = SHAPES["mini-8L"]
+    return floor_seconds(generation_costs(s, 1, s.prompt_len, 16, 4, method, 4), ceilings["bandwidth"],
+                         ceilings["flop_rate"])
 
 
 def _bench(tmp_path: Path, select: str, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
@@ -58,15 +70,20 @@ def test_gpu_cases_skip_cleanly_here(tmp_path: Path) -> None:
 
 
 def test_tiny_run_writes_results_with_restricted_rows(tmp_path: Path) -> None:
-    select = ("mini-8L-B1-N16-parallel4-torch or mini-8L-B1-N16-adjust-top644-torch "
-              "or mini-8L-B1-L32-C24-lm_head_sample-reference")
+    select = ("mini-8L-B1-N16-parallel4-torch or mini-8L-B1-N16-adjust-top644-torch or mini-8L-B1-N16-adjust-ctx4-torch "
+              "or mini-8L-B1-L32-C24-lm_head_sample-reference or mini-8L-B1-L32-C24-adjust_loop-reference-ctx")
     run, out = _bench(tmp_path, select, "--benchmark-min-rounds", "1", "--benchmark-max-time", "0.01")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads(next(out.glob("*.json")).read_text())
     gen = {r["method"]: r for r in results["generate"]}
-    assert set(gen) == {"parallel", "adjust-top64"}
-    assert gen["adjust-top64"]["sampler_passes"] == 12 and gen["adjust-top64"]["adjust_over_parallel"] > 0
-    kern = {r["variant"]: r for r in results["kernels"]}
-    assert set(kern) == {"reference", "reference-top64"}
-    assert kern["reference-top64"]["vs_reference"] == 1.0 and kern["reference-top64"]["bytes"] < kern["reference"]["bytes"]
-    assert any("restricted ADJUST" in line for line in results["headline"])
+    assert set(gen) == {"parallel", "adjust-top64", "adjust-ctx"}
+    for m in ("adjust-top64", "adjust-ctx"):
+        assert gen[m]["sampler_passes"] == 12 and gen[m]["adjust_over_parallel"] > 0
+        # both approximations cut work: below exact ADJUST's floor at this run's measured ceilings
+        assert gen[m]["floor_s"] < generation_floor("adjust", results["ceilings"])
+        assert any(f"({m})/parallel" in line for line in results["headline"])
+    kern = {(r["op"], r["variant"]): r for r in results["kernels"]}
+    assert set(kern) == {("lm_head_sample", "reference"), ("lm_head_sample", "reference-top64"),
+                         ("adjust_loop", "reference-ctx")}
+    top = kern[("lm_head_sample", "reference-top64")]
+    assert top["vs_reference"] == 1.0 and top["bytes"] < kern[("lm_head_sample", "reference")]["bytes"]

@@ -103,7 +103,8 @@ def test_report_reads_saved_records_and_labels_candidate_runs(tmp_path, capsys):
                 "joint_kl": 0.0, "tokens_per_s": 10.0 * K, **kw}
 
     records = [r for s in range(2) for r in (rec("joint", 1, 0.9, s), rec("parallel", 4, 0.1, s),
-                                             rec("adjust", 4, 0.7, s), rec("adjust", 4, 0.5, s, candidate_tokens=4))]
+                                             rec("adjust", 4, 0.7, s), rec("adjust", 4, 0.5, s, candidate_tokens=4),
+                                             rec("adjust", 4, 0.6, s, cache_context=True))]
     path = tmp_path / "r.json"
     path.write_text(json.dumps(records))
     main(["report", str(path)])
@@ -111,6 +112,7 @@ def test_report_reads_saved_records_and_labels_candidate_runs(tmp_path, capsys):
     assert "| synthetic | 1.0 | adjust top-4 | 4 | 0.500 ± 0.000 |" in out
     assert "adjust closes 75.0% of the parallel→K=1 gap in valid" in out
     assert "adjust top-4 closes 50.0% of the parallel→K=1 gap in valid" in out
+    assert "adjust ctx-cache closes 62.5% of the parallel→K=1 gap in valid" in out
     with pytest.raises(SystemExit, match="--metric mauve: no record has it"):
         main(["report", str(path), "--metric", "mauve"])
     main(["report", str(path), "--metric", "joint_kl", "--plot", str(tmp_path / "p.png")])

@@ -10,7 +10,9 @@ from scipy import stats
 import adjust
 from adjust.models.adapter import as_adapter
 from adjust.models.toy import FiniteJointLM
+from adjust.unmasking import SamplingSettings, filter_logits
 from conftest import tiny_mdlm
+from kernel_common import requires_triton
 
 MASK = 3
 N_SAMPLES = 20_000
@@ -72,9 +74,9 @@ def chi2_pvalue(samples, joint):
     return stats.chisquare(obs, exp).pvalue
 
 
-def _samples(model, prompt, n_new, K, backend="torch"):
+def _samples(model, prompt, n_new, K, backend="torch", **settings):
     out = adjust.generate(model, [prompt] * N_SAMPLES, K=K, max_new_tokens=n_new, temperature=1.0, seed=1234,
-                          backend=backend)
+                          backend=backend, **settings)
     return [tuple(r) for r in out.sequences.tolist()]
 
 
@@ -101,6 +103,25 @@ def test_parallel_k_eq_l_matches_product_of_marginals(model, backend):
     samples = _samples(model, prompt, n_new, K=n_new, backend=backend)
     assert chi2_pvalue(samples, prod) > 1e-3
     assert chi2_pvalue(samples, enumerate_k1_joint(as_adapter(model), prompt, n_new)) < 1e-6
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpp", pytest.param("triton", marks=requires_triton)])
+@pytest.mark.parametrize("filters", [{"top_k": 2}, {"top_p": 0.8}])
+def test_parallel_with_top_p_top_k_matches_filtered_marginals(model, backend, filters):
+    """Each position samples from Dream's filtered distribution (`filter_logits`), on every backend."""
+    prompt, n_new = [1], 2
+    ad = as_adapter(model)
+    x = torch.tensor(prompt + [MASK] * n_new)
+    with torch.no_grad():
+        z = filter_logits(ad.logits(ad.hidden(x[None]))[0], SamplingSettings(1.0, **filters), MASK)[len(prompt):]
+    probs = torch.softmax(z.double(), -1)
+    assert ((probs > 0).sum(-1) < probs.shape[1] - 1).all()  # the filter removes tokens
+    joint = {tuple(prompt) + c: float(probs[0, c[0]] * probs[1, c[1]])
+             for c in np.ndindex(probs.shape[1], probs.shape[1]) if probs[0, c[0]] * probs[1, c[1]] > 0}
+    samples = _samples(model, prompt, n_new, K=n_new, backend=backend, **filters)
+    assert all(s in joint for s in samples)  # nothing outside the filtered support
+    assert chi2_pvalue(samples, joint) > 1e-3
+    assert chi2_pvalue(samples, product_of_marginals(ad, prompt, n_new)) < 1e-6  # the filter matters
 
 
 def _two_sentences():

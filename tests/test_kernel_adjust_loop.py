@@ -170,6 +170,37 @@ def test_restricted_loop_equals_reference_loop(monkeypatch, temperature: float, 
     assert (p1 >= 0).sum(1).tolist() == [K, 2, 0]
 
 
+@pytest.mark.parametrize("temperature,alg", [(0.0, "entropy"), (0.9, "confidence")])
+def test_context_cached_loop_equals_reference_loop(monkeypatch, temperature: float, alg: str) -> None:
+    """cache_context=True: the candidate-only passes over cached context keys/values, against the twin."""
+    model, g, x, attn = _separated_case(monkeypatch, _random_batch, temperature, alg, cache_context=True)
+    x1, a1, p1, l1, s1 = _run(adjust_passes, model, g, x, attn, temperature, alg, cache_context=True)
+    x2, a2, p2, l2, s2 = _run(adjust_passes_reference, model, g, x, attn, temperature, alg, cache_context=True)
+    assert torch.equal(x1, x2) and torch.equal(a1, a2) and torch.equal(p1, p2) and torch.equal(s1, s2)
+    assert torch.allclose(l1, l2, atol=1e-5)
+    assert (p1 >= 0).sum(1).tolist() == [K, 2, 0]
+
+
+def test_context_step_is_the_engines_context_cache() -> None:
+    """The loop's candidate-only pass (torch pieces) = adjust.context_cache.ContextCache, row for row."""
+    from adjust.context_cache import ContextCache
+
+    model, g = _model_and_sampler(SEED % 10_000)
+    ad = as_adapter(model)
+    x, attn = _random_batch(model)
+    cand_idx, _, _ = _candidates(x, attn, ad.mask_token_id)
+    h0 = ad.hidden(x, attn)
+    h1 = h0 + 0.3 * torch.randn_like(h0)
+    kw = {"batch_size": 3, "seq_len": 13, "num_candidates": cand_idx.shape[1], "num_passes": K, "temperature": 0.0,
+          "mask_token_id": ad.mask_token_id, "attention_mask": attn, "cache_context": True}
+    with torch.no_grad():
+        want = ContextCache(g, ad, h0, x, attn, (x == ad.mask_token_id) & attn.bool())(h1, x)
+        for backend in ("torch", "triton"):
+            loop = AdjustLoop(g, ad.embed_tokens.weight, ad.lm_head_weight, backend=backend, **kw)
+            got = loop._context_step(h1, x, loop._context(h0, x, cand_idx))
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item(), msg=backend)
+
+
 def test_restricted_loop_keeping_every_id_is_the_exact_loop() -> None:
     model, g = _model_and_sampler(SEED % 10_000)
     x, attn = _random_batch(model)

@@ -40,6 +40,7 @@ class EvalConfig:
     alg: str = "entropy"
     joint_kl: bool = True
     candidate_tokens: int | None = None  # the adjust method's candidate restriction (adjust.candidates)
+    cache_context: bool = False  # the adjust method's context-cached passes (adjust.context_cache)
     extra_metrics: list = field(default_factory=list)  # callables(records, completions) -> None
 
 
@@ -75,6 +76,8 @@ def evaluate(
                 rec.update(testbed=testbed.name, method=method, K=K, temperature=T, seed=seed)
                 if method == "adjust" and cfg.candidate_tokens is not None:
                     rec["candidate_tokens"] = cfg.candidate_tokens
+                if method == "adjust" and cfg.cache_context:
+                    rec["cache_context"] = True
                 records.append(rec)
                 for metric in cfg.extra_metrics:
                     metric(rec, completions)
@@ -95,7 +98,8 @@ def _run_one(model, sampler, testbed, prompts: list[Prompt], bos, K, settings, s
         out = generate(model, [bos + p.ids for p in chunk], K=K, sampler=sampler, max_new_tokens=testbed.gen_length,
                        temperature=settings.temperature, top_p=settings.top_p, alg=settings.alg,
                        seed=seed * 7919 + i, return_history=cfg.joint_kl,
-                       candidate_tokens=cfg.candidate_tokens if sampler is not None else None)
+                       candidate_tokens=cfg.candidate_tokens if sampler is not None else None,
+                       cache_context=cfg.cache_context and sampler is not None)
         base_forwards += out.base_forwards
         sampler_passes += out.sampler_passes
         tokens += out.tokens_generated
@@ -118,9 +122,10 @@ def _run_one(model, sampler, testbed, prompts: list[Prompt], bos, K, settings, s
 
 
 def method_label(rec: dict) -> str:
-    """The method of a record; candidate-restricted ADJUST runs are labelled apart (``adjust top-k'``)."""
+    """The method of a record; approximate ADJUST runs are labelled apart (``adjust top-k'``, ``adjust ctx-cache``)."""
     k = rec.get("candidate_tokens")
-    return rec["method"] if k is None else f"{rec['method']} top-{k}"
+    label = rec["method"] if k is None else f"{rec['method']} top-{k}"
+    return label + " ctx-cache" if rec.get("cache_context") else label
 
 
 def summarize(records: list[dict], metrics: list[str]) -> list[dict]:

@@ -78,6 +78,29 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(d, kv * hd, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(h * hd, d, bias=False)
 
+    def project(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q [B, H, L, D] and k [B, H_kv, L, D] (both rotated), v [B, H_kv, L, D] of the rows x [B, L, d]."""
+        B, L, _ = x.shape
+        c = self.cfg
+        q = self.q_proj(x).view(B, L, c.num_heads, c.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, L, c.num_kv_heads, c.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, L, c.num_kv_heads, c.head_dim).transpose(1, 2)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        """Bidirectional attention of the queries q [B, H, Lq, D] over k, v [B, H_kv, L, D]; [B, Lq, d]."""
+        c = self.cfg
+        rep = c.num_heads // c.num_kv_heads
+        if rep > 1:
+            k = k.repeat_interleave(rep, dim=1)
+            v = v.repeat_interleave(rep, dim=1)
+        attn_mask = None if key_mask is None else key_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
+        B, _, Lq, _ = q.shape
+        return self.o_proj(out.transpose(1, 2).reshape(B, Lq, c.num_heads * c.head_dim))
+
     def forward(
         self,
         x: torch.Tensor,
@@ -85,19 +108,7 @@ class Attention(nn.Module):
         sin: torch.Tensor,
         key_mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        B, L, _ = x.shape
-        c = self.cfg
-        q = self.q_proj(x).view(B, L, c.num_heads, c.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(B, L, c.num_kv_heads, c.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(B, L, c.num_kv_heads, c.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        rep = c.num_heads // c.num_kv_heads
-        if rep > 1:
-            k = k.repeat_interleave(rep, dim=1)
-            v = v.repeat_interleave(rep, dim=1)
-        attn_mask = None if key_mask is None else key_mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
-        return self.o_proj(out.transpose(1, 2).reshape(B, L, c.num_heads * c.head_dim))
+        return self.attend(*self.project(x, cos, sin), key_mask)
 
 
 class SwiGLU(nn.Module):
