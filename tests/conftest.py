@@ -45,3 +45,15 @@ def kernel_seed() -> int:
     print(f"seed {SEED} (set ADJUST_TEST_SEED={SEED} to replay)")
     torch.manual_seed(SEED)
     return SEED
+
+
+def perturbed_sampler(model, seed: int = 0):
+    """An AdjustSampler for `model` moved away from its parallel-baseline init (so the passes matter)."""
+    from adjust.sampler import AdjustSampler
+
+    torch.manual_seed(seed)
+    s = AdjustSampler.from_base(model)
+    with torch.no_grad():
+        for p in s.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return s.to(dtype=model.lm_head.weight.dtype)

@@ -10,19 +10,10 @@ import adjust
 from adjust.candidates import keep_top_ids, restricted_logits
 from adjust.models.adapter import as_adapter
 from adjust.sampler import AdjustSampler
-from conftest import tiny_mdlm
+from conftest import perturbed_sampler, tiny_mdlm
 from kernel_common import requires_triton
 
 MASK = 3
-
-
-def _trained_like_sampler(model, seed=0):
-    torch.manual_seed(seed)
-    s = AdjustSampler.from_base(model)
-    with torch.no_grad():  # away from the parallel-baseline init, so the passes matter
-        for p in s.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-    return s
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -44,7 +35,7 @@ def test_restricted_logits_equal_the_full_logits_at_the_kept_ids(dtype):
 @pytest.mark.parametrize("T", [0.0, 1.0])
 def test_keeping_the_whole_vocabulary_is_exact_adjust(T):
     model = tiny_mdlm(vocab_size=13, sharpen=2.0, mix=3.0)
-    sampler = _trained_like_sampler(model)
+    sampler = perturbed_sampler(model)
     prompts = [[1], [1, 5, 6], [1, 7]]  # batch 3, left padding
     kw = dict(K=3, sampler=sampler, max_new_tokens=7, temperature=T, seed=4)
     exact = adjust.generate(model, prompts, **kw)
@@ -55,7 +46,7 @@ def test_keeping_the_whole_vocabulary_is_exact_adjust(T):
 
 def test_sampled_tokens_stay_in_the_kept_set():
     model = tiny_mdlm(vocab_size=29, sharpen=2.0, mix=3.0)
-    sampler = _trained_like_sampler(model)
+    sampler = perturbed_sampler(model)
     out = adjust.generate(model, batch_size=6, K=4, sampler=sampler, max_new_tokens=9, candidate_tokens=3, seed=0,
                           return_history=True)
     assert any(r.pass_index > 0 and any(r.positions) for r in out.history)
@@ -78,7 +69,7 @@ def test_sampled_tokens_stay_in_the_kept_set():
 def test_restricted_sampling_matches_its_reference_distribution():
     """A sampler pass draws from softmax(W·h) restricted to the kept ids: chi-square on many draws."""
     model = tiny_mdlm(vocab_size=10, sharpen=2.0, mix=3.0)
-    sampler = _trained_like_sampler(model, seed=2)
+    sampler = perturbed_sampler(model, seed=2)
     n = 6000
     out = adjust.generate(model, batch_size=n, K=2, sampler=sampler, max_new_tokens=2, candidate_tokens=4, seed=9,
                           return_history=True, alg="random")
@@ -111,7 +102,7 @@ def test_triton_backend_restricts_like_the_torch_backend(T):
     """The fused loop's restricted passes (adjust_kernels.AdjustLoop, candidate_tokens): at T = 0 the torch
     backend's tokens; at T = 1 sampled tokens of passes k ≥ 1 in the kept set (replayed as above)."""
     model = tiny_mdlm(vocab_size=29, sharpen=2.0, mix=3.0)
-    sampler = _trained_like_sampler(model)
+    sampler = perturbed_sampler(model)
     prompts = [[1], [1, 5, 6], [1, 7]]  # batch 3, left padding
     kw = dict(K=3, sampler=sampler, max_new_tokens=7, temperature=T, seed=4, candidate_tokens=5)
     fused = adjust.generate(model, prompts, backend="triton", return_history=True, **kw)

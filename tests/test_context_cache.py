@@ -10,17 +10,8 @@ import adjust
 from adjust.context_cache import ContextCache
 from adjust.models.adapter import as_adapter
 from adjust.sampler import AdjustSampler
-from conftest import tiny_mdlm
+from conftest import perturbed_sampler, tiny_mdlm
 from kernel_common import requires_triton
-
-
-def _sampler(model, seed=0):
-    torch.manual_seed(seed)
-    s = AdjustSampler.from_base(model)
-    with torch.no_grad():  # away from the parallel-baseline init, so the passes matter
-        for p in s.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-    return s.to(dtype=model.lm_head.weight.dtype)
 
 
 def _state(model, seed: int):
@@ -45,7 +36,7 @@ def _state(model, seed: int):
 def test_cached_pass_is_g_on_frozen_context(dtype, kv_heads):
     """For candidate rows: g(where(candidate, h, h0), x); other rows come back unchanged."""
     model = tiny_mdlm(vocab_size=29, sharpen=2.0, mix=3.0, num_kv_heads=kv_heads).to(dtype)
-    g = _sampler(model)
+    g = perturbed_sampler(model)
     ad, x, attn, cand, h0, h1 = _state(model, seed=kv_heads)
     with torch.no_grad():
         got = ContextCache(g, ad, h0, x, attn, cand)(h1, x)
@@ -58,7 +49,7 @@ def test_cached_pass_is_g_on_frozen_context(dtype, kv_heads):
 
 def test_every_row_a_candidate_is_exact_g():
     model = tiny_mdlm(vocab_size=29, sharpen=2.0, mix=3.0).double()
-    g = _sampler(model)
+    g = perturbed_sampler(model)
     ad, x, attn, _, h0, h1 = _state(model, seed=5)
     every = torch.ones_like(x, dtype=torch.bool)
     with torch.no_grad():
@@ -68,7 +59,7 @@ def test_every_row_a_candidate_is_exact_g():
 
 def test_generate_with_cache_context_counts_and_differs_only_by_the_approximation():
     model = tiny_mdlm(vocab_size=29, sharpen=2.0, mix=3.0)
-    g = _sampler(model)
+    g = perturbed_sampler(model)
     prompts = [[1, 5, 6, 7, 8], [1, 9], [1, 10, 3, 12]]  # left padding, a mask inside a prompt
     kw = dict(K=3, sampler=g, max_new_tokens=8, block_length=4, temperature=0.0)
     cached = adjust.generate(model, prompts, cache_context=True, **kw)
@@ -82,7 +73,7 @@ def test_generate_with_cache_context_counts_and_differs_only_by_the_approximatio
 @pytest.mark.parametrize("alg", ["entropy", "margin"])
 def test_fused_loop_with_cache_context_equals_engine_at_t0(alg):
     model = tiny_mdlm(vocab_size=29, sharpen=2.0, mix=3.0)
-    g = _sampler(model, seed=1)
+    g = perturbed_sampler(model, seed=1)
     prompts = [[1, 5, 6, 7, 8], [1, 9], [1, 10, 3, 12]]
     kw = dict(K=3, sampler=g, max_new_tokens=8, block_length=4, temperature=0.0, alg=alg, cache_context=True)
     torch_ = adjust.generate(model, prompts, **kw)
