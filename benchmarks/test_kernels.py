@@ -15,8 +15,9 @@ Ops (``op``) and their variants:
 A ``-top64`` variant is the candidate-restricted mode (``adjust.candidates``) with 64 kept ids per
 candidate: ``lm_head_sample(kept_ids=)`` on random sorted ids, and ``AdjustLoop(candidate_tokens=64)``
 (pass 0 keeps the ids, passes k ≥ 1 read only those rows of W). Its ``vs ref`` is against
-``reference-top64``. A ``-ctx`` variant of ``adjust_loop`` is ``AdjustLoop(cache_context=True)``
-(``adjust.context_cache``): the L − C context rows' K/V once, then g over the C candidate rows only.
+``reference-top64``. A ``-ctx`` variant is ``AdjustLoop(cache_context=True)`` (``adjust.context_cache``): in
+``adjust_loop`` the L − C context rows' K/V once, then g over the C candidate rows only; in
+``sampler_step`` one such candidate-only pass (its context made beforehand).
 
 Inputs: h ~ N(0, 1) [B, L, d], the last C positions of each row masked and candidate, T = 1, entropy.
 On a GPU each timed call runs the op ``INNER_GPU`` times and synchronises once.
@@ -37,6 +38,7 @@ from benchmarks._cases import unavailable
 from benchmarks.floors import (
     Cost,
     adjust_loop_costs,
+    context_step_cost,
     floor_seconds,
     lm_head_cost,
     restricted_lm_head_cost,
@@ -50,7 +52,8 @@ LOOP_K = 4
 INNER_GPU = 10
 # (B, L, C) per shape: batch, sequence length, candidates (masked positions) per row.
 CASES: dict[str, tuple[tuple[int, int, int], ...]] = {
-    "mini-8L": ((1, 32, 24), (16, 32, 16)),  # the end-to-end shape: 8 prompt + 24 generated
+    # mini-8L: the end-to-end shape (8 prompt + 24 generated), and a long context with a block of 16 candidates
+    "mini-8L": ((1, 32, 24), (16, 32, 16), (1, 128, 16)),
     "kern-512": ((1, 128, 64),),
     "dream7b": ((1, 128, 128), (1, 512, 512), (1, 512, 64), (16, 128, 128)),  # (1, 512, 64): a block of 64
     "llada8b": ((1, 128, 128), (16, 128, 128)),
@@ -58,7 +61,7 @@ CASES: dict[str, tuple[tuple[int, int, int], ...]] = {
 KEPT = 64  # kept ids per candidate in the -top64 variants
 VARIANTS: dict[str, tuple[str, ...]] = {
     "sampler_input": ("reference", "triton"),
-    "sampler_step": ("module", "reference", "triton"),
+    "sampler_step": ("module", "reference", "triton", "reference-ctx", "triton-ctx"),
     "lm_head_sample": ("torch", "reference", "cpp", "triton", "reference-top64", "triton-top64"),
     "sampler_pass": ("torch", "cpp", "reference", "triton", "reference-top64", "triton-top64"),
     "adjust_loop": ("reference", "triton", "triton-graph", "reference-top64", "triton-top64", "triton-top64-graph",
@@ -165,6 +168,9 @@ def _op(case: KCase, shape: ModelShape, adapter, sampler, inp: Inputs) -> tuple[
         if case.variant == "module":
             return (lambda: sampler(inp.h, inp.x, adapter)), [sampler_step_cost(shape, B, L, elt)]
         lp = loop()
+        if ctx:  # one candidate-only pass; the context's K/V (once per step) are made outside the timing
+            context = lp._context(inp.h, inp.x, inp.cand_idx)
+            return (lambda: lp._context_step(inp.h, inp.x, context)), [context_step_cost(shape, B, L, C, elt)]
         return (lambda: lp.sampler_step(inp.h, inp.x)), [sampler_step_cost(shape, B, L, elt)]
     head_cost = lm_head_cost(shape, B * C, elt) if kept is None else restricted_lm_head_cost(shape, B * C, kept, elt)
     if case.op == "lm_head_sample":
