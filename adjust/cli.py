@@ -20,7 +20,7 @@ EPILOGS = {
   adjust train-base --data my.jsonl --vocab-size 2048 --gen-length 64 --out runs/mine""",
     "generate": """examples:
   adjust generate --model synthetic --K 4 --n 8
-  adjust generate --model tasks --prompt "reverse : anna ben cleo =" --K 1 --temperature 0
+  adjust generate --model tasks --prompt "reverse : alice ben carol =" --K 1 --temperature 0
   adjust generate --model runs/mine --max-new-tokens 64 --K 2 --json
   adjust generate --model synthetic --sampler synthetic --K 4 --n 8   # ADJUST""",
     "data": """examples:
@@ -293,7 +293,7 @@ def cmd_generate(args) -> None:
                           max_new_tokens=_gen_length(model, args.max_new_tokens),
                           temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, alg=args.alg,
                           alg_temp=args.alg_temp, block_length=args.block_length, seed=args.seed,
-                          candidate_tokens=args.candidate_tokens, cache_context=args.cache_context and sampler is not None)
+                          candidate_tokens=args.candidate_tokens, cache_context=args.cache_context)
     for row in out.completions.tolist():
         text = decode(tok, row) if tok is not None else None
         if args.json:
