@@ -254,21 +254,22 @@ def test_half_precision_loop_commits_valid_tokens() -> None:
     assert (logq[pos >= 0] <= 0).all() and logq.isfinite().all()
 
 
-def _loop_and_state(candidate_tokens: int | None):
+def _loop_and_state(candidate_tokens: int | None, **options):
     model, g = _model_and_sampler(SEED % 10_000)
     ad = as_adapter(model)
     x, attn = _random_batch(model)
     cand_idx, alive, n_passes = _candidates(x, attn, ad.mask_token_id)
     loop = AdjustLoop(g, ad.embed_tokens.weight, ad.lm_head_weight, batch_size=3, seq_len=13, num_candidates=cand_idx.shape[1],
                       num_passes=K, temperature=0.8, mask_token_id=ad.mask_token_id, attention_mask=attn,
-                      candidate_tokens=candidate_tokens)
+                      candidate_tokens=candidate_tokens, **options)
     return loop, ad.hidden(x, attn), x, cand_idx, alive, n_passes
 
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="host syncs exist only on CUDA")
-@pytest.mark.parametrize("candidate_tokens", [None, 5])
-def test_loop_never_syncs_the_host(candidate_tokens: int | None) -> None:
-    loop, h0, x, cand_idx, alive, n_passes = _loop_and_state(candidate_tokens)
+@pytest.mark.parametrize("candidate_tokens,options", [(None, {}), (5, {}), (None, {"cache_context": True}),
+                                                      (None, {"top_p": 0.9, "top_k": 7})])
+def test_loop_never_syncs_the_host(candidate_tokens: int | None, options: dict) -> None:
+    loop, h0, x, cand_idx, alive, n_passes = _loop_and_state(candidate_tokens, **options)
     so = torch.tensor([SEED, 0], device=DEVICE)
     loop(h0, x.clone(), cand_idx, alive.clone(), n_passes, so)  # first call: Triton compilation
     torch.cuda.synchronize()
@@ -279,9 +280,9 @@ def test_loop_never_syncs_the_host(candidate_tokens: int | None) -> None:
         torch.cuda.set_sync_debug_mode("default")
 
 
-@pytest.mark.parametrize("candidate_tokens", [None, 5])
-def test_capture_records_a_graph_on_cuda_only(candidate_tokens: int | None) -> None:
-    loop, h0, x, cand_idx, alive, n_passes = _loop_and_state(candidate_tokens)
+@pytest.mark.parametrize("candidate_tokens,options", [(None, {}), (5, {}), (None, {"cache_context": True})])
+def test_capture_records_a_graph_on_cuda_only(candidate_tokens: int | None, options: dict) -> None:
+    loop, h0, x, cand_idx, alive, n_passes = _loop_and_state(candidate_tokens, **options)
 
     def fresh() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return x.clone(), alive.clone(), torch.tensor([SEED, 0], device=DEVICE)
