@@ -44,10 +44,10 @@ ASSET_PROMPTS_tasks     = testbed
 ASSET_PROMPTS_text      = bos
 ASSET_TRAJ_synthetic = 4000
 ASSET_TRAJ_tasks     = 16000
-ASSET_TRAJ_text      = 1500
+ASSET_TRAJ_text      = 4500
 ASSET_SAMPLER_synthetic = --steps 2000 --batch-size 32
 ASSET_SAMPLER_tasks     = --steps 4000 --batch-size 64 --lr 3e-3
-ASSET_SAMPLER_text      = --steps 1000 --batch-size 32
+ASSET_SAMPLER_text      = --steps 3000 --batch-size 32 --lr 3e-3
 
 assets: install $(foreach t,synthetic tasks text,asset-$(t))
 
