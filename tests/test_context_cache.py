@@ -31,6 +31,11 @@ def _state(model, seed: int):
     return ad, x, attn, cand, h0, h1
 
 
+def _order(out) -> torch.Tensor:
+    """The unmask order of each row (commit-pass numbers differ: the fused loop always runs K passes per step)."""
+    return out.commit_pass.argsort(dim=1, stable=True)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("kv_heads", [1, 2])
 def test_cached_pass_is_g_on_frozen_context(dtype, kv_heads):
@@ -80,8 +85,20 @@ def test_fused_loop_with_cache_context_equals_engine_at_t0(alg):
     fused = adjust.generate(model, prompts, backend="triton", **kw)
     assert torch.equal(torch_.sequences, fused.sequences)
     # the same unmask order (pass numbers differ: the fused loop always runs K passes per step)
-    order = lambda out: out.commit_pass.argsort(dim=1, stable=True)  # noqa: E731
-    assert torch.equal(order(torch_), order(fused))
+    assert torch.equal(_order(torch_), _order(fused))
+
+
+@requires_triton
+def test_both_approximations_together_fused_equals_engine_at_t0():
+    """cache_context and candidate_tokens compose: the fused loop with both = the torch engine with both."""
+    model = tiny_mdlm(vocab_size=29, sharpen=2.0, mix=3.0)
+    g = perturbed_sampler(model, seed=2)
+    prompts = [[1, 5, 6, 7, 8], [1, 9], [1, 10, 3, 12]]
+    kw = dict(K=3, sampler=g, max_new_tokens=8, block_length=4, temperature=0.0, cache_context=True, candidate_tokens=6)
+    torch_ = adjust.generate(model, prompts, **kw)
+    fused = adjust.generate(model, prompts, backend="triton", **kw)
+    assert torch.equal(torch_.sequences, fused.sequences)
+    assert torch.equal(_order(torch_), _order(fused))
 
 
 def test_bad_cache_context_is_refused():
