@@ -289,10 +289,12 @@ def generate(
                 for k in range(K):
                     pos = committed[:, k]
                     rows = (pos >= 0).nonzero().flatten()
-                    commit_pass[rows, pos[rows]] = pass_counter + k
+                    if len(rows) == 0:  # no row commits at pass k, nor later: number passes as the engine does
+                        break
+                    commit_pass[rows, pos[rows]] = pass_counter
                     if history is not None:
                         history.append(_fused_record(base_forwards - 1, k, pos, x, logq[:, k]))
-                pass_counter += K
+                    pass_counter += 1
                 continue
             per_pass = [n_row] if sampler is None else [(n_row > k).long() for k in range(K)]
             context = None

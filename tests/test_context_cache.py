@@ -31,11 +31,6 @@ def _state(model, seed: int):
     return ad, x, attn, cand, h0, h1
 
 
-def _order(out) -> torch.Tensor:
-    """The unmask order of each row (commit-pass numbers differ: the fused loop always runs K passes per step)."""
-    return out.commit_pass.argsort(dim=1, stable=True)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("kv_heads", [1, 2])
 def test_cached_pass_is_g_on_frozen_context(dtype, kv_heads):
@@ -83,9 +78,7 @@ def test_fused_loop_with_cache_context_equals_engine_at_t0(alg):
     kw = dict(K=3, sampler=g, max_new_tokens=8, block_length=4, temperature=0.0, alg=alg, cache_context=True)
     torch_ = adjust.generate(model, prompts, **kw)
     fused = adjust.generate(model, prompts, backend="triton", **kw)
-    assert torch.equal(torch_.sequences, fused.sequences)
-    # the same unmask order (pass numbers differ: the fused loop always runs K passes per step)
-    assert torch.equal(_order(torch_), _order(fused))
+    assert torch.equal(torch_.sequences, fused.sequences) and torch.equal(torch_.commit_pass, fused.commit_pass)
 
 
 @requires_triton
@@ -97,8 +90,7 @@ def test_both_approximations_together_fused_equals_engine_at_t0():
     kw = dict(K=3, sampler=g, max_new_tokens=8, block_length=4, temperature=0.0, cache_context=True, candidate_tokens=6)
     torch_ = adjust.generate(model, prompts, **kw)
     fused = adjust.generate(model, prompts, backend="triton", **kw)
-    assert torch.equal(torch_.sequences, fused.sequences)
-    assert torch.equal(_order(torch_), _order(fused))
+    assert torch.equal(torch_.sequences, fused.sequences) and torch.equal(torch_.commit_pass, fused.commit_pass)
 
 
 def test_bad_cache_context_is_refused():
