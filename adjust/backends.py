@@ -94,17 +94,17 @@ def pass_sampler(
         def run(h_rows: torch.Tensor, pass_index: int):
             logits = adapter.logits(h_rows)
             check_finite(logits, "base model" if pass_index == 0 else "model or sampler")
+            z = filter_logits(logits, s, mask_id) if _filters(s) or s.temperature > 0 else None
             if not _filters(s):
                 tokens, scores = select_sample(logits, s.temperature, s.alg, seed, pass_index, mask_id)
             else:  # the op samples and scores the filtered logits; low_confidence is on the unfiltered ones
-                kept = filter_logits(logits, s, mask_id) > float("-inf")
-                tokens, scores = select_sample(logits.masked_fill(~kept, float("-inf")), s.temperature, s.alg, seed,
-                                               pass_index, mask_id)
+                tokens, scores = select_sample(logits.masked_fill(z == float("-inf"), float("-inf")), s.temperature,
+                                               s.alg, seed, pass_index, mask_id)
                 if s.alg == "low_confidence":
                     raw = logits.float().index_fill(1, torch.tensor([mask_id], device=logits.device), float("-inf"))
                     scores = torch.softmax(raw, -1).gather(1, tokens[:, None]).squeeze(1)
             if s.temperature > 0:
-                logq = torch.log_softmax(filter_logits(logits, s, mask_id), -1).gather(1, tokens[:, None]).squeeze(1)
+                logq = torch.log_softmax(z, -1).gather(1, tokens[:, None]).squeeze(1)
             else:
                 logq = torch.zeros_like(scores)
             return tokens, scores, logq

@@ -128,30 +128,29 @@ def _partials_kernel(
         cols = v0 + lanes
         col_ok = cols < v_hi
         tile_ok = row_ok[:, None] & col_ok[None, :]
-        acc = tl.zeros((BLOCK_N, BLOCK_V), tl.float32)
         if KEPT:
             vid = tl.load(ids_ptr + rows[:, None].to(tl.int64) * stride_ids + cols[None, :], mask=tile_ok, other=0)
-            w_rows = w_ptr + vid.to(tl.int64)[:, :, None] * stride_w
-            for d0 in range(0, D, BLOCK_D):
-                ks = d0 + tl.arange(0, BLOCK_D)
-                hv = tl.load(h_rows + ks[None, :], mask=row_ok[:, None] & (ks < D)[None, :], other=0.0)
-                wv = tl.load(w_rows + ks[None, None, :], mask=tile_ok[:, :, None] & (ks < D)[None, None, :], other=0.0)
-                acc += tl.sum(wv.to(tl.float32) * hv.to(tl.float32)[:, None, :], axis=2)
-            if HAS_BIAS:
-                acc += tl.load(b_ptr + vid, mask=tile_ok, other=0.0).to(tl.float32)
         else:
             vid = cols[None, :]
-            for d0 in range(0, D, BLOCK_D):
-                ks = d0 + tl.arange(0, BLOCK_D)
-                hv = tl.load(h_rows + ks[None, :], mask=row_ok[:, None] & (ks < D)[None, :], other=0.0)
+        acc = tl.zeros((BLOCK_N, BLOCK_V), tl.float32)
+        for d0 in range(0, D, BLOCK_D):
+            ks = d0 + tl.arange(0, BLOCK_D)
+            hv = tl.load(h_rows + ks[None, :], mask=row_ok[:, None] & (ks < D)[None, :], other=0.0)
+            if KEPT:  # [rows, columns, d-slice] of W rows gathered per row
+                wv = tl.load(w_ptr + vid.to(tl.int64)[:, :, None] * stride_w + ks[None, None, :],
+                             mask=tile_ok[:, :, None] & (ks < D)[None, None, :], other=0.0)
+                acc += tl.sum(wv.to(tl.float32) * hv.to(tl.float32)[:, None, :], axis=2)
+            else:
                 wv = tl.load(w_ptr + cols[None, :].to(tl.int64) * stride_w + ks[:, None],
                              mask=(ks < D)[:, None] & col_ok[None, :], other=0.0)
                 if UPCAST:
                     hv = hv.to(tl.float32)
                     wv = wv.to(tl.float32)
                 acc = tl.dot(hv, wv, acc, input_precision="ieee")
-            if HAS_BIAS:
-                acc += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        if HAS_BIAS and KEPT:
+            acc += tl.load(b_ptr + vid, mask=tile_ok, other=0.0).to(tl.float32)
+        elif HAS_BIAS:
+            acc += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
         valid = tile_ok & (vid != exclude)
         x = tl.where(valid, acc.to(dt).to(tl.float32), ninf)  # the logits F.linear would return
         if STORE:  # the logits themselves, for a caller that needs more than one sample (top-k' ids)
