@@ -11,7 +11,8 @@ import adjust
 from adjust.models.adapter import as_adapter
 from adjust.models.toy import FiniteJointLM
 from adjust.sampler import AdjustSampler
-from adjust.train.sampler import SamplerTrainConfig, rollout_kl, rollout_states, train_sampler
+from adjust.train.rollouts import rollout_states
+from adjust.train.sampler import SamplerTrainConfig, rollout_kl, train_sampler
 from adjust.train.trajectories import TrajectorySettings, generate_trajectories, load_trajectories, unmask_ranks
 from conftest import tiny_mdlm
 
