@@ -5,7 +5,7 @@ import torch
 
 import adjust
 from adjust.models.adapter import as_adapter
-from adjust.train.rollouts import block_candidates, policy_states, rollout_states
+from adjust.train.rollouts import block_candidates, policy_states, rollout_states, self_generated
 from adjust.train.sampler import _draw, rollout_kl
 from adjust.train.trajectories import TrajectorySettings, generate_trajectories, load_trajectories
 from adjust.unmasking import SamplingSettings
@@ -112,3 +112,20 @@ def test_focus_moves_weight_onto_the_next_commits(tmp_path):
         expect += sum(terms) / len(terms)
     assert focused == pytest.approx(expect, rel=1e-4)
     assert abs(focused - plain.item()) > 1e-3  # the weighting changes the loss
+
+
+def test_self_generated_trajectories_are_adjust_generations(tmp_path):
+    model = tiny_mdlm(vocab_size=12, sharpen=3.0, mix=20.0)
+    generate_trajectories(model, [[1], [1, 9, 10]], tmp_path, TrajectorySettings(num_sequences=6, gen_length=5),
+                          progress=False)
+    tr = load_trajectories(tmp_path)
+    sampler = perturbed_sampler(model)
+    pool = self_generated(sampler, as_adapter(model), tr, [0, 1, 2, 3], (2, 4), seed=5, batch_size=2)
+    assert len(pool) == 4 and pool.settings == tr.settings
+    for chunk, K in ((0, 2), (2, 4)):  # chunks alternate over the Ks
+        out = adjust.generate(model, [[1], [1, 9, 10]], K=K, sampler=sampler, max_new_tokens=5, seed=5 + chunk)
+        for b in range(2):
+            assert torch.equal(pool.input_ids[chunk + b], out.sequences[b])
+            order = out.commit_pass[b][out.commit_pass[b] >= 0].argsort()
+            assert torch.equal(pool.rank[chunk + b][out.commit_pass[b] >= 0][order], torch.arange(5))
+    assert sampler.training  # left as it was
