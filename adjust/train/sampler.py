@@ -44,9 +44,18 @@ def _masked_log_probs(adapter: DiffusionLMAdapter, h: torch.Tensor) -> torch.Ten
     return F.log_softmax(logits, dim=-1)
 
 
+def _divergence(logp: torch.Tensor, logq: torch.Tensor, reverse: float) -> torch.Tensor:
+    """Per row: (1 − r)·KL(p ‖ q) + r·KL(q ‖ p), r = `reverse` (0 = the paper's forward KL)."""
+    out = (logp.exp() * (logp - logq)).sum(-1) if reverse < 1 else 0.0
+    if reverse > 0:
+        out = (1 - reverse) * out + reverse * (logq.exp() * (logq - logp)).sum(-1)
+    return out
+
+
 def rollout_kl(
     sampler: AdjustSampler, adapter: DiffusionLMAdapter, xs: torch.Tensor, attn: torch.Tensor,
     rank: Rank | None = None, focus: float = 0.0, focus_temperature: float = FOCUS_TEMPERATURE,
+    reverse: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(Σ_j KL(p_j ‖ q_j) of the sampler, the same sum for the parallel baseline q = p(x_t)).
 
@@ -81,14 +90,13 @@ def rollout_kl(
             logp = _masked_log_probs(adapter, H[j][m])
             logp0 = _masked_log_probs(adapter, H[0][m])
         logq = _masked_log_probs(adapter, h[m])
-        p = logp.exp()
-        kl = (p * (logp - logq)).sum(-1)
+        kl = _divergence(logp, logq, reverse)
         loss = loss + (1 - focus) * kl.sum() / counts[j - 1]
-        base = base + (p * (logp - logp0)).sum() / counts[j - 1]
+        base = base + _divergence(logp, logp0, reverse).sum() / counts[j - 1]
         if focus > 0:
             with torch.no_grad():
                 neg_h = torch.full((2, B, T), float("-inf"), device=H.device)
-                neg_h[0][m] = (p * logp).sum(-1)
+                neg_h[0][m] = (logp.exp() * logp).sum(-1)
                 neg_h[1][m] = (logq.exp() * logq).sum(-1)
                 weight = torch.softmax(neg_h / focus_temperature, dim=-1).nan_to_num_(0.0).mean(0)
             dense = torch.zeros((B, T), device=H.device, dtype=kl.dtype)
@@ -164,8 +172,9 @@ def train_sampler(
     rank = rank or Rank()
     if cfg.rollout < 1 or cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError(f"rollout, steps and batch_size must be ≥ 1, got {cfg.rollout}, {cfg.steps}, {cfg.batch_size}")
-    if not 0 <= cfg.on_policy <= 1 or not 0 <= cfg.focus <= 1:
-        raise ValueError(f"on_policy and focus must be in [0, 1], got {cfg.on_policy} and {cfg.focus}")
+    for name in ("on_policy", "focus", "reverse"):
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
     if cfg.batch_size < rank.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} is smaller than the {rank.world_size} ranks it is split over")
     adapter = as_adapter(model)
@@ -212,7 +221,7 @@ def train_sampler(
     def evaluate() -> tuple[float, float]:
         sampler.eval()
         with torch.no_grad():
-            pairs = [rollout_kl(sampler, adapter, xs.to(adapter.device), a.to(adapter.device))
+            pairs = [rollout_kl(sampler, adapter, xs.to(adapter.device), a.to(adapter.device), reverse=cfg.reverse)
                      for xs, a in held_batches]
         sampler.train()
         return (sum(p[0].item() for p in pairs) / len(pairs), sum(p[1].item() for p in pairs) / len(pairs))
@@ -248,7 +257,7 @@ def train_sampler(
             for group in opt.param_groups:
                 group["lr"] = warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr)
             with autocast:
-                loss, _ = rollout_kl(sampler, adapter, xs, attn, rank, focus=cfg.focus)
+                loss, _ = rollout_kl(sampler, adapter, xs, attn, rank, focus=cfg.focus, reverse=cfg.reverse)
             opt.zero_grad(set_to_none=True)
             if loss.requires_grad:
                 loss.backward()
