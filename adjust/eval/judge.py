@@ -35,7 +35,8 @@ from adjust.checkpoint import ASSETS as _ASSETS
 from adjust.checkpoint import load_config, load_weights, resolve, save_checkpoint
 from adjust.data.testbed import StableRandom
 from adjust.data.text import TextCorpus
-from adjust.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, tokenizer_fingerprint
+from adjust.data.tokenizer import BOS_ID, EOS_ID, MASK_ID, PAD_ID, tokenizer_fingerprint
+from adjust.decoding.judge import ARJudge, left_aligned
 from adjust.models.layers import Attention, LayerConfig, RMSNorm, SwiGLU, apply_rope, rope_cos_sin
 
 LOG_NAME = "train_log.jsonl"
@@ -95,8 +96,9 @@ class _CausalBlock(nn.Module):
         return x + self.drop(self.mlp(self.post_attention_layernorm(x)))
 
 
-class Judge(nn.Module):
-    """A tiny causal transformer LM; see the module docstring."""
+class Judge(nn.Module, ARJudge):
+    """A tiny causal transformer LM; see the module docstring. As an `ARJudge` it is the
+    verifier / energy model of the EDLM and APD baselines (`adjust.decoding`)."""
 
     def __init__(self, config: JudgeConfig):
         super().__init__()
@@ -125,6 +127,26 @@ class Judge(nn.Module):
         for layer in self.layers:
             x = layer(x, cos, sin)
         return self.lm_head(self.norm(x))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @torch.no_grad()
+    def next_token_logits(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[B, L, V] logits of ``ids[b, i]`` given the real tokens before it (`ARJudge`); left padding is
+        moved out of the way (the judge has no padding mask), mask tokens are read as PAD (they only
+        ever follow the positions read: attention is causal)."""
+        was_training = self.training
+        self.eval()
+        clean = torch.where((ids < self.config.vocab_size) & (ids != MASK_ID), ids, PAD_ID)
+        aligned, shift = left_aligned(clean, attention_mask, PAD_ID)
+        out = self(aligned[:, :-1]).float()
+        nxt = torch.cat([torch.zeros_like(out[:, :1]), out], 1)  # aligned position j: logits of token j
+        j = torch.arange(ids.shape[1], device=ids.device)[None] - shift[:, None]
+        got = nxt.gather(1, j.clamp(min=0)[..., None].expand(-1, -1, nxt.shape[-1]))
+        self.train(was_training)
+        return got.masked_fill((j < 1)[..., None], 0.0)
 
     def loss(self, ids: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy of windows `ids` [B, L] (each read after a BOS)."""
