@@ -72,9 +72,10 @@ class AdaptiveAdjustLoop(AdjustLoop):
         if self.rule == "threshold":
             ok = alive_s & (keys.gather(1, order) >= self.value)
         else:
-            spent = (-scores).masked_fill(~alive, 0.0).gather(1, order).double().cumsum(1)
+            H = (-scores).masked_fill(~alive, 0.0).gather(1, order).double()
+            spent = H.cumsum(1)
             if k == 0:  # EB-sampler: the largest entropy of the set is free
-                spent = spent - spent.cummax(1).values
+                spent = spent - H.cummax(1).values
             ok = alive_s & (spent <= self.value)
         if k == 0:
             ok = ok | (alive_s & (self._rank == 0))

@@ -32,8 +32,7 @@ def entropy_prefix(H_sorted: torch.Tensor, alive_sorted: torch.Tensor, gamma: fl
     """The longest prefix (in the given order) of the alive entries with Σ H − max H ≤ γ
     (``free_first``: the EB rule) or Σ H ≤ γ (every token counts); a [B, L] bool mask in that order."""
     H = H_sorted.masked_fill(~alive_sorted, 0.0).double()
-    cum = H.cumsum(-1)
-    spent = cum - cum.cummax(-1).values if free_first else cum
+    spent = H.cumsum(-1) - H.cummax(-1).values if free_first else H.cumsum(-1)
     return alive_sorted & (spent <= gamma)
 
 

@@ -4,8 +4,8 @@ Per semi-autoregressive block, while the block has masked positions: one base fo
 ``h = f(x)``; pass 0 samples a token and a score at every candidate (masked, inside the
 block) from ``W h``; the policy (`adjust.decoding.policy`) names the positions to commit; while
 it asks for more, a sampler pass ``h = g(h, x)`` (or its context-cached variant) re-scores the
-remaining candidates and the policy commits again. Every pass has a global index (the
-``commit_pass`` of what it commits, and the RNG offset of the compiled backends).
+remaining candidates and the policy commits again. Every pass that commits has a global index
+(the ``commit_pass`` of what it commits); every pass run advances the compiled backends' RNG offset.
 
 On the triton backend the passes of the policies that have a fused form (`fused_rule`: ADJUST,
 ADJUST-adaptive) run as one static-shape call per base step instead (`FusedAdjustStep`).
@@ -39,7 +39,9 @@ class DecodingLoop:
         self.generator, self.sample, self.backend, self.restrict = generator, sample, backend, restrict
         self.cache_context, self.progress = cache_context, progress
         self.history: list[StepRecord] | None = [] if record_history else None
-        self.base_forwards = self.sampler_passes = self.pass_counter = 0
+        # pass_counter numbers the passes that commit (commit_pass); rng_offset counts every pass run
+        # (the compiled backends' random stream offset)
+        self.base_forwards = self.sampler_passes = self.pass_counter = self.rng_offset = 0
 
     def run(self, x: torch.Tensor, attn: torch.Tensor, block_ends: list[int], prompt_length: int,
             fused_args: dict | None = None) -> GenerationOutput:
@@ -49,6 +51,7 @@ class DecodingLoop:
         mask_id = self.adapter.mask_token_id
         attn_arg = None if bool(attn.all()) else attn
         self.commit_pass = torch.full_like(x, -1)
+        row_forwards = torch.zeros(x.shape[0], dtype=torch.long, device=device)
         positions = torch.arange(x.shape[1], device=device)
         is_masked = (x == mask_id) & attn.bool()
         fused = None
@@ -68,6 +71,7 @@ class DecodingLoop:
                     break
                 h = self.adapter.hidden(x, attn_arg)
                 self.base_forwards += 1
+                row_forwards += candidates.any(-1)
                 before = int(candidates.sum())
                 if fused is not None:
                     self._fused_step(fused, h, x, candidates)
@@ -80,7 +84,7 @@ class DecodingLoop:
         return GenerationOutput(sequences=x, attention_mask=attn, prompt_length=prompt_length,
                                 commit_pass=self.commit_pass, base_forwards=self.base_forwards,
                                 sampler_passes=self.sampler_passes, seconds=time.perf_counter() - t0,
-                                history=self.history)
+                                history=self.history, row_forwards=row_forwards.cpu())
 
     def _step(self, h: torch.Tensor, x: torch.Tensor, attn: torch.Tensor, attn_arg: torch.Tensor | None,
               candidates: torch.Tensor) -> torch.Tensor:
@@ -99,12 +103,15 @@ class DecodingLoop:
             view = self._propose(h, x, attn, cand, k)
             decision = self.policy.commit(view, step)
             commit = decision.mask & cand
-            x = torch.where(commit, decision.tokens, x)
-            self.commit_pass[commit] = self.pass_counter
-            self.pass_counter += 1
+            self.rng_offset += 1
+            if bool(commit.any()):  # a pass that commits nothing (an adaptive rule's last) gets no number
+                x = torch.where(commit, decision.tokens, x)
+                self.commit_pass[commit] = self.pass_counter
+                self.pass_counter += 1
+                if self.history is not None:
+                    self.history.append(pass_record(self.base_forwards - 1, k, commit, x, decision.logq,
+                                                    decision.order))
             step.update(commit, k)
-            if self.history is not None:
-                self.history.append(pass_record(self.base_forwards - 1, k, commit, x, decision.logq, decision.order))
             if not (self.policy.uses_sampler and self.policy.another_pass(step, k)):
                 return x
             k += 1
@@ -114,7 +121,7 @@ class DecodingLoop:
         if self.restrict is not None:
             tokens, scores, logq = self.restrict(h, cand, k)
         else:
-            tokens, scores, logq = self.sample(h[cand], self.pass_counter)
+            tokens, scores, logq = self.sample(h[cand], self.rng_offset)
         full_scores = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
         full_scores[cand] = scores
         proposal = x.clone()

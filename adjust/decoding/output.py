@@ -30,6 +30,7 @@ class GenerationOutput:
     `sequences` [B, P + N] holds the (left-padded) prompt and the generated tokens;
     `commit_pass` [B, P + N] the global pass index at which each position was
     unmasked (-1 for positions that were never masked): the unmask order.
+    `row_forwards` [B]: the base forwards in which each row still had tokens to generate.
     """
 
     sequences: torch.Tensor
@@ -40,6 +41,7 @@ class GenerationOutput:
     sampler_passes: int
     seconds: float
     history: list[StepRecord] | None = field(default=None, repr=False)
+    row_forwards: torch.Tensor | None = None
 
     @property
     def completions(self) -> torch.Tensor:
@@ -52,9 +54,10 @@ class GenerationOutput:
 
     @property
     def tokens_per_forward(self) -> float:
-        """Tokens committed per base forward and row (TPF), the parallelism of the run."""
-        rows = self.sequences.shape[0]
-        return self.tokens_generated / (rows * self.base_forwards) if self.base_forwards else 0.0
+        """TPF, the parallelism of the run: tokens committed per base forward of a row that had any
+        left (a row that is done early does not dilute it)."""
+        forwards = int(self.row_forwards.sum()) if self.row_forwards is not None else 0
+        return self.tokens_generated / forwards if forwards else 0.0
 
 
 def pass_record(base_forward: int, k: int, commit: torch.Tensor, x: torch.Tensor, logq: torch.Tensor,
