@@ -42,7 +42,9 @@ Under torchrun each global batch is split over the ranks (one step = the 1-proce
   adjust report runs/eval.json --plot runs/eval.png
   adjust report docs/results/text.json --metric judge_nll --plot runs/text_judge_nll.png""",
     "train-judge": """examples:
-  adjust train-judge --out adjust/assets/judges/text    # the shipped judge (docs/text_metrics.md)
+  adjust train-judge --out adjust/assets/judges/text    # the shipped text judge (docs/text_metrics.md)
+  adjust train-judge --testbed tasks --out adjust/assets/judges/tasks --hidden 64 --layers 2 --mlp 192 \\
+      --dropout 0.1 --steps 1500 --threads 1            # the shipped tasks judge (EDLM / APD)
   adjust train-judge --out runs/judge --steps 500""",
     "info": """examples:
   adjust info synthetic                 # the shipped synthetic model and its sampler
@@ -168,9 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help="write the quality-vs-throughput PNG here")
     p.add_argument("--metric", default=None, help="metric to plot (default: the testbed's main metric)")
 
-    p = sub.add_parser("train-judge", help="train the autoregressive judge LM of the text testbed (judge_nll)",
+    p = sub.add_parser("train-judge", help="train an autoregressive judge LM (text: judge_nll; EDLM / APD verifier)",
                        epilog=EPILOGS["train-judge"], formatter_class=fmt)
     p.add_argument("--out", required=True, help="output judge folder")
+    p.add_argument("--testbed", default="text", choices=["text", "tasks"], help="what it is trained on (default text)")
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--mlp", type=int, default=384)
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--num-examples", type=int, default=20_000, help="training examples (testbeds without a corpus)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -464,7 +473,10 @@ def cmd_train_judge(args) -> None:
     cfg = JudgeTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
                            seed=args.seed)
     t0 = time.perf_counter()
-    judge = train_judge(get_testbed("text"), args.out, train=cfg, train_length=args.train_length,
+    arch = dict(hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads, intermediate_size=args.mlp,
+                dropout=args.dropout)
+    judge = train_judge(get_testbed(args.testbed), args.out, judge_config=arch, train=cfg,
+                        train_length=args.train_length, num_examples=args.num_examples,
                         provenance={"command": " ".join(["adjust", *sys.argv[1:]])})
     print(f"saved {judge.num_parameters() / 1e6:.2f}M-param judge to {args.out} in {time.perf_counter() - t0:.0f}s: "
           f"held-out NLL {judge.config.extra['heldout_nll']:.4f} nats/token")
