@@ -36,7 +36,10 @@ Interrupted runs resume from the last checkpoint: run the same command again.
 Under torchrun each global batch is split over the ranks (one step = the 1-process step).""",
     "eval": """examples:
   adjust eval --base synthetic --sampler synthetic --testbed synthetic --json runs/eval.json --plot runs/eval.png
-  adjust eval --base tasks --sampler tasks --testbed tasks --K 2,4 --temperature 1.0 --seeds 2 --n 128""",
+  adjust eval --base tasks --sampler tasks --testbed tasks --K 2,4 --temperature 1.0 --seeds 2 --n 128
+  adjust eval --frontier --base synthetic --sampler synthetic --temperature 1.0 --seeds 3 --n 256 \\
+      --json runs/frontier.json --plot runs/frontier.png       # every decoding method over its knob
+  adjust eval --frontier --base tasks --sampler tasks --methods joint,threshold,adjust_threshold --tau 0.9,0.5""",
     "report": """examples:
   adjust report docs/results/synthetic.json
   adjust report runs/eval.json --plot runs/eval.png
@@ -154,9 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", required=True, help="base model: shipped name or checkpoint folder")
     p.add_argument("--sampler", default=None, help="ADJUST sampler (needed for the adjust method)")
     p.add_argument("--testbed", default=None, help="synthetic | tasks | text (default: the base's own testbed)")
-    p.add_argument("--methods", default="joint,parallel,adjust")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated (default joint,parallel,adjust; with --frontier every decoding method: "
+                        "joint,parallel,adjust,threshold,entropy_bound,adjust_threshold,adjust_entropy,edlm,apd)")
     p.add_argument("--K", default="1,2,4,8", help="comma-separated tokens per base forward")
     p.add_argument("--temperature", default="0.6,1.0", help="comma-separated temperatures")
+    p.add_argument("--frontier", action="store_true",
+                   help="sweep every method's knob; report quality vs TPF and tokens/s, and the area under the frontier")
+    p.add_argument("--tau", default="0.9,0.7,0.5,0.3,0.2,0.1", help="--frontier: confidence thresholds (threshold methods)")
+    p.add_argument("--gamma", default="0.5,1,2,4,8", help="--frontier: entropy budgets, nats (entropy methods)")
+    p.add_argument("--apd-weight", default="0.2,0.4,0.6,0.8,0.95", help="--frontier: APD mixture weights")
+    p.add_argument("--max-tokens", type=int, default=8, help="--frontier: K_max of the adaptive ADJUST methods")
+    p.add_argument("--max-tpf", type=float, default=8.0, help="--frontier: TPF range of the area under the frontier")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--n", type=int, default=256, help="samples per (method, K, T, seed)")
     p.add_argument("--no-joint-kl", action="store_true", help="skip the per-step joint KL (saves base forwards)")
@@ -169,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("json", nargs="+", help="JSON files written by adjust eval --json")
     p.add_argument("--plot", default=None, help="write the quality-vs-throughput PNG here")
     p.add_argument("--metric", default=None, help="metric to plot (default: the testbed's main metric)")
+    p.add_argument("--max-tpf", type=float, default=8.0, help="frontier records: TPF range of the area under the frontier")
 
     p = sub.add_parser("train-judge", help="train an autoregressive judge LM (text: judge_nll; EDLM / APD verifier)",
                        epilog=EPILOGS["train-judge"], formatter_class=fmt)
@@ -409,7 +422,9 @@ def cmd_eval(args) -> None:
     if name is None:
         raise ValueError("--testbed is required: the base model records no testbed")
     testbed = get_testbed(name)
-    methods = tuple(m for m in args.methods.split(",") if m)
+    if args.frontier:
+        return _frontier(args, model, sampler, testbed)
+    methods = tuple(m for m in (args.methods or "joint,parallel,adjust").split(",") if m)
     if sampler is None and "adjust" in methods:
         methods = tuple(m for m in methods if m != "adjust")
         print("no --sampler given: skipping the adjust method", file=sys.stderr)
@@ -418,11 +433,7 @@ def cmd_eval(args) -> None:
                      num_samples=args.n, joint_kl=not args.no_joint_kl, candidate_tokens=args.candidate_tokens,
                      cache_context=args.cache_context)
     if testbed.name == "text":
-        from adjust.eval.judge import Judge
-        from adjust.eval.text_quality import TextQuality
-
-        cfg.extra_metrics.append(TextQuality(model, testbed, Judge.from_pretrained("text"), num_reference=args.n,
-                                             top_p=cfg.top_p, alg=cfg.alg))
+        cfg.extra_metrics.append(_text_quality(model, testbed, args.n, cfg.top_p, cfg.alg))
     records = evaluate(model, sampler, testbed, cfg)
     if args.json:
         with open(args.json, "w") as f:
@@ -430,8 +441,37 @@ def cmd_eval(args) -> None:
     _report(records, args.plot)
 
 
-def _report(records: list[dict], plot: str | None, metric: str | None = None) -> None:
-    """Print the mean ± sd table and the gap closed of eval records; optionally plot them."""
+def _text_quality(model, testbed, n: int, top_p, alg: str):
+    from adjust.eval.judge import Judge
+    from adjust.eval.text_quality import TextQuality
+
+    return TextQuality(model, testbed, Judge.from_pretrained("text"), num_reference=n, top_p=top_p, alg=alg)
+
+
+def _frontier(args, model, sampler, testbed) -> None:
+    from adjust.eval.frontier import FRONTIER_METHODS, NEEDS_SAMPLER, FrontierConfig, run_frontier
+
+    floats = lambda text: tuple(float(v) for v in text.split(",") if v)  # noqa: E731
+    methods = tuple(m for m in (args.methods or ",".join(FRONTIER_METHODS)).split(",") if m)
+    if sampler is None and any(m in NEEDS_SAMPLER for m in methods):
+        methods = tuple(m for m in methods if m not in NEEDS_SAMPLER)
+        print(f"no --sampler given: skipping {', '.join(NEEDS_SAMPLER)}", file=sys.stderr)
+    cfg = FrontierConfig(methods=methods, grid={"K": tuple(int(k) for k in args.K.split(",")), "tau": floats(args.tau),
+                                                "gamma": floats(args.gamma), "weight": floats(args.apd_weight)},
+                         max_tokens=args.max_tokens, temperatures=floats(args.temperature), seeds=args.seeds,
+                         num_samples=args.n, joint_kl=not args.no_joint_kl)
+    if testbed.name == "text":
+        cfg.extra_metrics.append(_text_quality(model, testbed, args.n, cfg.top_p, cfg.alg))
+    records = run_frontier(model, sampler, testbed, cfg)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(records, f, indent=1)
+    _report(records, args.plot, max_tpf=args.max_tpf)
+
+
+def _report(records: list[dict], plot: str | None, metric: str | None = None, max_tpf: float = 8.0) -> None:
+    """Print the mean ± sd table and the gap closed of eval records (or, for frontier records, every
+    frontier point and each method's area under it); optionally plot them."""
     from adjust.eval import format_table, gap_closed, summarize
     from adjust.eval.run import MAIN_METRIC
 
@@ -440,6 +480,18 @@ def _report(records: list[dict], plot: str | None, metric: str | None = None) ->
         metric = MAIN_METRIC.get(names[0], (None, True))[0] if len(names) == 1 else None
     elif not any(metric in r for r in records):
         raise ValueError(f"--metric {metric}: no record has it")
+    if any("knob" in r for r in records):
+        from adjust.eval.frontier import format_frontier, frontier_rows, summarize_frontier
+
+        if metric is None:
+            raise ValueError("--metric is required for frontier records of several testbeds")
+        rows = frontier_rows(records, metric)
+        print(format_frontier(rows, summarize_frontier(rows, metric, max_tpf), metric, max_tpf))
+        if plot:
+            from adjust.eval.plot import plot_frontier
+
+            plot_frontier(rows, metric, plot, title=names[0] if len(names) == 1 else "")
+        return
     shown = (metric, "valid", "nll_smoothed", "correct", "mauve", "mauve_ceiling", "judge_nll")
     metrics = [m for m in dict.fromkeys(shown) if m and any(m in r for r in records)]
     rows = summarize(records, metrics)
@@ -460,7 +512,7 @@ def cmd_report(args) -> None:
             records += json.load(f)
     if not records:
         raise ValueError(f"{', '.join(args.json)}: no records")
-    _report(records, args.plot, args.metric)
+    _report(records, args.plot, args.metric, args.max_tpf)
 
 
 def cmd_train_judge(args) -> None:
