@@ -22,7 +22,9 @@ EPILOGS = {
   adjust generate --model synthetic --K 4 --n 8
   adjust generate --model tasks --prompt "reverse : alice ben carol =" --K 1 --temperature 0
   adjust generate --model runs/mine --max-new-tokens 64 --K 2 --json
-  adjust generate --model synthetic --sampler synthetic --K 4 --n 8   # ADJUST""",
+  adjust generate --model synthetic --sampler synthetic --K 4 --n 8   # ADJUST
+  adjust generate --model tasks --prompt "sort : carol alice ben =" --decoding threshold --value 0.9
+  adjust generate --model synthetic --sampler synthetic --decoding adjust_entropy --value 1 --max-tokens 8 --n 4""",
     "data": """examples:
   adjust data --base synthetic --prompts bos --n 4000 --out runs/traj-synthetic
   adjust data --base tasks --prompts testbed --n 4000 --out runs/traj-tasks
@@ -119,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the model's training length")
     p.add_argument("--json", action="store_true", help="print one JSON record per sample")
     p.add_argument("--sampler", default=None, help="ADJUST sampler (shipped name or folder); default: naive parallel")
+    p.add_argument("--decoding", default=None,
+                   choices=["threshold", "entropy_bound", "adjust_threshold", "adjust_entropy", "edlm", "apd"],
+                   help="a decoding policy instead of fixed K (docs/generation.md); the threshold ones score by "
+                        "confidence unless --alg low_confidence; edlm / apd use the testbed's shipped judge")
+    p.add_argument("--value", type=float, default=None, help="--decoding's knob: tau, gamma, K (edlm) or weight (apd)")
+    p.add_argument("--max-tokens", type=int, default=8, help="K_max of adjust_threshold / adjust_entropy")
     _add_approximation_args(p)
     _add_sampling_args(p)
 
@@ -164,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", default="0.6,1.0", help="comma-separated temperatures")
     p.add_argument("--frontier", action="store_true",
                    help="sweep every method's knob; report quality vs TPF and tokens/s, and the area under the frontier")
-    p.add_argument("--tau", default="0.9,0.7,0.5,0.3,0.2,0.1", help="--frontier: confidence thresholds (threshold methods)")
-    p.add_argument("--gamma", default="0.5,1,2,4,8", help="--frontier: entropy budgets, nats (entropy methods)")
+    p.add_argument("--tau", default="0.99,0.95,0.9,0.8,0.7,0.5,0.3,0.2,0.1", help="--frontier: confidence thresholds (threshold methods)")
+    p.add_argument("--gamma", default="0.1,0.25,0.5,1,2,4,8", help="--frontier: entropy budgets, nats (entropy methods)")
     p.add_argument("--apd-weight", default="0.2,0.4,0.6,0.8,0.95", help="--frontier: APD mixture weights")
     p.add_argument("--max-tokens", type=int, default=8, help="--frontier: K_max of the adaptive ADJUST methods")
     p.add_argument("--max-tpf", type=float, default=8.0, help="--frontier: TPF range of the area under the frontier")
@@ -311,19 +319,35 @@ def cmd_generate(args) -> None:
         from adjust.sampler import AdjustSampler
 
         sampler = AdjustSampler.from_pretrained(args.sampler)
-    out = adjust.generate(model, prompts, K=args.K, sampler=sampler,
+    K, alg, decoding = args.K, args.alg, None
+    if args.decoding:
+        from adjust.decoding import judge_for_testbed
+        from adjust.eval.frontier import CONFIDENCE_METHODS, NEEDS_JUDGE, NEEDS_SAMPLER, FrontierConfig, policy_for
+
+        if args.value is None:
+            raise ValueError(f"--decoding {args.decoding} needs --value (its knob)")
+        if args.decoding in NEEDS_SAMPLER and sampler is None:
+            raise ValueError(f"--decoding {args.decoding} needs --sampler")
+        judge = judge_for_testbed(model.config.extra.get("testbed", "")) if args.decoding in NEEDS_JUDGE else None
+        decoding = policy_for(args.decoding, args.value, FrontierConfig(max_tokens=args.max_tokens), judge)
+        K = 1
+        if args.decoding in CONFIDENCE_METHODS and alg != "low_confidence":
+            alg = "confidence"
+    out = adjust.generate(model, prompts, K=K, sampler=sampler,
                           max_new_tokens=_gen_length(model, args.max_new_tokens),
-                          temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, alg=args.alg,
+                          temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, alg=alg,
                           alg_temp=args.alg_temp, block_length=args.block_length, seed=args.seed,
-                          candidate_tokens=args.candidate_tokens, cache_context=args.cache_context)
+                          candidate_tokens=args.candidate_tokens, cache_context=args.cache_context, decoding=decoding)
     for row in out.completions.tolist():
         text = decode(tok, row) if tok is not None else None
         if args.json:
-            print(json.dumps({"ids": row, "text": text, "K": args.K, "base_forwards": out.base_forwards}))
+            print(json.dumps({"ids": row, "text": text, "K": K, "decoding": repr(decoding) if decoding else None,
+                              "base_forwards": out.base_forwards}))
         else:
             print(text if text is not None else row)
     if not args.json:
-        print(f"[{out.base_forwards} base forwards, {out.tokens_generated / max(out.seconds, 1e-9):,.0f} tokens/s]",
+        print(f"[{out.base_forwards} base forwards, TPF {out.tokens_per_forward:.2f}, "
+              f"{out.tokens_generated / max(out.seconds, 1e-9):,.0f} tokens/s]",
               file=sys.stderr)
 
 
