@@ -458,11 +458,14 @@ def cmd_eval(args) -> None:
                      cache_context=args.cache_context)
     if testbed.name == "text":
         cfg.extra_metrics.append(_text_quality(model, testbed, args.n, cfg.top_p, cfg.alg))
-    records = evaluate(model, sampler, testbed, cfg)
+    _save_and_report(evaluate(model, sampler, testbed, cfg), args)
+
+
+def _save_and_report(records: list[dict], args, **report) -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(records, f, indent=1)
-    _report(records, args.plot)
+    _report(records, args.plot, **report)
 
 
 def _text_quality(model, testbed, n: int, top_p, alg: str):
@@ -486,11 +489,7 @@ def _frontier(args, model, sampler, testbed) -> None:
                          num_samples=args.n, joint_kl=not args.no_joint_kl)
     if testbed.name == "text":
         cfg.extra_metrics.append(_text_quality(model, testbed, args.n, cfg.top_p, cfg.alg))
-    records = run_frontier(model, sampler, testbed, cfg)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(records, f, indent=1)
-    _report(records, args.plot, max_tpf=args.max_tpf)
+    _save_and_report(run_frontier(model, sampler, testbed, cfg), args, max_tpf=args.max_tpf)
 
 
 def _report(records: list[dict], plot: str | None, metric: str | None = None, max_tpf: float = 8.0) -> None:

@@ -78,3 +78,11 @@ def test_frontier_command_runs_end_to_end(tmp_path, capsys):
     assert plot.stat().st_size > 0
     main(["report", str(out)])
     assert "area under frontier" in capsys.readouterr().out
+
+
+def test_lower_is_better_metrics_keep_the_lowest_and_have_no_area():
+    rows = [{"testbed": "t", "temperature": 1.0, "method": "joint", "knob": None, "value": None, "tpf": 1.0, "nll": 2.0},
+            {"testbed": "t", "temperature": 1.0, "method": "m", "knob": "K", "value": 2, "tpf": 2.0, "nll": 3.0},
+            {"testbed": "t", "temperature": 1.0, "method": "m", "knob": "K", "value": 4, "tpf": 4.0, "nll": 2.5}]
+    (s,) = summarize_frontier(rows, "nll", max_tpf=8)
+    assert s["auc"] is None and s["at_tpf_2"] == 2.5 and s["at_tpf_4"] == 2.5 and s["at_tpf_8"] is None

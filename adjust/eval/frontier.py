@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from adjust.data.testbed import Testbed
 from adjust.decoding import APD, EDLM, AdaptiveAdjust, Adjust, EntropyBound, Exact, Parallel, Threshold
 from adjust.decoding.judge import ARJudge, judge_for_testbed
-from adjust.eval.run import EVAL_SEED, _run_one
+from adjust.eval.run import EVAL_SEED, add_record, run_one
 from adjust.models.adapter import as_adapter
 from adjust.unmasking import SamplingSettings
 
@@ -50,6 +50,7 @@ KNOBS = {"joint": None, "parallel": "K", "adjust": "K", "edlm": "K", "threshold"
 NEEDS_SAMPLER = ("adjust", "adjust_threshold", "adjust_entropy")
 NEEDS_JUDGE = ("edlm", "apd")
 CONFIDENCE_METHODS = ("threshold", "adjust_threshold")  # Fast-dLLM thresholds the sampled token's probability
+LOWER_IS_BETTER = ("nll", "nll_smoothed", "judge_nll", "joint_kl")
 
 
 @dataclass
@@ -129,15 +130,13 @@ def run_frontier(model, sampler, testbed: Testbed, cfg: FrontierConfig | None = 
                 alg = "confidence" if method in CONFIDENCE_METHODS else cfg.alg
                 settings = SamplingSettings(temperature=T, top_p=cfg.top_p, alg=alg)
                 run_cfg = replace(cfg, joint_kl=cfg.joint_kl and method not in NEEDS_JUDGE)
-                rec, completions = _run_one(model, sampler if method in NEEDS_SAMPLER else None, testbed, prompts, bos,
+                rec, completions = run_one(model, sampler if method in NEEDS_SAMPLER else None, testbed, prompts, bos,
                                             1, settings, seed, run_cfg, decoding=policy_for(method, value, cfg, judge))
                 rec.update(testbed=testbed.name, method=method, knob=KNOBS[method], value=value, alg=alg,
                            temperature=T, seed=seed, K=int(value) if KNOBS[method] == "K" else None)
                 if method in ("adjust_threshold", "adjust_entropy"):
                     rec["max_tokens"] = cfg.max_tokens
-                records.append(rec)
-                for metric in cfg.extra_metrics:
-                    metric(rec, completions)
+                add_record(records, rec, completions, cfg.extra_metrics)
                 bar.update(1)
     bar.close()
     return records
@@ -152,7 +151,7 @@ def frontier_rows(records: list[dict], metric: str) -> list[dict]:
     for (tb, T, method, value), rs in groups.items():
         row = {"testbed": tb, "temperature": T, "method": method, "knob": rs[0]["knob"], "value": value,
                "seeds": len(rs)}
-        for m in (metric, "tpf", "tokens_per_s"):
+        for m in (metric, "tpf", "tokens_per_s", "joint_kl"):
             vals = [r[m] for r in rs if m in r and not math.isnan(r[m])]
             if vals:
                 row[m] = statistics.fmean(vals)
@@ -211,7 +210,10 @@ def summarize_frontier(rows: list[dict], metric: str, max_tpf: float = 8.0,
                        matched: tuple[float, ...] = (2.0, 4.0, 8.0)) -> list[dict]:
     """Per (testbed, temperature, method): the area under its frontier and its quality at the ``matched`` TPFs.
 
-    Every method's curve includes the exact anchor (``joint``, TPF 1) of its testbed and temperature."""
+    Every method's curve includes the exact anchor (``joint``, TPF 1) of its testbed and temperature. For a
+    lower-is-better metric (`LOWER_IS_BETTER`) the envelope keeps the lowest value and there is no area
+    (None): counting 0 past a method's reach would reward it."""
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
     by: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         if metric in r and "tpf" in r:
@@ -222,28 +224,30 @@ def summarize_frontier(rows: list[dict], metric: str, max_tpf: float = 8.0,
         for method in dict.fromkeys(r["method"] for r in rs):
             if method == "joint":
                 continue
-            pts = anchor + [(r["tpf"], r[metric]) for r in rs if r["method"] == method]
-            row = {"testbed": tb, "temperature": T, "method": method, "auc": area_under_frontier(pts, max_tpf),
-                   "max_tpf": max(t for t, _ in pts)}
-            row.update({f"at_tpf_{t:g}": quality_at(pts, t) for t in matched})
+            pts = [(t, sign * q) for t, q in anchor + [(r["tpf"], r[metric]) for r in rs if r["method"] == method]]
+            row = {"testbed": tb, "temperature": T, "method": method,
+                   "auc": area_under_frontier(pts, max_tpf) if sign > 0 else None, "max_tpf": max(t for t, _ in pts)}
+            row.update({f"at_tpf_{t:g}": None if (q := quality_at(pts, t)) is None else sign * q for t in matched})
             out.append(row)
     return out
 
 
 def format_frontier(rows: list[dict], summary: list[dict], metric: str, max_tpf: float = 8.0) -> str:
     """Markdown: every frontier point, then the per-method summary (area, quality at matched TPF)."""
-    lines = [f"| testbed | T | method | knob | TPF | tokens/s | {metric} |", "|---|---|---|---|---|---|---|"]
+    cols = [metric] + (["joint_kl"] if any("joint_kl" in r for r in rows) else [])
+    lines = [f"| testbed | T | method | knob | TPF | tokens/s | {' | '.join(cols)} |", "|---|---|---|---|---|---|" + "---|" * len(cols)]
     for r in rows:
         knob = "–" if r["knob"] is None else f"{r['knob']}={r['value']:g}"
-        q = f"{r[metric]:.3f} ± {r[metric + '_sd']:.3f}" if metric in r else "–"
+        cells = [f"{r[c]:.3f} ± {r[c + '_sd']:.3f}" if c in r else "–" for c in cols]
         lines.append(f"| {r['testbed']} | {r['temperature']} | {r['method']} | {knob} | {r.get('tpf', math.nan):.2f} | "
-                     f"{r.get('tokens_per_s', math.nan):,.0f} | {q} |")
+                     f"{r.get('tokens_per_s', math.nan):,.0f} | {' | '.join(cells)} |")
     matched = [k for k in (summary[0] if summary else {}) if k.startswith("at_tpf_")]
     lines += ["", f"| testbed | T | method | area under frontier (TPF 1–{max_tpf:g}) | largest TPF | "
               + " | ".join(f"{metric} at TPF {k[7:]}" for k in matched) + " |",
               "|---|---|---|---|---|" + "---|" * len(matched)]
-    for s in sorted(summary, key=lambda s: (s["testbed"], s["temperature"], -s["auc"])):
+    for s in sorted(summary, key=lambda s: (s["testbed"], s["temperature"], -(s["auc"] or 0.0))):
         cells = ["–" if s[k] is None else f"{s[k]:.3f}" for k in matched]
-        lines.append(f"| {s['testbed']} | {s['temperature']} | {s['method']} | {s['auc']:.3f} | {s['max_tpf']:.2f} | "
+        auc = "–" if s["auc"] is None else f"{s['auc']:.3f}"
+        lines.append(f"| {s['testbed']} | {s['temperature']} | {s['method']} | {auc} | {s['max_tpf']:.2f} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -34,12 +34,7 @@ def plot_quality_vs_throughput(rows: list[dict], metric: str, path: str | Path, 
         ax.set_title(f"{title} T={T}".strip())
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_frontier(rows: list[dict], metric: str, path: str | Path, title: str = "") -> Path:
@@ -75,6 +70,12 @@ def plot_frontier(rows: list[dict], metric: str, path: str | Path, title: str = 
             ax.set_title(f"{title} T={T}".strip())
             ax.grid(alpha=0.3)
         ax_tpf.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -71,22 +71,27 @@ def evaluate(
         for seed in range(cfg.seeds):
             prompts = testbed.prompts(cfg.num_samples, seed=EVAL_SEED + seed)
             for method, K in runs:
-                rec, completions = _run_one(model, sampler if method == "adjust" else None, testbed, prompts,
+                rec, completions = run_one(model, sampler if method == "adjust" else None, testbed, prompts,
                                             bos, K, settings, seed, cfg)
                 rec.update(testbed=testbed.name, method=method, K=K, temperature=T, seed=seed)
                 if method == "adjust" and cfg.candidate_tokens is not None:
                     rec["candidate_tokens"] = cfg.candidate_tokens
                 if method == "adjust" and cfg.cache_context:
                     rec["cache_context"] = True
-                records.append(rec)
-                for metric in cfg.extra_metrics:
-                    metric(rec, completions)
+                add_record(records, rec, completions, cfg.extra_metrics)
                 bar.update(1)
     bar.close()
     return records
 
 
-def _run_one(model, sampler, testbed, prompts: list[Prompt], bos, K, settings, seed, cfg,
+def add_record(records: list[dict], rec: dict, completions: list[list[int]], extra_metrics: list) -> None:
+    """Append ``rec`` after the extra metrics (callables(record, completions)) have added to it."""
+    for metric in extra_metrics:
+        metric(rec, completions)
+    records.append(rec)
+
+
+def run_one(model, sampler, testbed, prompts: list[Prompt], bos, K, settings, seed, cfg,
              decoding=None) -> tuple[dict, list]:
     """Generate for every prompt (in batches) with one method; score; the record and the completions.
 
