@@ -349,8 +349,9 @@ def test_threshold_zero_samples_the_product_of_marginals(small):
 
 
 @requires_triton
-@pytest.mark.parametrize("rule,value,alg", [("threshold", 0.3, "confidence"), ("entropy", 1.2, "entropy")])
-@pytest.mark.parametrize("options", [{}, {"block_length": 3}, {"cache_context": True}])
+@pytest.mark.parametrize("rule,value,alg,options", [("threshold", 0.3, "confidence", {}),
+                                                    ("entropy", 1.2, "entropy", {"block_length": 3}),
+                                                    ("threshold", 0.3, "confidence", {"cache_context": True})])
 def test_fused_adaptive_loop_equals_the_torch_policy_at_t0(model, sampler, rule, value, alg, options):
     kw = dict(decoding=AdaptiveAdjust(rule, value, 4), sampler=sampler, alg=alg, **options)
     fused, eager = _gen(model, backend="triton", **kw), _gen(model, backend="torch", **kw)

@@ -42,12 +42,12 @@ def test_quality_and_area_are_log_linear_and_zero_past_the_reach():
 def test_run_frontier_records_every_method_and_knob_with_its_parallelism():
     model = tiny_mdlm(vocab_size=8)
     cfg = FrontierConfig(grid={"K": (2, 4), "tau": (0.0, 2.0), "gamma": (0.0, 1e9), "weight": (1.0,)}, max_tokens=4,
-                         temperatures=(1.0,), seeds=2, num_samples=6, batch_size=4)
+                         temperatures=(1.0,), seeds=1, num_samples=4, batch_size=4)
     records = run_frontier(model, AdjustSampler.from_base(model), _CountTestbed(), cfg, judge=_FlatJudge(),
                            progress=False)
     by = {(r["method"], r["value"], r["seed"]): r for r in records}
-    assert len(records) == 2 * (1 + 2 + 2 + 2 + 2 + 2 + 2 + 2 + 1)
-    for seed in range(2):
+    assert len(records) == 1 + 2 + 2 + 2 + 2 + 2 + 2 + 2 + 1
+    for seed in range(1):
         assert by[("joint", None, seed)]["tpf"] == 1.0
         for K in (2, 4):
             assert by[("parallel", K, seed)]["tpf"] == K and by[("adjust", K, seed)]["tpf"] == K
@@ -67,14 +67,14 @@ def test_run_frontier_records_every_method_and_knob_with_its_parallelism():
 
 def test_frontier_command_runs_end_to_end(tmp_path, capsys):
     out, plot = tmp_path / "f.json", tmp_path / "f.png"
-    main(["eval", "--frontier", "--base", "synthetic", "--sampler", "synthetic", "--temperature", "1.0",
-          "--seeds", "1", "--n", "4", "--no-joint-kl", "--K", "2", "--tau", "0.3", "--gamma", "1",
+    methods = "joint,adjust,threshold,adjust_threshold,apd"  # every method runs in the test above
+    main(["eval", "--frontier", "--base", "synthetic", "--sampler", "synthetic", "--methods", methods,
+          "--temperature", "1.0", "--seeds", "1", "--n", "4", "--no-joint-kl", "--K", "2", "--tau", "0.3",
           "--apd-weight", "0.5", "--max-tokens", "4", "--json", str(out), "--plot", str(plot)])
     text = capsys.readouterr().out
     assert "area under frontier" in text and "adjust_threshold" in text and "apd" in text
     records = json.loads(out.read_text())
-    assert {r["method"] for r in records} == {"joint", "parallel", "adjust", "threshold", "entropy_bound",
-                                              "adjust_threshold", "adjust_entropy", "edlm", "apd"}
+    assert {r["method"] for r in records} == set(methods.split(","))
     assert plot.stat().st_size > 0
     main(["report", str(out)])
     assert "area under frontier" in capsys.readouterr().out
