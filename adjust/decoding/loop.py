@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from adjust.backends import FusedAdjustStep, PassSampler
 from adjust.candidates import CandidateRestriction
@@ -26,6 +25,7 @@ from adjust.context_cache import ContextCache
 from adjust.decoding.output import GenerationOutput, StepRecord, fused_record, pass_record
 from adjust.decoding.policy import DecodingPolicy, PassView, StepState
 from adjust.models.adapter import DiffusionLMAdapter
+from adjust.progress import progress_bar
 from adjust.unmasking import SamplingSettings, position_entropy
 
 
@@ -62,7 +62,8 @@ class DecodingLoop:
                 largest, first = max(largest, int((in_block - first).max())), in_block
             fused = FusedAdjustStep(self.adapter, self.sampler, self.settings, self.policy, x.shape[0], x.shape[1],
                                     largest, attn_arg, **fused_args)
-        bar = tqdm(total=int(is_masked.sum()), desc=f"generate {self.policy!r}", disable=not self.progress, unit="tok")
+        bar = progress_bar(total=int(is_masked.sum()), desc=f"generate {self.policy!r}", disable=not self.progress,
+                           unit="tok")
         t0 = time.perf_counter()
         for end in block_ends:
             while True:

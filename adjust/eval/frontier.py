@@ -34,13 +34,12 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
-from tqdm.auto import tqdm
-
 from adjust.data.testbed import Testbed
 from adjust.decoding import APD, EDLM, AdaptiveAdjust, Adjust, EntropyBound, Exact, Parallel, Threshold
 from adjust.decoding.judge import ARJudge, judge_for_testbed
 from adjust.eval.run import EVAL_SEED, add_record, run_one
 from adjust.models.adapter import as_adapter
+from adjust.progress import progress_bar
 from adjust.unmasking import SamplingSettings
 
 FRONTIER_METHODS = ("joint", "parallel", "adjust", "threshold", "entropy_bound", "adjust_threshold",
@@ -121,7 +120,7 @@ def run_frontier(model, sampler, testbed: Testbed, cfg: FrontierConfig | None = 
     if judge is None and any(m in NEEDS_JUDGE for m, _ in runs):
         judge = judge_for_testbed(testbed.name)
     records = []
-    bar = tqdm(total=len(runs) * len(cfg.temperatures) * cfg.seeds, desc=f"frontier {testbed.name}",
+    bar = progress_bar(total=len(runs) * len(cfg.temperatures) * cfg.seeds, desc=f"frontier {testbed.name}",
                disable=not progress)
     for T in cfg.temperatures:
         for seed in range(cfg.seeds):

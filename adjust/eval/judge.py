@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import nn
-from tqdm.auto import tqdm
 
 from adjust.checkpoint import ASSETS as _ASSETS
 from adjust.checkpoint import load_config, load_weights, resolve, save_checkpoint
@@ -43,6 +42,7 @@ from adjust.data.text import TextCorpus
 from adjust.data.tokenizer import BOS_ID, EOS_ID, MASK_ID, PAD_ID, tokenizer_fingerprint
 from adjust.decoding.judge import ARJudge, left_aligned
 from adjust.models.layers import Attention, LayerConfig, RMSNorm, SwiGLU, apply_rope, rope_cos_sin
+from adjust.progress import progress_bar
 
 LOG_NAME = "train_log.jsonl"
 # Example seeds of the judges trained on example testbeds: far from the base models' and the evaluation's.
@@ -308,7 +308,7 @@ def train_judge(
     log = (out / LOG_NAME).open("w")
     log.write(json.dumps({"event": "start", "judge": asdict(jc), "train": asdict(cfg),
                           "params": judge.num_parameters(), "heldout_windows": len(heldout)}) + "\n")
-    bar = tqdm(range(cfg.steps), desc="train-judge", disable=not progress)
+    bar = progress_bar(range(cfg.steps), desc="train-judge", disable=not progress)
     t0, ema = time.perf_counter(), None
     judge.train()
     for step in bar:
