@@ -2,19 +2,19 @@
 
 Each method of `adjust.decoding` has one knob that trades quality for parallelism:
 
-=================  ==============================================  =======  ==========================================
+=================  ==============================================  =======  =======================
 method             policy                                          knob     default sweep
-=================  ==============================================  =======  ==========================================
+=================  ==============================================  =======  =======================
 joint              `Exact` (the anchor of every curve, TPF = 1)    —        —
 parallel           `Parallel(K)`                                   K        2, 4, 8
 adjust             `Adjust(K)` (needs the sampler)                 K        2, 4, 8
-threshold          `Threshold(τ)`, alg ``confidence`` (Fast-dLLM)  tau      0.99, 0.95, 0.9, 0.8, 0.7, 0.5, 0.3, 0.2, 0.1
-entropy_bound      `EntropyBound(γ)` (EB-sampler)                  gamma    0.1, 0.25, 0.5, 1, 2, 4, 8
+threshold          `Threshold(τ)`, alg ``confidence`` (Fast-dLLM)  tau      0.99 … 0.1 (9 values)
+entropy_bound      `EntropyBound(γ)` (EB-sampler)                  gamma    0.1 … 8 (7 values)
 adjust_threshold   `AdaptiveAdjust("threshold", τ, K_max)`         tau      as threshold
 adjust_entropy     `AdaptiveAdjust("entropy", γ, K_max)`           gamma    as entropy_bound
 edlm               `EDLM(judge, K)` (2 draws)                      K        2, 4, 8
 apd                `APD(judge, w)`                                 weight   0.2, 0.4, 0.6, 0.8, 0.95
-=================  ==============================================  =======  ==========================================
+=================  ==============================================  =======  =======================
 
 Every run is a record like `adjust.eval.run.evaluate`'s (the testbed's metrics, ``tokens_per_s``
 measured in this same run, ``base_forwards`` ...) plus ``knob`` / ``value`` and ``tpf``: tokens
