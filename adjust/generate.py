@@ -27,6 +27,7 @@ from typing import Sequence
 import torch
 
 from adjust.backends import BACKENDS, pass_sampler, resolve_backend
+from adjust.base_cache import BaseForward, check_base_cache
 from adjust.candidates import CandidateRestriction
 from adjust.decoding.fixed import Adjust, Parallel
 from adjust.decoding.loop import DecodingLoop
@@ -127,6 +128,8 @@ def generate(
     candidate_tokens: int | None = None,
     cache_context: bool = False,
     decoding: DecodingPolicy | None = None,
+    base_cache: str | None = None,
+    base_cache_refresh: str = "block",
 ) -> GenerationOutput:
     """Generate with a masked diffusion LM, K tokens per base-model forward pass (or as ``decoding`` decides).
 
@@ -164,6 +167,15 @@ def generate(
             ``AdaptiveAdjust(rule, value, K_max)``, ``EDLM(judge, K)``, ``APD(judge, weight)``, or
             ``Exact()`` / ``Parallel(K)`` / ``Adjust(K)``); it replaces ``K``, which must then stay 1.
             None = ``Adjust(K)`` with a sampler, ``Parallel(K)`` without.
+        base_cache: semi-AR blocks only (``block_length``): reuse the base model's keys/values across a
+            block's forwards (Fast-dLLM's KV cache; `adjust.base_cache`): ``"prefix"`` caches the prompt
+            and the finished blocks, ``"dual"`` also the masked suffix; each block's first forward is a
+            full one that rebuilds the cache, the later ones recompute only the block (prefix: the
+            block and what follows it). An approximation (cached positions do not see the block's new
+            tokens); None = no cache, exact.
+        base_cache_refresh: ``"block"`` (Fast-dLLM's rule, the default) or ``"forward"``: rebuild the
+            cache with a full forward before every windowed one (no speed-up; gives the uncached
+            tokens — a check of the cached path).
 
     Returns:
         a `GenerationOutput` with the sequences, the unmask order and pass counts.
@@ -208,6 +220,9 @@ def generate(
     if cache_context and sampler is None:
         raise ValueError("cache_context changes the sampler passes: it needs a sampler (ADJUST)")
 
+    check_base_cache(base_cache, base_cache_refresh, block_length, adapter,
+                     bool((prompt[real] == adapter.mask_token_id).any()))
+
     if decoding is not None:
         if not isinstance(decoding, DecodingPolicy):
             raise TypeError(f"decoding must be an adjust.decoding policy or None, got {type(decoding).__name__}")
@@ -237,5 +252,5 @@ def generate(
     if backend == "triton" and policy.fused_rule() is not None:
         fused_args = dict(seed=run_seed, candidate_tokens=candidate_tokens, cache_context=cache_context)
     loop = DecodingLoop(adapter, policy, sampler, settings, generator, sample, backend, restrict, cache_context,
-                        return_history, progress)
+                        return_history, progress, BaseForward(adapter, base_cache, base_cache_refresh))
     return loop.run(x, attn, block_ends, P, fused_args)

@@ -1,7 +1,8 @@
 """The one decoding loop: base forward, then passes, then commit — the policy decides the rest.
 
 Per semi-autoregressive block, while the block has masked positions: one base forward
-``h = f(x)``; pass 0 samples a token and a score at every candidate (masked, inside the
+``h = f(x)`` (with ``base_cache``, a forward over the block's window with the other positions'
+keys/values from the block cache, `adjust.base_cache`); pass 0 samples a token and a score at every candidate (masked, inside the
 block) from ``W h``; the policy (`adjust.decoding.policy`) names the positions to commit; while
 it asks for more, a sampler pass ``h = g(h, x)`` (or its context-cached variant) re-scores the
 remaining candidates and the policy commits again. Every pass that commits has a global index
@@ -20,6 +21,7 @@ from collections.abc import Callable
 import torch
 
 from adjust.backends import FusedAdjustStep, PassSampler
+from adjust.base_cache import BaseForward
 from adjust.candidates import CandidateRestriction
 from adjust.context_cache import ContextCache
 from adjust.decoding.output import GenerationOutput, StepRecord, fused_record, pass_record
@@ -34,8 +36,10 @@ class DecodingLoop:
 
     def __init__(self, adapter: DiffusionLMAdapter, policy: DecodingPolicy, sampler, settings: SamplingSettings,
                  generator: torch.Generator, sample: PassSampler, backend: str, restrict: CandidateRestriction | None,
-                 cache_context: bool, record_history: bool, progress: bool) -> None:
+                 cache_context: bool, record_history: bool, progress: bool,
+                 base_forward: BaseForward | None = None) -> None:
         self.adapter, self.policy, self.sampler, self.settings = adapter, policy, sampler, settings
+        self.base = base_forward if base_forward is not None else BaseForward(adapter)
         self.generator, self.sample, self.backend, self.restrict = generator, sample, backend, restrict
         self.cache_context, self.progress = cache_context, progress
         self.history: list[StepRecord] | None = [] if record_history else None
@@ -65,12 +69,15 @@ class DecodingLoop:
         bar = progress_bar(total=int(is_masked.sum()), desc=f"generate {self.policy!r}", disable=not self.progress,
                            unit="tok")
         t0 = time.perf_counter()
+        start = prompt_length
         for end in block_ends:
+            first_of_block = True
             while True:
                 candidates = (x == mask_id) & attn.bool() & (positions < end)
                 if not bool(candidates.any()):
                     break
-                h = self.adapter.hidden(x, attn_arg)
+                h = self.base(x, attn_arg, start, end, first_of_block)
+                first_of_block = False
                 self.base_forwards += 1
                 row_forwards += candidates.any(-1)
                 before = int(candidates.sum())
@@ -79,13 +86,15 @@ class DecodingLoop:
                 else:
                     x = self._step(h, x, attn, attn_arg, candidates)
                 bar.update(before - int(((x == mask_id) & candidates).sum()))
+            start = end
         bar.close()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return GenerationOutput(sequences=x, attention_mask=attn, prompt_length=prompt_length,
                                 commit_pass=self.commit_pass, base_forwards=self.base_forwards,
                                 sampler_passes=self.sampler_passes, seconds=time.perf_counter() - t0,
-                                history=self.history, row_forwards=row_forwards.cpu())
+                                history=self.history, row_forwards=row_forwards.cpu(),
+                                cached_forwards=self.base.cached_forwards)
 
     def _step(self, h: torch.Tensor, x: torch.Tensor, attn: torch.Tensor, attn_arg: torch.Tensor | None,
               candidates: torch.Tensor) -> torch.Tensor:

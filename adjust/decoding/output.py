@@ -31,6 +31,8 @@ class GenerationOutput:
     `commit_pass` [B, P + N] the global pass index at which each position was
     unmasked (-1 for positions that were never masked): the unmask order.
     `row_forwards` [B]: the base forwards in which each row still had tokens to generate.
+    `cached_forwards`: how many of the `base_forwards` ran over the current block's window only,
+    reading the other positions from the block cache (``generate(base_cache=...)``).
     """
 
     sequences: torch.Tensor
@@ -42,6 +44,7 @@ class GenerationOutput:
     seconds: float
     history: list[StepRecord] | None = field(default=None, repr=False)
     row_forwards: torch.Tensor | None = None
+    cached_forwards: int = 0  # base forwards over a block's window only (``base_cache``); the rest were full
 
     @property
     def completions(self) -> torch.Tensor:

@@ -7,7 +7,12 @@ is wrapped so the generation engine and the ADJUST sampler see the same things:
 - `hidden(x, attention_mask)` -> final post-norm hidden states [B, L, d], aligned so
   that `logits(hidden)[:, i]` predicts token i (Dream shifts by one; we undo it here);
 - `lm_head_weight` [V, d] (+ `lm_head_bias`), `embed_tokens` (frozen, shared with the sampler);
-- `layer_config`: what the sampler's decoder layer copies; `last_layer` to initialise it.
+- `layer_config`: what the sampler's decoder layer copies; `last_layer` to initialise it;
+- for the base-model block cache (`adjust.base_cache`), where `supports_base_cache`:
+  `hidden_and_cache(x, attention_mask)` (a full forward that also returns every layer's keys/values
+  in a `BlockKVCache`) and `hidden_window(x, attention_mask, cache, start, end)` (the hidden states
+  of the rows [start, end) from a forward over those rows only, the other positions' keys/values
+  read from the cache).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from adjust.models.kv_cache import BlockKVCache
 from adjust.models.layers import LayerConfig
 from adjust.models.mdlm import MaskedDiffusionLM
 
@@ -47,6 +53,26 @@ class DiffusionLMAdapter:
 
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
+
+    @property
+    def supports_base_cache(self) -> bool:
+        """Whether `hidden_and_cache` / `hidden_window` exist (``generate(base_cache=...)``)."""
+        return False
+
+    def hidden_and_cache(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, BlockKVCache]:
+        """`hidden(input_ids, attention_mask)` and a `BlockKVCache` of every layer's keys/values."""
+        raise NotImplementedError(f"{type(self).__name__} has no base-model KV cache (use base_cache=None)")
+
+    def hidden_window(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cache: BlockKVCache, start: int, end: int
+    ) -> torch.Tensor:
+        """[B, end − start, d]: `hidden(input_ids, attention_mask)[:, start:end]` from a forward over those
+        rows only (an adapter may recompute a few more, e.g. Dream the row before, for its shift); every
+        other position's keys/values are read from ``cache`` (as they were at its full forward), and
+        the recomputed rows' keys/values are written into it. ``input_ids`` [B, L] is the whole sequence."""
+        raise NotImplementedError(f"{type(self).__name__} has no base-model KV cache (use base_cache=None)")
 
     @property
     def lm_head_weight(self) -> torch.Tensor:
@@ -96,6 +122,22 @@ class MDLMAdapter(DiffusionLMAdapter):
 
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.model.hidden(input_ids, attention_mask)
+
+    @property
+    def supports_base_cache(self) -> bool:
+        return True
+
+    def hidden_and_cache(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, BlockKVCache]:
+        cache = BlockKVCache()
+        return self.model.hidden(input_ids, attention_mask, kv_cache=cache), cache
+
+    def hidden_window(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cache: BlockKVCache, start: int, end: int
+    ) -> torch.Tensor:
+        cache.set_window(start, end)
+        return self.model.hidden(input_ids[:, start:end], attention_mask, kv_cache=cache)
 
     @property
     def lm_head_weight(self) -> torch.Tensor:

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from adjust.models.adapter import BaseModelInfo, DiffusionLMAdapter
+from adjust.models.kv_cache import BlockKVCache
 from adjust.models.layers import LayerConfig, position_ids_from_mask
 
 DREAM_MASK_TOKEN_ID = 151666
@@ -115,6 +116,44 @@ class DreamAdapter(DiffusionLMAdapter):
             positions = position_ids_from_mask(attention_mask)
         h = self.model.model(input_ids=input_ids, attention_mask=mask, position_ids=positions)[0]
         return torch.cat([h[:, :1], h[:, :-1]], dim=1)
+
+    @property
+    def supports_base_cache(self) -> bool:
+        return True
+
+    def _cached_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cache: BlockKVCache,
+                        start: int, end: int) -> torch.Tensor:
+        """Dream's own forward over the rows [start, end) (unshifted), its attention reading and writing
+        keys/values through ``cache``: Dream's attention calls ``past_key_value.update(k, v, layer_idx)``
+        (Hugging Face's Cache protocol), which is all a `BlockKVCache` needs."""
+        B, L = input_ids.shape
+        if attention_mask is None:
+            mask, positions = "full", torch.arange(start, end, device=input_ids.device)[None]
+        else:
+            mask = attention_mask.bool()[:, None, None, :].expand(B, 1, end - start, L)
+            positions = position_ids_from_mask(attention_mask)[:, start:end]
+        rows = torch.arange(start, end, device=input_ids.device)
+        return self.model.model(input_ids=input_ids[:, start:end], attention_mask=mask, position_ids=positions,
+                                past_key_values=cache, use_cache=True, cache_position=rows, output_attentions=False,
+                                output_hidden_states=False, return_dict=False)[0]
+
+    def hidden_and_cache(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, BlockKVCache]:
+        cache = BlockKVCache()
+        h = self._cached_forward(input_ids, attention_mask, cache, 0, input_ids.shape[1])
+        return torch.cat([h[:, :1], h[:, :-1]], dim=1), cache
+
+    def hidden_window(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cache: BlockKVCache, start: int, end: int
+    ) -> torch.Tensor:
+        """Row i's logits come from Dream's output at i − 1, so the rows [start − 1, end) are recomputed:
+        every window row gets its own shifted state (Fast-dLLM's Dream code recomputes [start, end) and
+        instead commits the block's first token at the block's full forward, whose logits it then lacks)."""
+        first = max(start - 1, 0)
+        cache.set_window(first, end)
+        h = self._cached_forward(input_ids, attention_mask, cache, first, end)
+        return h[:, : end - start] if start > 0 else torch.cat([h[:, :1], h[:, :-1]], dim=1)
 
     @property
     def lm_head_weight(self) -> torch.Tensor:

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adjust.models.kv_cache import BlockKVCache
+
 
 @dataclass
 class LayerConfig:
@@ -107,8 +109,15 @@ class Attention(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         key_mask: torch.Tensor | None,
+        kv_cache: BlockKVCache | None = None,
+        layer_idx: int = 0,
     ) -> torch.Tensor:
-        return self.attend(*self.project(x, cos, sin), key_mask)
+        """Attention of the rows x over themselves, or, with ``kv_cache`` (a `BlockKVCache`), over the
+        cached sequence with these rows' keys/values written in (``key_mask`` then covers all its keys)."""
+        q, k, v = self.project(x, cos, sin)
+        if kv_cache is not None:
+            k, v = kv_cache.update(k, v, layer_idx)
+        return self.attend(q, k, v, key_mask)
 
 
 class SwiGLU(nn.Module):
@@ -133,9 +142,10 @@ class DecoderLayer(nn.Module):
         self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, key_mask: torch.Tensor | None
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, key_mask: torch.Tensor | None,
+        kv_cache: BlockKVCache | None = None, layer_idx: int = 0,
     ) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, key_mask)
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, key_mask, kv_cache, layer_idx)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from adjust.models.adapter import BaseModelInfo, DiffusionLMAdapter
 from adjust.models.dream import hf_token_id, hf_tokenizer_fingerprint, rope_theta
+from adjust.models.kv_cache import BlockKVCache
 from adjust.models.layers import LayerConfig
 
 LLADA_MASK_TOKEN_ID = 126336
@@ -46,6 +47,48 @@ LLADA_LAYER_NAMES = {
     "mlp.up_proj": "up_proj",
     "mlp.down_proj": "ff_out",
 }
+
+
+LLAMA_BLOCK_PARTS = ("attn_norm", "q_proj", "k_proj", "v_proj", "attn_out", "ff_norm", "ff_proj", "up_proj", "ff_out",
+                     "rotary_emb")
+
+
+def _rope_rows(rope: nn.Module, q: torch.Tensor, k: torch.Tensor, start: int, end: int,
+               length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """LLaDA's ``RotaryEmbedding.forward`` for rows at the positions [start, end) of a sequence of
+    ``length`` (its own forward places the queries at the end of the keys)."""
+    q_, k_ = (q.float(), k.float()) if rope.config.rope_full_precision else (q, k)
+    with torch.autocast(q.device.type, enabled=False):
+        sin, cos = rope.get_rotary_embedding(length, q_.device)
+        sin, cos = sin.type_as(q_)[:, :, start:end], cos.type_as(q_)[:, :, start:end]
+        q_ = rope.apply_rotary_pos_emb(sin, cos, q_)
+        k_ = rope.apply_rotary_pos_emb(sin, cos, k_)
+    return q_.type_as(q), k_.type_as(k)
+
+
+def _llama_block_rows(block: nn.Module, x: torch.Tensor, bias: torch.Tensor | None, cache: BlockKVCache, layer: int,
+                      start: int, end: int) -> torch.Tensor:
+    """``LLaDALlamaBlock.forward`` (eval mode) on the rows x [B, T, d] at positions [start, end): the same
+    submodules in the same order, attention over the cached keys/values with these rows' written in."""
+    c = block.config
+    B, T, C = x.shape
+    xn = block.attn_norm(x)
+    q, k, v = block.q_proj(xn), block.k_proj(xn), block.v_proj(xn)
+    dtype = k.dtype
+    if block.q_norm is not None and block.k_norm is not None:
+        q, k = block.q_norm(q).to(dtype=dtype), block.k_norm(k).to(dtype=dtype)
+    head_dim = C // c.n_heads
+    q = q.view(B, T, c.n_heads, head_dim).transpose(1, 2)
+    k = k.view(B, T, c.effective_n_kv_heads, head_dim).transpose(1, 2)
+    v = v.view(B, T, c.effective_n_kv_heads, head_dim).transpose(1, 2)
+    q, k = _rope_rows(block.rotary_emb, q, k, start, end, cache.seq_len)
+    k, v = cache.update(k, v, layer)
+    mask = None if bias is None else block._cast_attn_bias(bias, dtype)
+    att = block._scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False)
+    x = x + block.dropout(block.attn_out(att.transpose(1, 2).contiguous().view(B, T, C)))
+    h = block.ff_norm(x)
+    h = block.act(block.ff_proj(h)) * block.up_proj(h)
+    return x + block.dropout(block.ff_out(h))
 
 
 class LLaDALayerView(nn.Module):
@@ -105,6 +148,69 @@ class LLaDAAdapter(DiffusionLMAdapter):
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
         return out.hidden_states[-1]
+
+    @property
+    def _blocks(self) -> list[nn.Module]:
+        if "blocks" in self.transformer:
+            return list(self.transformer.blocks)
+        return [block for group in self.transformer.block_groups for block in group]
+
+    @property
+    def supports_base_cache(self) -> bool:
+        """LLaDA's forward refuses a KV cache ("not supported for MDM"), so the cached forward calls the
+        blocks' submodules itself: Llama blocks (LLaDA-8B's) with RoPE only."""
+        return bool(getattr(self.model.model.config, "rope", False)) and all(
+            hasattr(block, name) for block in self._blocks for name in LLAMA_BLOCK_PARTS)
+
+    def _require_cache(self) -> None:
+        if not self.supports_base_cache:
+            raise ValueError("LLaDA base_cache: only Llama blocks with RoPE (LLaDA-8B's layout) have the cached "
+                             "forward; this model has another block type (use base_cache=None)")
+
+    def hidden_and_cache(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, BlockKVCache]:
+        """LLaDA's own forward; each block's rotated keys (its ``rotary_emb`` output) and values (its
+        ``v_proj`` output) are read by forward hooks, removed afterwards."""
+        self._require_cache()
+        blocks = self._blocks
+        keys: list[torch.Tensor | None] = [None] * len(blocks)
+        values: list[torch.Tensor | None] = [None] * len(blocks)
+        hooks = []
+        for i, block in enumerate(blocks):
+            hooks.append(block.rotary_emb.register_forward_hook(lambda m, a, out, i=i: keys.__setitem__(i, out[1])))
+            hooks.append(block.v_proj.register_forward_hook(lambda m, a, out, i=i: values.__setitem__(i, out)))
+        try:
+            h = self.hidden(input_ids, attention_mask)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        cache = BlockKVCache()
+        for i, (k, v) in enumerate(zip(keys, values)):
+            B, L, _ = v.shape
+            cache.update(k, v.view(B, L, k.shape[1], k.shape[3]).transpose(1, 2), i)
+        return h, cache
+
+    def hidden_window(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cache: BlockKVCache, start: int, end: int
+    ) -> torch.Tensor:
+        """LLaDA's forward (``LLaDAModel.forward`` with Llama blocks) over the rows [start, end), op for op,
+        with RoPE at those rows' positions and keys/values through ``cache``."""
+        self._require_cache()
+        cache.set_window(start, end)
+        t, config = self.transformer, self.model.model.config
+        B, L = input_ids.shape
+        x = t.wte(input_ids[:, start:end])
+        if config.input_emb_norm:
+            x = x * (config.d_model**0.5)
+        x = t.emb_drop(x)
+        bias = None
+        if attention_mask is not None and 0.0 in attention_mask:  # LLaDA's padding bias on the keys
+            keep = attention_mask.to(dtype=torch.float).view(B, -1)[:, None, None, :]
+            bias = ((1.0 - keep) * torch.finfo(keep.dtype).min).expand(B, 1, end - start, L)
+        for i, block in enumerate(self._blocks):
+            x = _llama_block_rows(block, x, bias, cache, i, start, end)
+        return t.ln_f(x)
 
     @property
     def lm_head_weight(self) -> torch.Tensor:

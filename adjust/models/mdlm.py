@@ -16,6 +16,7 @@ from torch import nn
 
 from adjust.checkpoint import ASSETS as _ASSETS
 from adjust.checkpoint import load_config, load_weights, resolve, save_checkpoint
+from adjust.models.kv_cache import BlockKVCache
 from adjust.models.layers import DecoderLayer, LayerConfig, RMSNorm, position_ids_from_mask, rope_cos_sin
 
 TOKENIZER_NAME = "tokenizer.json"
@@ -85,18 +86,29 @@ class MaskedDiffusionLM(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        kv_cache: BlockKVCache | None = None,
     ) -> torch.Tensor:
-        """Final post-norm hidden states [B, L, d]; `hidden[:, i] @ W.T` predicts token i."""
+        """Final post-norm hidden states [B, L, d]; `hidden[:, i] @ W.T` predicts token i.
+
+        With ``kv_cache`` (a `BlockKVCache`, `adjust.base_cache`): an empty one records every
+        layer's keys/values; one with a window [s, e) set makes this a forward over the window only:
+        ``input_ids`` [B, e − s] are its rows, ``attention_mask`` still covers the whole sequence,
+        the other positions' keys/values come from the cache, and the window's rows come out.
+        """
+        window = None if kv_cache is None else kv_cache.window
         if position_ids is None:
-            if attention_mask is None:
-                position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
-            else:
+            if attention_mask is not None:
                 position_ids = position_ids_from_mask(attention_mask)
+            else:
+                width = input_ids.shape[1] if window is None else kv_cache.seq_len
+                position_ids = torch.arange(width, device=input_ids.device).expand(input_ids.shape[0], width)
+            if window is not None:
+                position_ids = position_ids[:, window[0]:window[1]]
         x = self.embed_tokens(input_ids)
         cos, sin = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, x.dtype)
         key_mask = None if attention_mask is None else attention_mask.bool()
-        for layer in self.layers:
-            x = layer(x, cos, sin, key_mask)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, key_mask, kv_cache, i)
         return self.norm(x)
 
     def forward(
