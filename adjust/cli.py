@@ -86,6 +86,11 @@ def _add_approximation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-context", action="store_true",
                    help="ADJUST sampler passes update only the step's candidate rows over cached context "
                         "keys/values (approximate; docs/generation.md)")
+    p.add_argument("--base-cache", default=None, choices=["prefix", "dual"],
+                   help="reuse the base model's keys/values within each --block-length block (Fast-dLLM's prefix / "
+                        "dual cache; approximate, every method; docs/generation.md)")
+    p.add_argument("--base-cache-refresh", default="block", choices=["block", "forward"],
+                   help="rebuild the base cache at each block (default) or before every forward (exact, no speed-up)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--n", type=int, default=256, help="samples per (method, K, T, seed)")
     p.add_argument("--no-joint-kl", action="store_true", help="skip the per-step joint KL (saves base forwards)")
+    p.add_argument("--block-length", type=int, default=None, help="semi-autoregressive blocks (every method)")
     _add_approximation_args(p)
     p.add_argument("--json", default=None, help="write the records here")
     p.add_argument("--plot", default=None, help="write the quality-vs-throughput PNG here")
@@ -390,7 +396,8 @@ def cmd_generate(args) -> None:
                           temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, alg=alg,
                           alg_temp=args.alg_temp, block_length=args.block_length, seed=args.seed,
                           candidate_tokens=args.candidate_tokens, cache_context=args.cache_context,
-                          decoding=decoding, return_history=args.json)
+                          decoding=decoding, return_history=args.json, base_cache=args.base_cache,
+                          base_cache_refresh=args.base_cache_refresh)
     rate = out.tokens_generated / max(out.seconds, 1e-9)
     if args.json:
         forwards = [len({r.base_forward for r in out.history if r.positions[b]}) for b in range(len(prompts))]
@@ -519,6 +526,8 @@ def cmd_eval(args) -> None:
     from adjust.data import get_testbed
     from adjust.eval import EvalConfig, evaluate
 
+    if args.base_cache_refresh != "block":
+        raise ValueError("adjust eval: --base-cache-refresh forward gives the uncached results (a check for generate)")
     model = adjust.MaskedDiffusionLM.from_pretrained(args.base)
     sampler = None
     if args.sampler:
@@ -538,7 +547,7 @@ def cmd_eval(args) -> None:
     cfg = EvalConfig(methods=methods, Ks=tuple(int(k) for k in args.K.split(",")),
                      temperatures=tuple(float(t) for t in args.temperature.split(",")), seeds=args.seeds,
                      num_samples=args.n, joint_kl=not args.no_joint_kl, candidate_tokens=args.candidate_tokens,
-                     cache_context=args.cache_context)
+                     cache_context=args.cache_context, block_length=args.block_length, base_cache=args.base_cache)
     if testbed.name == "text":
         cfg.extra_metrics.append(_text_quality(model, testbed, args.n, cfg.top_p, cfg.alg))
     _save_and_report(evaluate(model, sampler, testbed, cfg), args)
@@ -577,7 +586,8 @@ def _frontier(args, model, sampler, testbed) -> None:
     cfg = FrontierConfig(methods=methods, grid={"K": tuple(int(k) for k in args.K.split(",")), "tau": floats(args.tau),
                                                 "gamma": floats(args.gamma), "weight": floats(args.apd_weight)},
                          max_tokens=args.max_tokens, temperatures=floats(args.temperature), seeds=args.seeds,
-                         num_samples=args.n, joint_kl=not args.no_joint_kl)
+                         num_samples=args.n, joint_kl=not args.no_joint_kl, block_length=args.block_length,
+                         base_cache=args.base_cache)
     if testbed.name == "text":
         cfg.extra_metrics.append(_text_quality(model, testbed, args.n, cfg.top_p, cfg.alg))
     _save_and_report(run_frontier(model, sampler, testbed, cfg, judge=judge), args, max_tpf=args.max_tpf)

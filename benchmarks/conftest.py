@@ -41,6 +41,7 @@ class Recorder:
             "generate": [],
             "kernels": [],
             "paired": [],
+            "base_cache": [],
             "skipped": [],
         }
         self.paths: tuple[Path, Path] | None = None
@@ -76,7 +77,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     rec: Recorder = session.config._adjust_recorder  # type: ignore[attr-defined]
-    if rec.results["generate"] or rec.results["kernels"] or rec.results["paired"]:
+    if any(rec.results[k] for k in ("generate", "kernels", "paired", "base_cache")):
         only = os.environ.get("ADJUST_BENCH_SHAPES", "").replace(",", "+")
         tag = report.machine_tag(rec.results["environment"]) + (f"-{only}" if only else "")
         rec.paths = report.finish(rec.results, Path(session.config.getoption("--bench-results")), tag)

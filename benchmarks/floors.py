@@ -6,7 +6,7 @@ ADJUST step, the steps of a generation) add their floors. Bytes count each weigh
 activations a fused kernel must read and write, and nothing that a fused kernel keeps on chip;
 FLOPs count the GEMMs (2 per multiply-add) and attention (4·B·L²·H·D per layer), not elementwise work.
 
-    python -m benchmarks.floors            # the Dream-7B / LLaDA-8B tables of docs/performance.md
+    python -m benchmarks.floors            # the Dream-7B / LLaDA-8B tables of docs/performance.md (and the block cache's)
 """
 
 from __future__ import annotations
@@ -138,15 +138,32 @@ def adjust_loop_costs(s: ModelShape, B: int, L: int, C: int, K: int, elt: int,
     return first + [g, head] * (K - 1)
 
 
-def step_costs(s: ModelShape, B: int, L: int, remaining: int, K: int, method: str, elt: int) -> list[Cost]:
+def kv_bytes(s: ModelShape, B: int, rows: int, elt: int) -> float:
+    """Keys and values of ``rows`` positions in every layer (after RoPE, before the GQA repeat)."""
+    return 2.0 * s.num_layers * B * rows * s.num_kv_heads * s.head_dim * elt
+
+
+def window_forward_cost(s: ModelShape, B: int, L: int, W: int, elt: int) -> Cost:
+    """A block-cached base forward (``generate(base_cache=...)``) over a window of W rows of L: all layer
+    weights once, the window's rows through every GEMM, W queries over L keys, every layer's cached K/V
+    read and the window's written, the window's hidden states written."""
+    M = B * W
+    return Cost((s.num_layers * s.layer_params + s.hidden_size) * elt + 2 * M * s.hidden_size * elt + 8 * M
+                + kv_bytes(s, B, L, elt) + kv_bytes(s, B, W, elt),
+                s.num_layers * (2.0 * M * s.layer_linear_params + 4.0 * B * W * L * s.num_heads * s.head_dim))
+
+
+def step_costs(s: ModelShape, B: int, L: int, remaining: int, K: int, method: str, elt: int,
+               base: Cost | None = None) -> list[Cost]:
     """One base step of the engine with ``remaining`` masked tokens per row.
 
     ``parallel`` (and K = 1): base forward + one LM-head pass over the B·remaining rows.
     ``adjust``: base forward + n = min(remaining, K) LM-head passes over the rows still masked, n−1 g's.
     ``adjust-top<k>`` (candidate-restricted): pass 0 also keeps k ids per row; passes k ≥ 1 read only those.
     ``adjust-ctx`` (context-cached): the context's K/V once, then g over the ``remaining`` candidate rows.
+    ``base``: the base forward's cost (default: a full forward over all L rows).
     """
-    costs = [base_forward_cost(s, B, L, elt)]
+    costs = [base_forward_cost(s, B, L, elt) if base is None else base]
     n = min(remaining, K)
     if method in ("k1", "parallel"):
         return costs + [lm_head_cost(s, B * remaining, elt)]
@@ -174,6 +191,31 @@ def generation_costs(s: ModelShape, B: int, prompt: int, new: int, K: int, metho
     while remaining > 0:
         costs += step_costs(s, B, L, remaining, K, method, elt)
         remaining -= min(remaining, K)
+    return costs
+
+
+def block_generation_costs(s: ModelShape, B: int, prompt: int, new: int, block: int, K: int, method: str, elt: int,
+                           base_cache: str | None = None) -> list[Cost]:
+    """Every unit of a semi-AR generation of ``new`` tokens in blocks of ``block`` (candidates: the block's
+    masks). With ``base_cache`` each block's first forward is full (and writes every layer's K/V), the
+    others run over the window: the block and all after it (``"prefix"``) or the block alone (``"dual"``)."""
+    P = max(prompt, 1)
+    L = P + new
+    K = 1 if method == "k1" else K
+    costs: list[Cost] = []
+    for start in range(P, L, block):
+        remaining, first = block, True
+        while remaining > 0:
+            if base_cache is None:
+                base = None
+            elif first:
+                full = base_forward_cost(s, B, L, elt)
+                base = Cost(full.bytes + kv_bytes(s, B, L, elt), full.flops)
+            else:
+                base = window_forward_cost(s, B, L, L - start if base_cache == "prefix" else block, elt)
+            costs += step_costs(s, B, L, remaining, K, method, elt, base)
+            remaining -= min(remaining, K)
+            first = False
     return costs
 
 
@@ -243,5 +285,27 @@ def planning_tables(bw: float = H100_BANDWIDTH, rate: float = H100_BF16_RATE, el
     return "\n".join(out)
 
 
+def base_cache_table(bw: float = H100_BANDWIDTH, rate: float = H100_BF16_RATE, elt: int = 2, new: int = 128,
+                     block: int = 32, K: int = 4) -> str:
+    """Markdown: floor tokens/s of the block-cached generations over the uncached ones (same method, K, blocks)."""
+    out = [(f"Ceilings: {bw / 1e12:.2f} TB/s, {rate / 1e12:.0f} TFLOP/s, {elt}-byte weights; {new} new tokens in "
+            f"blocks of {block}, K = {K}. Each cell: floor of the uncached generation / floor with the cache "
+            "(= cached tokens/s over uncached), prefix / dual."), "",
+           "| shape | B | prompt | full forward ms | dual window forward ms | parallel | ADJUST | ADJUST ctx-cache |",
+           "|" + " --- |" * 8]
+    for name in ("dream7b", "llada8b"):
+        s = SHAPES[name]
+        for B, prompt in ((1, 256), (1, 512), (1, 1024), (16, 256), (16, 512)):
+            L = prompt + new
+            cells = []
+            for method in ("parallel", "adjust", "adjust-ctx"):
+                t = {c: floor_seconds(block_generation_costs(s, B, prompt, new, block, K, method, elt, c), bw, rate)
+                     for c in (None, "prefix", "dual")}
+                cells.append(f"{t[None] / t['prefix']:.2f} / {t[None] / t['dual']:.2f}")
+            out.append(f"| {name} | {B} | {prompt} | {_ms(base_forward_cost(s, B, L, elt), bw, rate)} | "
+                       f"{_ms(window_forward_cost(s, B, L, block, elt), bw, rate)} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
-    sys.stdout.write(planning_tables() + "\n")
+    sys.stdout.write(planning_tables() + "\n\n" + base_cache_table() + "\n")

@@ -159,6 +159,13 @@ def headline(results: dict[str, Any]) -> list[str]:
                 f"{r['adjust_over_parallel']:.3f}x (floor ceiling {r['ceiling_adjust_over_parallel']:.3f}x; "
                 f"ADJUST {r['tokens_per_s']:.1f} tok/s)")
         break
+    for r in results.get("base_cache", []):
+        if r["base_cache"] is not None and r["method"] in ("parallel", "adjust"):
+            lines.append(
+                f"{r['base_cache']} base cache, {r['method']} K={r['K']} ({r['shape']}, B={r['batch']}, "
+                f"prompt {r['prompt_len']}, N={r['gen_len']} in blocks of {r['block_length']}, backend={r['backend']}): "
+                f"{r['speedup_median']:.2f}x tokens/s over no cache (median of {r['rounds']} rounds, IQR "
+                f"{r['speedup_q1']:.2f}-{r['speedup_q3']:.2f}; floor ratio {r['floor_speedup']:.2f}x)")
     kern = [r for r in results.get("kernels", []) if r["op"] == "sampler_pass" and r["variant"] in FAST_FIRST]
     for shape in SHAPE_PREFERENCE:
         rows = [r for r in kern if r["shape"] == shape]
@@ -232,6 +239,23 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"{r['ratio_median']:.3f} | {r['ratio_q1']:.3f}-{r['ratio_q3']:.3f} | {r['ceiling_ratio']:.3f} | "
                 f"{_f(r.get('restricted_ratio_median'))} | {_f(r.get('restricted_ceiling_ratio'))} | "
                 f"{r['parallel_median_s']:.4f} | {r['adjust_median_s']:.4f} |")
+    cached = results.get("base_cache", [])
+    if cached:
+        out += ["", "## Base-model block cache", "",
+                ("Each round runs every method with no cache, the prefix and the dual cache (order reversed every "
+                 "round); `speed-up` = median over rounds of t_uncached / t_cached (= cached tokens/s over "
+                 "uncached), `floor` = the same ratio of the floors; `cached fwd` = base forwards over the block's "
+                 "window only."), "",
+                ("| shape | prompt | N | block | method | K | backend | cache | rounds | base fwd | cached fwd | "
+                 "median s | tok/s | speed-up | IQR | floor |"),
+                "|" + " --- |" * 16]
+        for r in cached:
+            iqr = f"{r['speedup_q1']:.2f}-{r['speedup_q3']:.2f}" if r["base_cache"] else ""
+            out.append(
+                f"| {r['shape']} | {r['prompt_len']} | {r['gen_len']} | {r['block_length']} | {r['method']} | "
+                f"{r['K']} | {r['backend']} | {r['base_cache'] or 'none'} | {r['rounds']} | {r['base_forwards']} | "
+                f"{r['cached_forwards']} | {r['median_s']:.3f} | {r['tokens_per_s']:.1f} | "
+                f"{_f(r.get('speedup_median'), '.2f')} | {iqr} | {_f(r.get('floor_speedup'), '.2f')} |")
     kern = results.get("kernels", [])
     if kern:
         out += ["", "## Kernels", "",

@@ -42,6 +42,7 @@ class ModelShape:
     prompt_len: int = 16  # 0: unconditional from BOS
     gen_lengths: tuple[int, ...] = ()  # end-to-end generation lengths ((): kernel-only shape)
     mask_token_id: int = 3
+    block_length: int | None = None  # semi-AR blocks: the base-cache benchmark's shape (not the e2e grid's)
 
     # -- parameter counts (used by the floors) -------------------------------------------------------
 
@@ -93,6 +94,8 @@ SHAPES: dict[str, ModelShape] = {s.name: s for s in (
     ModelShape("synthetic", 36, 128, 4, 4, 2, 32, 384, pretrained="synthetic", prompt_len=0, gen_lengths=(16, 32)),
     # Random, a little larger, with Dream's cost proportions: LM head ≈ 2.7 layers, base = 8 sampler layers.
     ModelShape("mini-8L", 4096, 128, 8, 4, 2, 32, 384, prompt_len=8, gen_lengths=(16, 24)),
+    # The base-cache benchmark (test_base_cache.py): a long prompt, 128 tokens in blocks of 32, random.
+    ModelShape("long-8L", 4096, 128, 8, 4, 2, 32, 384, prompt_len=384, gen_lengths=(128,), block_length=32),
     # Kernel-only CPU shape: an LM head (64 MB fp32) that no cache holds.
     ModelShape("kern-512", 32768, 512, 1, 8, 2, 64, 1536),
     # GPU-only, random bf16 weights.

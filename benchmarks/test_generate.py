@@ -28,6 +28,7 @@ import torch
 
 from adjust import generate
 from benchmarks._cases import unavailable
+from benchmarks._rounds import InterleavedRounds, ratio_quartiles
 from benchmarks.floors import floor_seconds, generation_costs, method_options, total
 from benchmarks.shapes import DTYPE, SHAPES, ModelShape, selected
 
@@ -54,7 +55,7 @@ class Case:
 def _cases() -> list:
     """Adjacent rows are the ones compared (parallel K next to ADJUST K), to share the machine's load."""
     out = []
-    for shape in SHAPES.values():
+    for shape in unblocked_shapes():
         for B in BATCHES:
             for N in shape.gen_lengths:
                 for method, K in METHODS:
@@ -64,6 +65,11 @@ def _cases() -> list:
                         marks = [pytest.mark.skip(reason=reason)] if reason else []
                         out.append(pytest.param(case, id=case.id, marks=marks))
     return out
+
+
+def unblocked_shapes() -> list[ModelShape]:
+    """The shapes of the end-to-end grid (the blocked one is the base-cache benchmark's, test_base_cache.py)."""
+    return [shape for shape in SHAPES.values() if shape.block_length is None]
 
 
 def _restricted_unavailable(method: str, shape: ModelShape, backend: str) -> str | None:
@@ -130,7 +136,7 @@ def _paired_cases() -> list:
     """K = 4, each shape's longest generation, batch 1 and 16, the fastest backend here."""
     backend = next(b for b in ("triton", "cpp", "torch") if unavailable(b) is None)
     out = []
-    for shape in SHAPES.values():
+    for shape in unblocked_shapes():
         if shape.gen_lengths:
             for B in BATCHES:
                 case = Case(shape.name, B, max(shape.gen_lengths), "adjust", PAIRED_K, backend)
@@ -149,21 +155,12 @@ def test_adjust_vs_parallel(case: Case, benchmark, models, record, ceilings, rou
     prompt = _prompt(shape, case.batch)
     methods = ["parallel", "adjust"] + ([] if _restricted_unavailable(RESTRICTED, shape, case.backend) else [RESTRICTED])
     args = {m: _kwargs(Case(case.shape, case.batch, case.gen_len, m, case.K, case.backend), sampler) for m in methods}
-    runs = {m: (lambda kw=kw: generate(model, prompt, **kw)) for m, kw in args.items()}
-    times: dict[str, list[float]] = {m: [] for m in methods}
-    order = list(methods)
-
-    def pair() -> None:
-        for method in order:
-            t0 = time.perf_counter()
-            runs[method]()
-            times[method].append(time.perf_counter() - t0)
-        order.reverse()
-
+    pair = InterleavedRounds({m: (lambda kw=kw: generate(model, prompt, **kw)) for m, kw in args.items()})
     pair()  # warm-up
-    times = {m: [] for m in methods}
+    pair.reset()
     benchmark.group = f"adjust vs parallel K={case.K}"
     benchmark.pedantic(pair, rounds=max(PAIRS, rounds), iterations=1)
+    times = pair.times
 
     floors = {m: floor_seconds(generation_costs(shape, case.batch, shape.prompt_len, case.gen_len, case.K, m,
                                                 DTYPE.itemsize), ceilings.bandwidth, ceilings.flop_rate)
@@ -174,10 +171,9 @@ def test_adjust_vs_parallel(case: Case, benchmark, models, record, ceilings, rou
     for m, prefix in (("adjust", ""), (RESTRICTED, "restricted_")):
         if m not in times:
             continue
-        ratios = [p / a for p, a in zip(times["parallel"], times[m], strict=True)]
-        q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
-        row.update({f"{prefix}ratio_median": statistics.median(ratios), f"{prefix}ratio_q1": q[0],
-                    f"{prefix}ratio_q3": q[2], f"{prefix}ceiling_ratio": floors["parallel"] / floors[m],
+        median, q1, q3 = ratio_quartiles(times["parallel"], times[m])
+        row.update({f"{prefix}ratio_median": median, f"{prefix}ratio_q1": q1,
+                    f"{prefix}ratio_q3": q3, f"{prefix}ceiling_ratio": floors["parallel"] / floors[m],
                     f"{'restricted' if prefix else 'adjust'}_median_s": statistics.median(times[m])})
     if RESTRICTED in times:
         row["restricted_tokens"] = method_options(RESTRICTED)["candidate_tokens"]

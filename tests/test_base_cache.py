@@ -30,13 +30,20 @@ def _no_grad():
 
 
 @pytest.fixture(scope="module")
-def model():
-    return tiny_mdlm(vocab_size=12, seed=1, sharpen=16.0, mix=10.0)
+def models():
+    """The decoding-policy tests' model (several commits per forward at their τ / γ) and a sampler for it."""
+    model = tiny_mdlm(vocab_size=12, seed=1, sharpen=16.0, mix=10.0)
+    return model, perturbed_sampler(model, seed=1)
 
 
 @pytest.fixture(scope="module")
-def sampler(model):
-    return perturbed_sampler(model, seed=1)
+def model(models):
+    return models[0]
+
+
+@pytest.fixture(scope="module")
+def sampler(models):
+    return models[1]
 
 
 def _padded_batch(ad, B: int, L: int, seed: int):

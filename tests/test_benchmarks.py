@@ -16,6 +16,8 @@ from benchmarks.floors import (
     H100_BANDWIDTH,
     H100_BF16_RATE,
     adjust_loop_costs,
+    base_forward_cost,
+    block_generation_costs,
     context_step_cost,
     floor_seconds,
     generation_costs,
@@ -24,6 +26,8 @@ from benchmarks.floors import (
     restricted_lm_head_cost,
     sampler_step_cost,
     step_ratio,
+    total,
+    window_forward_cost,
 )
 from benchmarks.shapes import SHAPES
 
@@ -45,6 +49,42 @@ def test_restricted_floors() -> None:
     assert context_step_cost(s, 1, 512, 512, elt).flops == sampler_step_cost(s, 1, 512, elt).flops
     gen = {m: floor_seconds(generation_costs(s, 1, 0, 128, 4, m, elt), bw, rate) for m in ("parallel", "adjust", "adjust-top64")}
     assert gen["parallel"] < gen["adjust-top64"] < gen["adjust"]
+
+
+def test_base_cache_floors() -> None:
+    s, elt, bw, rate = SHAPES["dream7b"], 2, H100_BANDWIDTH, H100_BF16_RATE
+    full, whole = base_forward_cost(s, 1, 512, elt), window_forward_cost(s, 1, 512, 512, elt)
+    assert whole.flops == full.flops  # a window of every row is the full forward, plus reading and writing K/V
+    assert whole.bytes - full.bytes == 2 * (2 * 28 * 512 * 4 * 128 * 2)
+    # 128 tokens in 4 blocks of 32 at K = 4: 8 forwards per block, of which 7 windowed with a cache
+    gens = {c: block_generation_costs(s, 1, 384, 128, 32, 4, "parallel", elt, c) for c in (None, "prefix", "dual")}
+    assert all(len(g) == 2 * 32 for g in gens.values())  # (forward, LM-head pass) per base step
+    flops = {c: total(g).flops for c, g in gens.items()}
+    assert flops["dual"] < flops["prefix"] < flops[None]
+    t = {c: floor_seconds(g, bw, rate) for c, g in gens.items()}
+    assert t["dual"] <= t["prefix"] < t[None]
+    # at B = 1 the windowed forward still reads every weight: it cannot beat the weights' read time
+    assert window_forward_cost(s, 1, 512, 32, elt).seconds(bw, rate) >= s.num_layers * s.layer_params * elt / bw
+    adjust = {c: floor_seconds(block_generation_costs(s, 1, 384, 128, 32, 4, "adjust", elt, c), bw, rate)
+              for c in (None, "dual")}
+    assert 1 < adjust[None] / adjust["dual"] < t[None] / t["dual"]  # g over all L rows is not cached
+
+
+def test_base_cache_rows_render(tmp_path: Path) -> None:
+    from benchmarks import report
+
+    rows = [{"shape": "long-8L", "batch": 1, "prompt_len": 384, "gen_len": 128, "block_length": 32, "method": m,
+             "K": 4, "backend": "cpp", "base_cache": c, "rounds": 5, "median_s": t, "base_forwards": 32,
+             "cached_forwards": 0 if c is None else 28, "floor_s": t / 10, "tokens_per_s": 128 / t,
+             **({} if c is None else {"speedup_median": 2.0, "speedup_q1": 1.9, "speedup_q3": 2.1,
+                                      "floor_speedup": 3.0})}
+            for m in ("parallel", "adjust") for c, t in ((None, 4.0), ("dual", 2.0))]
+    results = {"environment": report.environment(), "base_cache": rows, "command": "x"}
+    jpath, mpath = report.finish(results, tmp_path, "t")
+    text = mpath.read_text()
+    assert "## Base-model block cache" in text and "| long-8L | 384 | 128 | 32 | adjust | 4 | cpp | dual | 5 |" in text
+    assert any(line.startswith("dual base cache, adjust K=4 (long-8L") and "2.00x" in line
+               for line in results["headline"])
 
 
 def generation_floor(method: str, ceilings: dict) -> float:

@@ -117,3 +117,25 @@ def test_report_reads_saved_records_and_labels_candidate_runs(tmp_path, capsys):
         main(["report", str(path), "--metric", "mauve"])
     main(["report", str(path), "--metric", "joint_kl", "--plot", str(tmp_path / "p.png")])
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_evaluate_with_blocks_and_a_base_cache_labels_every_method():
+    model = tiny_mdlm(vocab_size=10, sharpen=3.0)
+    cfg = EvalConfig(Ks=(2,), temperatures=(1.0,), seeds=1, num_samples=4, batch_size=4, block_length=2,
+                     base_cache="dual")
+    records = evaluate(model, AdjustSampler.from_base(model), _CountTestbed(), cfg, progress=False)
+    assert {r["method"] for r in records} == {"joint", "parallel", "adjust"}
+    for r in records:
+        assert r["block_length"] == 2 and r["base_cache"] == "dual"
+        assert r["joint_kl"] == r["joint_kl"]  # measured (not NaN): KL(q ‖ p*) includes the cache's approximation
+    assert {r["method"] for r in summarize(records, ["fives"])} == {"joint dual-cache", "parallel dual-cache",
+                                                                   "adjust dual-cache"}
+
+
+def test_gap_closed_of_a_base_cached_run_uses_its_own_baselines():
+    rows = [{"testbed": "t", "method": m, "K": K, "temperature": 1.0, "m": v}
+            for m, K, v in [("joint", 1, 0.9), ("parallel", 4, 0.1), ("adjust", 4, 0.7), ("joint dual-cache", 1, 0.5),
+                            ("parallel dual-cache", 4, 0.1), ("adjust dual-cache", 4, 0.4)]]
+    gaps = gap_closed(rows, "m")
+    assert gaps[("t", 4, 1.0, "adjust")] == pytest.approx(0.75)
+    assert gaps[("t", 4, 1.0, "adjust dual-cache")] == pytest.approx(0.75)  # (0.1 − 0.4) / (0.1 − 0.5)

@@ -68,7 +68,8 @@ class Testbed(Protocol):
 
 
 def get_testbed(name: str, **kw: Any) -> Testbed:
-    """Build a testbed by name (one of `TESTBEDS`) or from a ``*.jsonl`` path.
+    """Build a testbed by name (one of `TESTBEDS`, or ``"text-long"``, text with long prompts for evaluation) or
+    from a ``*.jsonl`` path.
 
     Keyword arguments go to the testbed's constructor.
     """
@@ -85,6 +86,10 @@ def get_testbed(name: str, **kw: Any) -> Testbed:
         from adjust.data.text import TextCorpus
 
         return TextCorpus(**kw)
+    if name == "text-long":
+        from adjust.data.text_long import TextContinuation
+
+        return TextContinuation(**kw)
     if name == "mirror":
         from adjust.data.mirror import MirrorLanguage
 
@@ -97,7 +102,8 @@ def get_testbed(name: str, **kw: Any) -> Testbed:
         from adjust.data.jsonl import JsonlDataset
 
         return JsonlDataset(name, **kw)
-    raise ValueError(f"unknown testbed {name!r}: expected one of {', '.join(TESTBEDS)} or a path ending in .jsonl")
+    raise ValueError(f"unknown testbed {name!r}: expected one of {', '.join(TESTBEDS)}, text-long (an evaluation "
+                     "variant of text) or a path ending in .jsonl")
 
 
 def eos_pad(ids: Sequence[int], length: int) -> list[int]:

@@ -69,6 +69,8 @@ class FrontierConfig:
     joint_kl: bool = False  # per-step joint KL (not defined for edlm / apd, which are never measured)
     candidate_tokens: int | None = None
     cache_context: bool = False
+    block_length: int | None = None
+    base_cache: str | None = None
     extra_metrics: list = field(default_factory=list)
 
 

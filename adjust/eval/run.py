@@ -22,7 +22,7 @@ from adjust.unmasking import SamplingSettings
 
 METHODS = ("joint", "parallel", "adjust")
 # The metric each testbed is judged by, and whether higher is better.
-MAIN_METRIC = {"synthetic": ("valid", True), "tasks": ("correct", True), "text": ("mauve", True),
+MAIN_METRIC = {"synthetic": ("valid", True), "tasks": ("correct", True), "text": ("mauve", True), "text-long": ("match", True),
                "mirror": ("valid", True), "dyck": ("valid", True)}
 # Seeds of evaluation prompts/sampling are kept far from the training seeds.
 EVAL_SEED = 1_000_000
@@ -41,6 +41,8 @@ class EvalConfig:
     joint_kl: bool = True
     candidate_tokens: int | None = None  # the adjust method's candidate restriction (adjust.candidates)
     cache_context: bool = False  # the adjust method's context-cached passes (adjust.context_cache)
+    block_length: int | None = None  # semi-AR blocks (every method)
+    base_cache: str | None = None  # every method's base-model block cache (adjust.base_cache); needs block_length
     extra_metrics: list = field(default_factory=list)  # callables(records, completions) -> None
 
 
@@ -96,8 +98,9 @@ def run_one(model, sampler, testbed, prompts: list[Prompt], bos, K, settings, se
              decoding=None) -> tuple[dict, list]:
     """Generate for every prompt (in batches) with one method; score; the record and the completions.
 
-    ``cfg`` needs ``batch_size``, ``joint_kl``, ``candidate_tokens`` and ``cache_context``; ``decoding``
-    is an `adjust.decoding` policy (None: the fixed-count method of ``K`` and ``sampler``)."""
+    ``cfg`` needs ``batch_size``, ``joint_kl``, ``candidate_tokens``, ``cache_context``, ``block_length`` and
+    ``base_cache``; ``decoding`` is an `adjust.decoding` policy (None: the fixed-count method of ``K`` and
+    ``sampler``). The record names the blocks and the base cache when they are set."""
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     completions: list[list[int]] = []
@@ -110,7 +113,8 @@ def run_one(model, sampler, testbed, prompts: list[Prompt], bos, K, settings, se
                        temperature=settings.temperature, top_p=settings.top_p, alg=settings.alg,
                        seed=seed * 7919 + i, return_history=cfg.joint_kl,
                        candidate_tokens=cfg.candidate_tokens if sampler is not None else None,
-                       cache_context=cfg.cache_context and sampler is not None, decoding=decoding)
+                       cache_context=cfg.cache_context and sampler is not None, decoding=decoding,
+                       block_length=cfg.block_length, base_cache=cfg.base_cache)
         base_forwards += out.base_forwards
         sampler_passes += out.sampler_passes
         tokens += out.tokens_generated
@@ -128,6 +132,10 @@ def run_one(model, sampler, testbed, prompts: list[Prompt], bos, K, settings, se
     rec = {k: sums[k] / counts[k] for k in sums}
     if cfg.joint_kl:
         rec["joint_kl"] = kl_total / kl_tokens if kl_tokens else math.nan
+    if cfg.block_length is not None:
+        rec["block_length"] = cfg.block_length
+    if cfg.base_cache is not None:
+        rec["base_cache"] = cfg.base_cache
     rec.update(base_forwards=base_forwards, sampler_passes=sampler_passes, tokens=tokens, seconds=seconds,
                tokens_per_s=tokens / seconds if seconds > 0 else math.nan, num_samples=len(prompts),
                tpf=tokens / row_forwards if row_forwards else math.nan)
@@ -135,10 +143,12 @@ def run_one(model, sampler, testbed, prompts: list[Prompt], bos, K, settings, se
 
 
 def method_label(rec: dict) -> str:
-    """The method of a record; approximate ADJUST runs are labelled apart (``adjust top-k'``, ``adjust ctx-cache``)."""
+    """The method of a record; approximate runs are labelled apart (``adjust top-k'``, ``adjust ctx-cache``,
+    ``parallel dual-cache`` for the base-model block cache)."""
     k = rec.get("candidate_tokens")
     label = rec["method"] if k is None else f"{rec['method']} top-{k}"
-    return label + " ctx-cache" if rec.get("cache_context") else label
+    label = label + " ctx-cache" if rec.get("cache_context") else label
+    return label + f" {rec['base_cache']}-cache" if rec.get("base_cache") else label
 
 
 def summarize(records: list[dict], metrics: list[str]) -> list[dict]:
@@ -158,15 +168,22 @@ def summarize(records: list[dict], metrics: list[str]) -> list[dict]:
     return rows
 
 
+def _base_cache_suffix(label: str) -> str:
+    """The base-cache part of a method label (every method of such a run carries it), or ''."""
+    return next((f" {c}-cache" for c in ("prefix", "dual") if label.endswith(f" {c}-cache")), "")
+
+
 def gap_closed(rows: list[dict], metric: str) -> dict[tuple, float]:
-    """(parallel − ADJUST)/(parallel − K=1) per (testbed, K, T, ADJUST label): 1 = ADJUST matches exact sampling."""
-    joint = {(r["testbed"], r["temperature"]): r.get(metric) for r in rows if r["method"] == "joint"}
+    """(parallel − ADJUST)/(parallel − K=1) per (testbed, K, T, ADJUST label): 1 = ADJUST matches exact sampling.
+
+    A base-cached ADJUST run is measured against the parallel and K = 1 runs with the same base cache."""
     by = {(r["testbed"], r["K"], r["temperature"], r["method"]): r.get(metric) for r in rows}
     out = {}
     for (tb, K, T, method), val in by.items():
-        if not method.startswith("adjust") or (tb, K, T, "parallel") not in by:
+        suffix = _base_cache_suffix(method)
+        if not method.startswith("adjust") or (tb, K, T, "parallel" + suffix) not in by:
             continue
-        par, ex = by[(tb, K, T, "parallel")], joint.get((tb, T))
+        par, ex = by[(tb, K, T, "parallel" + suffix)], by.get((tb, 1, T, "joint" + suffix))
         if None not in (par, ex, val) and abs(par - ex) > 1e-12:
             out[(tb, K, T, method)] = (par - val) / (par - ex)
     return out
