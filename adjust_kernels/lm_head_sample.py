@@ -23,8 +23,12 @@ How (two kernels):
    ``[fields, N, splits]`` buffer. W is read once per row block (once per call when N ≤ BLOCK_N);
    row blocks are the fastest grid axis, so the programs sharing a W tile run together and later
    row blocks find it in L2.
-2. ``_finalize_kernel`` merges the splits of each row in a fixed order (deterministic: no atomics) and
-   writes token (int64), score and log q (fp32).
+2. ``_finalize_kernel`` merges the splits of each row in a fixed order (deterministic: no atomics),
+   ``BLOCK_S`` splits at a time (registers bounded at any split count), and writes token (int64),
+   score and log q (fp32).
+
+The launch configuration is the pure function :func:`lm_head_sample_config`; :func:`compile_specs`
+lists the launches at the ahead-of-time problems (``python -m adjust_kernels.aot``).
 
 Randomness: G = −log(−log u) with u from Philox4x32-10 keyed by ``seed`` and counters
 (token, row, offset low, offset high), ``(seed, offset) = seed_offset``, an int64 device tensor the
@@ -93,6 +97,16 @@ def _token_at(vid, lanes, i, v0, KEPT: tl.constexpr):
 
 
 @triton.jit
+def _empty_state(BLOCK_N: tl.constexpr):
+    """The online state of BLOCK_N rows that have seen no token: (m, S, A, top-2 value, top-1 token, Gumbel
+    key, sampled token, its z, its x, untempered max, untempered S)."""
+    ninf = float("-inf")
+    neg_inf, minus_one = tl.full((BLOCK_N,), ninf, tl.float32), tl.full((BLOCK_N,), -1, tl.int32)
+    zero = tl.zeros((BLOCK_N,), tl.float32)
+    return neg_inf, zero, zero, neg_inf, minus_one, neg_inf, minus_one, neg_inf, neg_inf, neg_inf, zero
+
+
+@triton.jit
 def _partials_kernel(
     h_ptr, w_ptr, b_ptr, ids_ptr, so_ptr, pf_ptr, pi_ptr, lo_ptr,
     N, V, D, stride_h, stride_w, stride_ids, v_per_split, n_splits, temperature, exclude,
@@ -110,17 +124,7 @@ def _partials_kernel(
     lanes = tl.arange(0, BLOCK_V)
     ninf = float("-inf")
 
-    m = tl.full((BLOCK_N,), ninf, tl.float32)
-    s = tl.zeros((BLOCK_N,), tl.float32)
-    a = tl.zeros((BLOCK_N,), tl.float32)
-    top2 = tl.full((BLOCK_N,), ninf, tl.float32)
-    top1 = tl.full((BLOCK_N,), -1, tl.int32)
-    key = tl.full((BLOCK_N,), ninf, tl.float32)
-    tok = tl.full((BLOCK_N,), -1, tl.int32)
-    ztok = tl.full((BLOCK_N,), ninf, tl.float32)
-    xtok = tl.full((BLOCK_N,), ninf, tl.float32)
-    mr = tl.full((BLOCK_N,), ninf, tl.float32)
-    sr = tl.zeros((BLOCK_N,), tl.float32)
+    m, s, a, top2, top1, key, tok, ztok, xtok, mr, sr = _empty_state(BLOCK_N)
     if SAMPLE:
         seed = tl.load(so_ptr)
         offset = tl.load(so_ptr + 1)
@@ -252,17 +256,7 @@ def _finalize_kernel(
     # The splits' states merged BLOCK_S at a time, in ascending split order: a fixed order whatever the
     # GPU (deterministic, no atomics), and registers bounded by a [BLOCK_N, BLOCK_S] chunk at any V.
     # ref: the running max, or 0 while a row is empty, so that no -inf - -inf NaN is ever formed.
-    m = tl.full((BLOCK_N,), ninf, tl.float32)
-    s = tl.zeros((BLOCK_N,), tl.float32)
-    a = tl.zeros((BLOCK_N,), tl.float32)
-    second = tl.full((BLOCK_N,), ninf, tl.float32)
-    top1 = tl.full((BLOCK_N,), -1, tl.int32)
-    key = tl.full((BLOCK_N,), ninf, tl.float32)
-    token = tl.full((BLOCK_N,), -1, tl.int32)
-    z_tok = tl.full((BLOCK_N,), ninf, tl.float32)
-    x_tok = tl.full((BLOCK_N,), ninf, tl.float32)
-    mr = tl.full((BLOCK_N,), ninf, tl.float32)
-    sr = tl.zeros((BLOCK_N,), tl.float32)
+    m, s, a, second, top1, key, token, z_tok, x_tok, mr, sr = _empty_state(BLOCK_N)
     for j0 in range(0, n_splits, BLOCK_S):
         mask = row_ok[:, None] & (j0 + lanes < n_splits)[None, :]
         idx = base + j0 + lanes[None, :]

@@ -34,6 +34,7 @@ def _rmsnorm_kernel(
     mask = (rows < M)[:, None] & (cols < D)[None, :]
     dt = y_ptr.dtype.element_ty
     x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    # Exactly rounded / and sqrt (a plain / is div.full.f32, approximate); D * 1.0 also when D is the constant 1.
     rstd = tl.div_rn(1.0, tl.sqrt_rn(tl.div_rn(tl.sum(x * x, axis=1), D * 1.0) + eps))
     w = tl.load(w_ptr + cols, mask=cols < D, other=0.0).to(tl.float32)
     # Round where torch rounds: the normalised row to x's dtype, then the weight product.

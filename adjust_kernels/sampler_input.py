@@ -71,6 +71,7 @@ def _sampler_input_kernel(
         h = tl.load(h_rows + ks[None, :], mask=m, other=0.0).to(tl.float32)
         sse += tl.sum(e * e, axis=1)
         ssh += tl.sum(h * h, axis=1)
+    # Exactly rounded / and sqrt, as in rmsnorm.
     rstd_e = tl.div_rn(1.0, tl.sqrt_rn(tl.div_rn(sse, D * 1.0) + eps))
     rstd_h = tl.div_rn(1.0, tl.sqrt_rn(tl.div_rn(ssh, D * 1.0) + eps))
 
