@@ -31,11 +31,14 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+
+from adjust_kernels.aot_shapes import AotProblem, aot_problems
+from adjust_kernels.launch import Launch
 
 # Largest dynamic shared memory one block may opt into (CUDA C++ Programming Guide, compute capabilities).
 SHARED_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
-# SM counts the launch configurations are sized for (they pick vocabulary splits per SM): A100, H100/H200.
+# SM counts the launch configurations are sized for (they pick vocabulary splits per SM): A100 (80),
+# RTX A6000 (86), RTX 4090 (89), H100 / H200 (90).
 SM_COUNT = {80: 108, 86: 84, 89: 128, 90: 132}
 KERNEL_MODULES = (
     "adjust_kernels.sampler_input",
@@ -51,8 +54,8 @@ class Entry:
     """One distinct compile: a launch and every (problem, variant) that launches exactly it."""
 
     kernel: str
-    launch: Any
-    problems: list = field(default_factory=list)
+    launch: Launch
+    problems: list[AotProblem] = field(default_factory=list)
     variants: list[str] = field(default_factory=list)
 
     @property
@@ -84,8 +87,6 @@ def entries(modules: Sequence[str], sweep: str, sm_count: int, kernels: Sequence
     """Every module's compile specs at every problem of ``sweep`` (only those of ``kernels``, when named),
     one Entry per distinct compile (e.g. the finalize kernel, which does not depend on the dtype, is
     compiled once for bf16 and fp16)."""
-    from adjust_kernels.aot_shapes import aot_problems
-
     out: dict[tuple, Entry] = {}
     for name in modules:
         mod = importlib.import_module(name)
@@ -102,7 +103,7 @@ def entries(modules: Sequence[str], sweep: str, sm_count: int, kernels: Sequence
     return list(out.values())
 
 
-def source_args(launch) -> tuple[dict, dict, dict]:
+def source_args(launch: Launch) -> tuple[dict, dict, dict]:
     """(signature, constexprs, attrs) of ``launch`` as ``JITFunction.run`` derives them from its arguments:
     the same ``native_specialize_impl`` (dtypes, 16-divisible integers and pointers, integers equal to 1
     as constants), so the AOT compile is the one the launch would JIT."""
@@ -145,7 +146,7 @@ def _mma_kind(asm: dict) -> str:
     return "fma" if "tt.dot" in asm["ttgir"] else "-"
 
 
-def compile_launch(launch, arch: int) -> Measure:
+def compile_launch(launch: Launch, arch: int) -> Measure:
     """Compile ``launch`` for ``sm_<arch>`` with ``triton.compile``; registers and spills from ptxas -v.
     Needs a fresh ``TRITON_CACHE_DIR`` (a cache hit runs no ptxas, so reports nothing)."""
     import triton
@@ -223,7 +224,7 @@ def failures(results: Sequence[Result], spill_budget: int, other_spill_budget: i
     return bad
 
 
-def describe(problems: Sequence) -> str:
+def describe(problems: Sequence[AotProblem]) -> str:
     """Problems in few words: per batch shape, ``model1/model2 dtype1/dtype2`` when they form a full grid."""
     groups: dict[str, list] = {}
     for p in problems:
@@ -254,6 +255,7 @@ def table(results: Sequence[Result]) -> str:
 
 
 def _nvcc_all(archs: Sequence[int]) -> list:
+    """csrc/*.cu compiled for each of ``archs`` (run beside the Triton compiles)."""
     from adjust_kernels.aot_nvcc import compile_cuda_sources
 
     return [r for arch in archs for r in compile_cuda_sources(arch)]
