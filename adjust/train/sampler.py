@@ -108,12 +108,13 @@ def rollout_kl(
 
 def _draw(traj: Trajectories, rows: torch.Tensor, rollout: int, g: torch.Generator, n: int,
           windows: int = 1) -> tuple[list, list]:
-    """n (row, t) pairs: t over the steps that leave x_{t+R} (or the last state) still masked.
+    """n (row, t) pairs, t uniform over the states x_0 .. x_{L−2} of each trajectory (every state
+    that has a commit after it; a rollout that runs past the last state stops there).
 
-    With `windows` = W > 1, each drawn trajectory gives W consecutive starts t0 .. t0 + W − 1
-    (fewer where it is short): their states overlap, and `rollout_kl` runs the base once per
-    distinct state, so a batch costs about (W + R) / (W (R + 1)) of the base forwards of W
-    independent draws.
+    With `windows` = W > 1, each drawn trajectory gives the starts t0 .. t0 + W − 1 that fall in
+    range, t0 uniform over [−(W − 1), L − 2]: every t stays equally likely, the first and last
+    states included, and the windows' states overlap, so `rollout_kl` runs the base once per
+    distinct state — about (W + R) / (W (R + 1)) of the base forwards of W independent draws.
     """
     steps = traj.num_steps[rows]
     rows = rows[steps > 1]
@@ -123,12 +124,12 @@ def _draw(traj: Trajectories, rows: torch.Tensor, rollout: int, g: torch.Generat
     while len(picked_rows) < n:
         k = -(-(n - len(picked_rows)) // windows)
         picked = rows[torch.randint(len(rows), (k,), generator=g)]
-        hi = (traj.num_steps[picked] - rollout).clamp(min=1)
-        w = hi.clamp(max=windows)
-        t0 = (torch.rand(k, generator=g) * (hi - w + 1)).long().clamp(max=hi - w)
-        for r, t, m in zip(picked.tolist(), t0.tolist(), w.tolist()):
-            picked_rows += [r] * m
-            picked_ts += range(t, t + m)
+        hi = traj.num_steps[picked] - 1  # starts t ∈ [0, hi)
+        t0 = (torch.rand(k, generator=g) * (hi + windows - 1)).long() - (windows - 1)
+        for r, t, top in zip(picked.tolist(), t0.tolist(), hi.tolist()):
+            ts = range(max(t, 0), min(t + windows, top))
+            picked_rows += [r] * len(ts)
+            picked_ts += ts
     return picked_rows[:n], picked_ts[:n]
 
 
