@@ -29,6 +29,7 @@ from adjust.backends import BACKENDS, FusedAdjustStep, pass_sampler, resolve_bac
 from adjust.candidates import CandidateRestriction
 from adjust.context_cache import ContextCache
 from adjust.models.adapter import DiffusionLMAdapter, as_adapter
+from adjust.schedules import CommitSchedule, as_schedule
 from adjust.unmasking import ALGS, SamplingSettings, select_positions
 
 
@@ -159,6 +160,8 @@ def generate(
     backend: str = "torch",
     candidate_tokens: int | None = None,
     cache_context: bool = False,
+    schedule: str | CommitSchedule = "k",
+    sample_mask: bool = False,
 ) -> GenerationOutput:
     """Generate with a masked diffusion LM, K tokens per base-model forward pass.
 
@@ -192,6 +195,14 @@ def generate(
             rows; the other rows keep the base hidden states and their keys/values are
             computed once per base step (an approximation of g that makes the passes
             cost C rows instead of L; see `adjust.context_cache`). False = exact ADJUST.
+        schedule: tokens committed per base forward within a block of ceil(masks / K)
+            forwards: "k" (exactly K, the remainder last; the default), "dream" (Dream's
+            eps-based counts), "llada" (LLaDA's even split, the remainder first) or a
+            `adjust.schedules.CommitSchedule`. The triton backend's fused ADJUST loop
+            refuses schedules that may commit more than K per forward ("dream").
+        sample_mask: True keeps the [MASK] logit in the sampling and the scores, as Dream's
+            and LLaDA's own generate do (a committed [MASK] leaves the position masked; it
+            may end so). Parallel sampling only (samplers are trained without it).
 
     Returns:
         a `GenerationOutput` with the sequences, the unmask order and pass counts.
@@ -235,8 +246,14 @@ def generate(
         raise TypeError(f"cache_context must be a bool, got {type(cache_context).__name__}")
     if cache_context and sampler is None:
         raise ValueError("cache_context changes the sampler passes: it needs a sampler (ADJUST)")
+    schedule = as_schedule(schedule)
+    if not isinstance(sample_mask, bool):
+        raise TypeError(f"sample_mask must be a bool, got {type(sample_mask).__name__}")
+    if sample_mask and sampler is not None:
+        raise ValueError("sample_mask reproduces Dream/LLaDA's own parallel sampling; ADJUST samplers are trained "
+                         "with the mask token excluded (use sampler=None)")
 
-    settings = SamplingSettings(temperature, top_p, top_k, alg, alg_temp)
+    settings = SamplingSettings(temperature, top_p, top_k, alg, alg_temp, sample_mask)
     device = adapter.device
     run_seed = seed if seed is not None else int(torch.seed() % (2**63))
     generator = torch.Generator(device=device)
@@ -257,15 +274,19 @@ def generate(
     if not block_ends:  # infilling only, nothing appended
         block_ends = [total]
 
-    steps_per_block, block_sizes = [], []
+    steps_per_block, block_sizes, block_masks = [], [], []
     first = torch.zeros(B, dtype=torch.long, device=device)
     for end in block_ends:
         in_block = (is_masked & (positions < end)).sum(-1)
-        block_sizes.append(int((in_block - first).max()))
-        steps_per_block.append(math.ceil(block_sizes[-1] / K))
+        block_masks.append(in_block - first)
+        block_sizes.append(int(block_masks[-1].max()))
+        steps_per_block.append(schedule.steps(block_sizes[-1], K))
         first = in_block
     fused = None
     if backend == "triton" and sampler is not None:
+        if schedule.may_exceed_k:
+            raise ValueError(f"schedule={schedule.name!r} may commit more than K tokens per forward; the triton "
+                             "backend's fused ADJUST loop runs exactly K passes (use backend='torch' or 'cpp')")
         fused = FusedAdjustStep(adapter, sampler, settings, K, B, total, max(block_sizes), attn_arg, run_seed,
                                 candidate_tokens, cache_context)
     bar = tqdm(total=sum(steps_per_block), desc=f"generate K={K}", disable=not progress, unit="fwd")
@@ -273,13 +294,15 @@ def generate(
     history: list[StepRecord] | None = [] if return_history else None
     base_forwards = sampler_passes = pass_counter = 0
     t0 = time.perf_counter()
-    for end in block_ends:
-        while True:
+    for end, steps, new_masks in zip(block_ends, steps_per_block, block_masks):
+        for step in range(steps):
             candidates = (x == adapter.mask_token_id) & attn.bool() & (positions < end)
             remaining = candidates.sum(-1)
             if not bool(remaining.any()):
                 break
-            n_row = remaining.clamp(max=K)
+            n_row = schedule.counts(step, steps, K, new_masks, remaining)
+            if not bool(n_row.any()):  # e.g. Dream's first step at K = 1: no forward is needed
+                continue
             h = adapter.hidden(x, attn_arg)
             base_forwards += 1
             bar.update(1)
@@ -296,7 +319,7 @@ def generate(
                         history.append(_fused_record(base_forwards - 1, k, pos, x, logq[:, k]))
                     pass_counter += 1
                 continue
-            per_pass = [n_row] if sampler is None else [(n_row > k).long() for k in range(K)]
+            per_pass = [n_row] if sampler is None else [(n_row > k).long() for k in range(int(n_row.max()))]
             context = None
             for k, n in enumerate(per_pass):
                 if k > 0:
