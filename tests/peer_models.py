@@ -52,7 +52,7 @@ def supported_transformers():
 def _need_peer_code() -> None:
     if not PEER_CODE.is_dir():
         pytest.skip(f"the real Dream/LLaDA code is not here ({PEER_CODE} is absent; CI lays ../shared beside the repo)")
-    import transformers
+    transformers = pytest.importorskip("transformers", reason="the real Dream/LLaDA code needs the `hf` extra")
 
     spec = supported_transformers()
     if transformers.__version__ not in spec and not os.environ.get("ADJUST_HF_ANY_TRANSFORMERS"):
