@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from adjust.data.testbed import Testbed
 from adjust.data.tokenizer import BOS_ID, EOS_ID, MASK_ID, PAD_ID
 from adjust.models.mdlm import MaskedDiffusionLM, MDLMConfig
+from adjust.progress import progress_bar
 from adjust.train.batching import collate
 from adjust.train.checkpointing import GracefulStop, load_state, save_state
 from adjust.train.schedule import warmup_cosine
@@ -78,7 +78,8 @@ def train_base(
         pad_token_id=PAD_ID,
         name=testbed.name,
         max_seq_len=max(2 * seq_len, 64),
-        extra={"testbed": testbed.name, "gen_length": testbed.gen_length, **(provenance or {})},
+        extra={"testbed": testbed.name, "gen_length": testbed.gen_length,
+               **({"id_offset": testbed.id_offset} if getattr(testbed, "id_offset", 0) else {}), **(provenance or {})},
         **(model_config or {}),
     )
     torch.manual_seed(cfg.seed)
@@ -101,7 +102,7 @@ def train_base(
     if start == 0:
         log.write(json.dumps({"event": "start", "model": asdict(mc), "train": asdict(cfg),
                               "params": model.num_parameters()}) + "\n")
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train-base {testbed.name}",
+    bar = progress_bar(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train-base {testbed.name}",
                disable=not progress)
     t0, ema = time.perf_counter(), None
     model.train()
