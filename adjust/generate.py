@@ -301,6 +301,9 @@ def generate(
             if not bool(remaining.any()):
                 break
             n_row = schedule.counts(step, steps, K, new_masks, remaining)
+            if bool(((n_row < 0) | (n_row > remaining)).any()):  # a custom schedule broke its contract
+                raise ValueError(f"schedule {schedule.name!r} asked for {n_row.tolist()} commits with "
+                                 f"{remaining.tolist()} candidates left")
             if not bool(n_row.any()):  # e.g. Dream's first step at K = 1: no forward is needed
                 continue
             h = adapter.hidden(x, attn_arg)

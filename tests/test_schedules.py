@@ -8,7 +8,7 @@ import torch
 from scipy.stats import chisquare
 
 import adjust
-from adjust.schedules import DreamSchedule, KPerForward, LLaDASchedule, as_schedule
+from adjust.schedules import CommitSchedule, DreamSchedule, KPerForward, LLaDASchedule, as_schedule
 from conftest import perturbed_sampler, tiny_mdlm
 
 MASK = 3  # MDLMConfig's default mask id
@@ -59,6 +59,15 @@ def test_bad_schedules_and_mask_settings_are_refused():
         adjust.generate(model, K=2, max_new_tokens=4, schedule="dream", backend="triton",
                         sampler=adjust.AdjustSampler.from_base(model))
     assert as_schedule("llada") == LLaDASchedule() and as_schedule(DreamSchedule(0.1)).eps == 0.1
+
+    class Greedy(CommitSchedule):
+        name = "greedy"
+
+        def counts(self, step, steps, K, block_masks, remaining):
+            return remaining + 1
+
+    with pytest.raises(ValueError, match=r"schedule 'greedy' asked for \[5\] commits with \[4\] candidates left"):
+        adjust.generate(model, K=2, max_new_tokens=4, schedule=Greedy())
 
 
 @pytest.mark.parametrize("schedule", ["k", "llada", "dream"])
