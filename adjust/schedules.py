@@ -9,8 +9,8 @@ each row's candidates to commit:
 - ``"dream"`` (`DreamSchedule`): Dream's ``diffusion_generate`` rule: over
   ``t = linspace(1, eps, steps + 1)``, step i commits ``int(m · (1 − t[i+1] / t[i]))``
   of a row's ``m`` masks left, and the last step all that are left. With ``eps = 1e-3``
-  the first forward commits K − 1 (nothing at K = 1) and later ones up to K + 1 (e.g.
-  [3, 4, 4, 5] for 16 tokens at K = 4). Dream takes ``m`` as the batch's *mean*; it
+  the first forward commits fewer than K (nothing at K = 1) and the last ones more (e.g.
+  [3, 4, 4, 5] for 16 tokens at K = 4, [2, 2, 2, 3, 3, 4] at K = 3). Dream takes ``m`` as the batch's *mean*; it
   differs from each row's own count only where rows hold different numbers of masks
   (after a committed [MASK], or masks in the prompts), and there Dream can ask a row for
   more tokens than it has, which its topk fills by writing [MASK] over committed tokens.
