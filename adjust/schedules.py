@@ -37,8 +37,6 @@ class CommitSchedule:
     """Per-step commit counts of a block (subclass and pass an instance as `generate(schedule=...)`)."""
 
     name: str = "custom"
-    #: True when a step may commit more than K tokens (the fused triton ADJUST loop runs K passes).
-    may_exceed_k: bool = True
 
     def steps(self, block_size: int, K: int) -> int:
         """Base forwards for a block whose fullest row has `block_size` masks."""
@@ -58,7 +56,6 @@ class KPerForward(CommitSchedule):
     """K per forward, the remainder of a block last (the package's rule)."""
 
     name = "k"
-    may_exceed_k = False
 
     def counts(self, step, steps, K, block_masks, remaining):
         return remaining.clamp(max=K)
@@ -70,7 +67,6 @@ class DreamSchedule(CommitSchedule):
 
     eps: float = 1e-3
     name = "dream"
-    may_exceed_k = True
 
     def __post_init__(self):
         if not isinstance(self.eps, (int, float)) or not 0 < self.eps < 1:
@@ -89,7 +85,6 @@ class LLaDASchedule(CommitSchedule):
     """LLaDA ``generate``'s counts: each row's block masks split evenly, the remainder on the first steps."""
 
     name = "llada"
-    may_exceed_k = False  # ceil(block masks / steps) ≤ K since steps = ceil(block size / K)
 
     def counts(self, step, steps, K, block_masks, remaining):
         n = block_masks // steps + (step < block_masks % steps).long()

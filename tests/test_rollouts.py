@@ -1,5 +1,7 @@
 """Training states: on-policy rollouts follow ADJUST's own choices; windows share base forwards."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -51,9 +53,14 @@ def test_windows_are_consecutive_and_share_base_forwards(tmp_path):
     tr = load_trajectories(tmp_path)
     rows, ts = _draw(tr, torch.arange(len(tr)), 3, torch.Generator().manual_seed(0), 20, windows=4)
     assert len(rows) == 20
-    for i in range(0, 20, 4):
-        assert len(set(rows[i : i + 4])) == 1 and ts[i : i + 4] == list(range(ts[i], ts[i] + 4))
-        assert 0 <= ts[i] and ts[i + 3] < 8 - 3
+    runs = [(r, list(g)) for r, g in itertools.groupby(zip(rows, ts), key=lambda p: p[0])]
+    for r, pairs in runs:  # consecutive starts of one trajectory, inside [0, L − 1)
+        starts = [t for _, t in pairs]
+        assert starts == list(range(starts[0], starts[0] + len(starts))) and 0 <= starts[0] and starts[-1] < 7
+    # every start t in 0..6 is equally likely, the first and last included (windows cut at the edges)
+    _, many = _draw(tr, torch.arange(len(tr)), 3, torch.Generator().manual_seed(1), 28000, windows=4)
+    counts = torch.bincount(torch.tensor(many), minlength=7).double()
+    assert len(counts) == 7 and float(((counts - 4000) ** 2 / 4000).sum()) < 30  # chi-square, 6 dof
     xs, attn = rollout_states(tr, rows, ts, 3, MASK, 0)
     ad = as_adapter(model)
     calls = []
@@ -62,7 +69,7 @@ def test_windows_are_consecutive_and_share_base_forwards(tmp_path):
     sampler = perturbed_sampler(model)
     loss, base = rollout_kl(sampler, ad, xs, attn)
     assert calls == [len(torch.unique(torch.cat([xs.reshape(-1, xs.shape[-1]), attn.repeat(4, 1)], 1), dim=0))]
-    assert calls[0] <= 5 * 7  # 5 trajectories × (4 windows + 3) states, not 20 × 4
+    assert calls[0] <= len(runs) * 7  # ≤ (4 windows + 3) states per trajectory drawn, not 4 per start
     # the same loss as one forward per state (no sharing)
     ad.hidden = hidden
     expect, expect_base = _loss_without_sharing(sampler, ad, xs, attn)
@@ -108,7 +115,7 @@ def test_focus_moves_weight_onto_the_next_commits(tmp_path):
                 kl = (lp.exp() * (lp - lq)).sum(-1)
                 w = 0.5 * (torch.softmax((lp.exp() * lp).sum(-1) / tau, 0) +
                            torch.softmax((lq.exp() * lq).sum(-1) / tau, 0))
-                terms.append(float((w * kl).sum()))
+                terms.append(float((w * kl).sum().detach()))
         expect += sum(terms) / len(terms)
     assert focused == pytest.approx(expect, rel=1e-4)
     assert abs(focused - plain.item()) > 1e-3  # the weighting changes the loss
@@ -129,3 +136,26 @@ def test_self_generated_trajectories_are_adjust_generations(tmp_path):
             order = out.commit_pass[b][out.commit_pass[b] >= 0].argsort()
             assert torch.equal(pool.rank[chunk + b][out.commit_pass[b] >= 0][order], torch.arange(5))
     assert sampler.training  # left as it was
+
+
+def test_reverse_weight_mixes_forward_and_reverse_kl(tmp_path):
+    model = tiny_mdlm(vocab_size=12, sharpen=3.0, mix=20.0)
+    generate_trajectories(model, None, tmp_path, TrajectorySettings(num_sequences=4, gen_length=6), progress=False)
+    tr = load_trajectories(tmp_path)
+    xs, attn = rollout_states(tr, [0, 1, 2], [0, 1, 2], 2, MASK, 0)
+    ad, sampler = as_adapter(model), perturbed_sampler(model)
+    with torch.no_grad():
+        fwd, fwd0 = rollout_kl(sampler, ad, xs, attn)
+        rev, rev0 = rollout_kl(sampler, ad, xs, attn, reverse=1.0)
+        mix, mix0 = rollout_kl(sampler, ad, xs, attn, reverse=0.25)
+        # by hand: Σ_j mean over masked positions of KL(q ‖ p)
+        h, expect = ad.hidden(xs[0]), 0.0
+        for j in (1, 2):
+            h = sampler(h, xs[j], ad)
+            m = xs[j] == MASK
+            lp, lq = (torch.log_softmax(ad.logits(v[m]).float().index_fill(-1, torch.tensor([MASK]), -1e4), -1)
+                      for v in (ad.hidden(xs[j]), h))
+            expect += float((lq.exp() * (lq - lp)).sum() / m.sum())
+    assert rev.item() == pytest.approx(expect, rel=1e-4) and abs(rev.item() - fwd.item()) > 1e-3
+    assert mix.item() == pytest.approx(0.75 * fwd.item() + 0.25 * rev.item(), rel=1e-5)
+    assert mix0.item() == pytest.approx(0.75 * fwd0.item() + 0.25 * rev0.item(), rel=1e-5)

@@ -8,6 +8,7 @@ import torch
 from scipy.stats import chisquare
 
 import adjust
+from adjust.decoding import Parallel, Threshold
 from adjust.schedules import CommitSchedule, DreamSchedule, KPerForward, LLaDASchedule, as_schedule
 from conftest import perturbed_sampler, tiny_mdlm
 
@@ -53,11 +54,16 @@ def test_bad_schedules_and_mask_settings_are_refused():
         DreamSchedule(eps=0.0)
     with pytest.raises(TypeError, match="sample_mask must be a bool"):
         adjust.generate(model, K=2, max_new_tokens=4, sample_mask=1)
-    with pytest.raises(ValueError, match="sample_mask.*sampler=None"):
-        adjust.generate(model, K=2, max_new_tokens=4, sample_mask=True, sampler=adjust.AdjustSampler.from_base(model))
-    with pytest.raises(ValueError, match="schedule='dream' may commit more than K.*fused ADJUST loop"):
-        adjust.generate(model, K=2, max_new_tokens=4, schedule="dream", backend="triton",
-                        sampler=adjust.AdjustSampler.from_base(model))
+    g = adjust.AdjustSampler.from_base(model)
+    with pytest.raises(ValueError, match="sample_mask reproduces .*no sampler"):
+        adjust.generate(model, K=2, max_new_tokens=4, sample_mask=True, sampler=g)
+    with pytest.raises(ValueError, match="sample_mask reproduces"):
+        adjust.generate(model, max_new_tokens=4, sample_mask=True, decoding=Threshold(0.9))
+    for schedule in ("dream", "llada"):
+        with pytest.raises(ValueError, match=f"schedule='{schedule}': the triton backend's fused ADJUST loop"):
+            adjust.generate(model, K=2, max_new_tokens=4, schedule=schedule, backend="triton", sampler=g)
+    with pytest.raises(ValueError, match="give the schedule to the policy"):
+        adjust.generate(model, max_new_tokens=4, schedule="llada", decoding=Parallel(2))
     assert as_schedule("llada") == LLaDASchedule() and as_schedule(DreamSchedule(0.1)).eps == 0.1
 
     class Greedy(CommitSchedule):
@@ -81,18 +87,27 @@ def test_generate_commits_the_schedules_counts(schedule, sampler):
     for rec in out.history:
         per_forward[rec.base_forward] += len(rec.positions[0])
         assert all(len(p) == len(rec.positions[0]) for p in rec.positions)  # both rows: 16 masks each
-    expected = [c for c in step_counts(as_schedule(schedule), 16, 3) if c]  # a step that commits nothing: no forward
+    expected = step_counts(as_schedule(schedule), 16, 3)
     assert per_forward == expected and out.base_forwards == len(expected)
     assert max(expected) > 3 or schedule != "dream"  # Dream's schedule commits more than K in some forward
     assert out.sampler_passes == (sum(c - 1 for c in expected) if sampler else 0)
     assert not bool((out.sequences == MASK).any())
 
 
-def test_dream_schedule_skips_the_forward_that_commits_nothing():
+def test_dream_schedule_runs_dreams_steps_also_the_one_that_commits_nothing():
     model = tiny_mdlm(vocab_size=20, sharpen=4.0)
-    out = adjust.generate(model, K=1, max_new_tokens=8, batch_size=2, temperature=0.0, schedule="dream")
-    assert out.base_forwards == 7  # Dream runs 8 forwards, the first commits nothing
-    assert out.tokens_generated == 16
+    out = adjust.generate(model, K=1, max_new_tokens=8, batch_size=2, temperature=0.0, schedule="dream",
+                          return_history=True)
+    assert out.base_forwards == 8 and out.tokens_generated == 16  # Dream's 8 steps; the first commits nothing
+    assert min(rec.base_forward for rec in out.history) == 1
+
+
+def test_a_schedule_is_a_policy_argument():
+    model = tiny_mdlm(vocab_size=20, sharpen=4.0)
+    kw = dict(max_new_tokens=16, batch_size=2, temperature=0.0)
+    assert torch.equal(adjust.generate(model, decoding=Parallel(3, schedule="llada"), **kw).sequences,
+                       adjust.generate(model, K=3, schedule="llada", **kw).sequences)
+    assert repr(Parallel(3, schedule="llada")) == "Parallel(K=3, schedule='llada')" and repr(Parallel(3)) == "Parallel(K=3)"
 
 
 def test_schedules_with_blocks_are_applied_per_block():
@@ -136,8 +151,8 @@ def test_schedules_compose_with_fast_backends_and_adjust_at_t0(backend, schedule
     g = perturbed_sampler(model)
     prompts = [[1, 5, 6], [1, 7]]
     for sampler in (None, g):
-        if backend == "triton" and sampler is not None and schedule == "dream":
-            continue  # refused (test_bad_schedules_and_mask_settings_are_refused)
+        if backend == "triton" and sampler is not None:
+            continue  # the fused ADJUST loop: refused (test_bad_schedules_and_mask_settings_are_refused)
         kw = dict(K=3, sampler=sampler, max_new_tokens=12, block_length=6, temperature=0.0, schedule=schedule)
         ref = adjust.generate(model, prompts, **kw)
         out = adjust.generate(model, prompts, backend=backend, **kw)
