@@ -28,11 +28,12 @@ import torch
 
 from adjust.backends import BACKENDS, pass_sampler, resolve_backend
 from adjust.candidates import CandidateRestriction
-from adjust.decoding.fixed import Adjust, Parallel
+from adjust.decoding.fixed import Adjust, Exact, Parallel
 from adjust.decoding.loop import DecodingLoop
 from adjust.decoding.output import GenerationOutput, StepRecord
 from adjust.decoding.policy import DecodingPolicy
 from adjust.models.adapter import DiffusionLMAdapter, as_adapter
+from adjust.schedules import CommitSchedule, as_schedule
 from adjust.unmasking import ALGS, SamplingSettings
 
 __all__ = ["GenerationOutput", "StepRecord", "generate"]
@@ -127,6 +128,8 @@ def generate(
     candidate_tokens: int | None = None,
     cache_context: bool = False,
     decoding: DecodingPolicy | None = None,
+    schedule: str | CommitSchedule = "k",
+    sample_mask: bool = False,
 ) -> GenerationOutput:
     """Generate with a masked diffusion LM, K tokens per base-model forward pass (or as ``decoding`` decides).
 
@@ -164,6 +167,16 @@ def generate(
             ``AdaptiveAdjust(rule, value, K_max)``, ``EDLM(judge, K)``, ``APD(judge, weight)``, or
             ``Exact()`` / ``Parallel(K)`` / ``Adjust(K)``); it replaces ``K``, which must then stay 1.
             None = ``Adjust(K)`` with a sampler, ``Parallel(K)`` without.
+        schedule: how many tokens each of a block's ceil(masks / K) base forwards commits
+            (`adjust.schedules`): "k" (exactly K, the remainder last; the default), "dream"
+            (Dream's eps-based counts), "llada" (LLaDA's even split, the remainder first) or a
+            `CommitSchedule`; for the default policies (``decoding=None``; else pass it to
+            ``Parallel(K, schedule)`` / ``Adjust(K, schedule)``). The triton backend's fused
+            ADJUST loop takes "k" only.
+        sample_mask: True keeps the [MASK] logit in the sampling and the scores, as Dream's
+            and LLaDA's own generate do (a committed [MASK] leaves the position masked; it may
+            end so). Parallel sampling only (``Parallel`` / ``Exact``, no sampler: samplers are
+            trained without it).
 
     Returns:
         a `GenerationOutput` with the sequences, the unmask order and pass counts.
@@ -214,9 +227,18 @@ def generate(
         if K != 1:
             raise ValueError(f"K={K} with decoding={decoding!r}: the policy sets the tokens per base forward "
                              "(leave K at 1)")
-    policy = decoding if decoding is not None else (Parallel(K) if sampler is None else Adjust(K))
+    if decoding is not None and as_schedule(schedule).name != "k":
+        raise ValueError(f"schedule={schedule!r} with decoding={decoding!r}: give the schedule to the policy, "
+                         "e.g. Parallel(K, schedule=...)")
+    policy = decoding if decoding is not None else (Parallel(K, schedule) if sampler is None
+                                                    else Adjust(K, schedule))
+    if not isinstance(sample_mask, bool):
+        raise TypeError(f"sample_mask must be a bool, got {type(sample_mask).__name__}")
+    if sample_mask and (sampler is not None or type(policy) not in (Parallel, Exact)):
+        raise ValueError("sample_mask reproduces Dream/LLaDA's own parallel sampling (Parallel / Exact, no sampler): "
+                         "samplers are trained, and the other policies score, with the mask token excluded")
 
-    settings = SamplingSettings(temperature, top_p, top_k, alg, alg_temp)
+    settings = SamplingSettings(temperature, top_p, top_k, alg, alg_temp, sample_mask)
     device = adapter.device
     run_seed = seed if seed is not None else int(torch.seed() % (2**63))
     generator = torch.Generator(device=device)

@@ -12,7 +12,9 @@ candidate position and each position gets a score (higher = unmask first):
 
 Positions are then chosen by score: the top-n, or, with ``alg_temp > 0``, n draws
 without replacement from softmax(score / alg_temp) (Dream), done here with the
-equivalent Gumbel-top-n trick. The mask token is never sampled.
+equivalent Gumbel-top-n trick. The mask token is never sampled, unless
+``sample_mask`` keeps it as Dream's and LLaDA's own generate do (callers then pass
+``mask_token_id=None``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class SamplingSettings:
     top_k: int | None = None
     alg: str = "entropy"
     alg_temp: float | None = None
+    sample_mask: bool = False  # True: the mask token stays in the sampling and scores (Dream/LLaDA's own generate)
 
 
 def filter_logits(logits: torch.Tensor, s: SamplingSettings, mask_token_id: int | None) -> torch.Tensor:

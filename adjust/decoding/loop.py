@@ -1,6 +1,7 @@
 """The one decoding loop: base forward, then passes, then commit — the policy decides the rest.
 
-Per semi-autoregressive block, while the block has masked positions: one base forward
+Per semi-autoregressive block, while the block has masked positions (and for at most the
+policy's `block_steps` base steps: a [MASK] committed under ``sample_mask`` stays masked): one base forward
 ``h = f(x)``; pass 0 samples a token and a score at every candidate (masked, inside the
 block) from ``W h``; the policy (`adjust.decoding.policy`) names the positions to commit; while
 it asks for more, a sampler pass ``h = g(h, x)`` (or its context-cached variant) re-scores the
@@ -13,6 +14,7 @@ ADJUST-adaptive) run as one static-shape call per base step instead (`FusedAdjus
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -65,10 +67,14 @@ class DecodingLoop:
         bar = progress_bar(total=int(is_masked.sum()), desc=f"generate {self.policy!r}", disable=not self.progress,
                            unit="tok")
         t0 = time.perf_counter()
+        entered = torch.zeros(x.shape[0], dtype=torch.long, device=device)
         for end in block_ends:
-            while True:
+            in_block = (is_masked & (positions < end)).sum(-1)
+            block_masks, entered = in_block - entered, in_block
+            block_steps = self.policy.block_steps(int(block_masks.max()))
+            for block_step in itertools.count():
                 candidates = (x == mask_id) & attn.bool() & (positions < end)
-                if not bool(candidates.any()):
+                if not bool(candidates.any()) or (block_steps is not None and block_step == block_steps):
                     break
                 h = self.adapter.hidden(x, attn_arg)
                 self.base_forwards += 1
@@ -77,7 +83,8 @@ class DecodingLoop:
                 if fused is not None:
                     self._fused_step(fused, h, x, candidates)
                 else:
-                    x = self._step(h, x, attn, attn_arg, candidates)
+                    step = StepState.start(candidates, block_step, block_steps, block_masks)
+                    x = self._step(h, x, attn, attn_arg, candidates, step)
                 bar.update(before - int(((x == mask_id) & candidates).sum()))
         bar.close()
         if device.type == "cuda":
@@ -88,9 +95,8 @@ class DecodingLoop:
                                 history=self.history, row_forwards=row_forwards.cpu())
 
     def _step(self, h: torch.Tensor, x: torch.Tensor, attn: torch.Tensor, attn_arg: torch.Tensor | None,
-              candidates: torch.Tensor) -> torch.Tensor:
+              candidates: torch.Tensor, step: StepState) -> torch.Tensor:
         """One base step of the eager loop: pass 0, then sampler passes while the policy asks."""
-        step = StepState.start(candidates)
         context, k = None, 0
         while True:
             if k > 0:
