@@ -51,6 +51,34 @@ Under torchrun each global batch is split over the ranks (one step = the 1-proce
 }
 
 
+def _seed(text: str) -> int:
+    """argparse type of --seed: an int that fits the 64-bit generators."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**63), got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    """argparse type of counts that must be ≥ 1 (--n, --seeds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value
+
+
+def _add_allow_base_mismatch(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--allow-base-mismatch", action="store_true",
+                   help=f"accept {what} whose recorded base has other weights (the same base re-saved); "
+                        "vocabulary and tokenizer must still match")
+
+
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--K", type=int, default=4, help="tokens per base forward (1 = exact joint sampling)")
     p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1.0)")
@@ -59,7 +87,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alg", default="entropy", help="entropy | confidence | margin | low_confidence | random")
     p.add_argument("--alg-temp", type=float, default=None)
     p.add_argument("--block-length", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
 
 
 def _add_approximation_args(p: argparse.ArgumentParser) -> None:
@@ -83,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=4, help="samples printed per method (default 4)")
     p.add_argument("--score-samples", type=int, default=200, help="samples scored per method (default 200)")
     p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
 
     p = sub.add_parser("train-base", help="train a small masked diffusion LM", epilog=EPILOGS["train-base"],
                        formatter_class=fmt)
@@ -94,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-size", type=int, default=1024, help="BPE vocabulary when one is trained")
     p.add_argument("--gen-length", type=int, default=None, help="completion length (default: the testbed's)")
     p.add_argument("--out", required=True, help="output checkpoint folder")
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=3000, help="a larger --steps extends a complete --out")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--num-examples", type=int, default=50_000, help="training examples drawn from the testbed")
@@ -104,16 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--kv-heads", type=int, default=2)
     p.add_argument("--mlp", type=int, default=384)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
     p = sub.add_parser("generate", help="generate from a model", epilog=EPILOGS["generate"], formatter_class=fmt)
     p.add_argument("--model", required=True, help="a shipped model name or a checkpoint folder")
     p.add_argument("--prompt", action="append", default=None, help="prompt text (repeat for a batch)")
-    p.add_argument("--n", type=int, default=4, help="unconditional samples when no --prompt is given")
+    p.add_argument("--n", type=_positive, default=4, help="unconditional samples when no --prompt is given")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the model's training length")
     p.add_argument("--json", action="store_true", help="print one JSON record per sample")
     p.add_argument("--sampler", default=None, help="ADJUST sampler (shipped name or folder); default: naive parallel")
+    _add_allow_base_mismatch(p, "a --sampler")
     _add_approximation_args(p)
     _add_sampling_args(p)
 
@@ -122,8 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", required=True, help="base model: shipped name or checkpoint folder")
     p.add_argument("--prompts", default="bos",
                    help="bos (unconditional) | testbed (the base's testbed prompts) | FILE.jsonl ({prompt} or {prompt_ids})")
-    p.add_argument("--n", "--num-sequences", dest="n", type=int, required=True,
-                   help="number of sequences (spell it --num-sequences under torchrun, which claims --n)")
+    p.add_argument("--n", "--num-sequences", dest="n", type=_positive, required=True,
+                   help="number of sequences (spell it --num-sequences under torchrun, which claims --n); "
+                        "a larger --n extends a complete folder")
     p.add_argument("--out", required=True, help="output folder (shards + manifest.json)")
     p.add_argument("--gen-length", type=int, default=None, help="default: the base's training length")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -132,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alg", default="entropy")
     p.add_argument("--block-length", type=int, default=None)
     p.add_argument("--shard-size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
+    _add_allow_base_mismatch(p, "resuming into an --out")
 
     p = sub.add_parser("train-sampler", help="train an ADJUST sampler on trajectories (Alg. 2)",
                        epilog=EPILOGS["train-sampler"], formatter_class=fmt)
@@ -140,23 +171,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="trajectory folder written by `adjust data`")
     p.add_argument("--out", required=True, help="output sampler folder")
     p.add_argument("--rollout", type=int, default=3, help="R = K - 1 sampler passes unrolled (default 3)")
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=2000, help="a larger --steps extends a complete --out")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    _add_allow_base_mismatch(p, "--data (or an --out to resume)")
 
     p = sub.add_parser("eval", help="quality of K=1 / parallel / ADJUST on a testbed (tables, JSON, plot)",
                        epilog=EPILOGS["eval"], formatter_class=fmt)
     p.add_argument("--base", required=True, help="base model: shipped name or checkpoint folder")
     p.add_argument("--sampler", default=None, help="ADJUST sampler (needed for the adjust method)")
+    _add_allow_base_mismatch(p, "a --sampler")
     p.add_argument("--testbed", default=None, help="synthetic | tasks | text (default: the base's own testbed)")
-    p.add_argument("--methods", default="joint,parallel,adjust")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated: joint, parallel, adjust (default: all three with --sampler, else joint,parallel)")
     p.add_argument("--K", default="1,2,4,8", help="comma-separated tokens per base forward")
     p.add_argument("--temperature", default="0.6,1.0", help="comma-separated temperatures")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--n", type=int, default=256, help="samples per (method, K, T, seed)")
+    p.add_argument("--seeds", type=_positive, default=3)
+    p.add_argument("--n", type=_positive, default=256, help="samples per (method, K, T, seed)")
     p.add_argument("--no-joint-kl", action="store_true", help="skip the per-step joint KL (saves base forwards)")
     _add_approximation_args(p)
     p.add_argument("--json", default=None, help="write the records here")
@@ -176,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--train-length", type=int, default=64, help="tokens per training window (≥ gen_length)")
     p.add_argument("--eval-every", type=int, default=200)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
     p = sub.add_parser("info", help="what a checkpoint or trajectory folder is, what it is for, how it was made",
@@ -267,8 +301,10 @@ def cmd_train_base(args) -> None:
     train = BaseTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             num_examples=args.num_examples, eval_every=args.eval_every)
     t0 = time.perf_counter()
+    before = _job_record(args.out)
     model = train_base(testbed, args.out, model_config, train, provenance={"command": " ".join(["adjust", *sys.argv[1:]])})
-    print(f"saved {model.num_parameters() / 1e6:.2f}M-param model to {args.out} in {time.perf_counter() - t0:.0f}s")
+    print(_already_complete(args.out, before)
+          or f"saved {model.num_parameters() / 1e6:.2f}M-param model to {args.out} in {time.perf_counter() - t0:.0f}s")
 
 
 def cmd_generate(args) -> None:
@@ -289,7 +325,7 @@ def cmd_generate(args) -> None:
         from adjust.sampler import AdjustSampler
 
         sampler = AdjustSampler.from_pretrained(args.sampler)
-    out = adjust.generate(model, prompts, K=args.K, sampler=sampler,
+    out = adjust.generate(model, prompts, K=args.K, sampler=sampler, allow_base_mismatch=args.allow_base_mismatch,
                           max_new_tokens=_gen_length(model, args.max_new_tokens),
                           temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, alg=args.alg,
                           alg_temp=args.alg_temp, block_length=args.block_length, seed=args.seed,
@@ -317,12 +353,14 @@ def _read_prompts(spec: str, model, n: int, seed: int) -> list[list[int]] | None
         if name not in ("synthetic", "tasks", "text"):
             raise ValueError(f"--prompts testbed: {model.config.name!r} was not trained on a built-in testbed")
         return [bos + p.ids for p in get_testbed(name).prompts(n, seed=seed + 99_991)]
+    from adjust.data.jsonl import decode_line
     from adjust.data.tokenizer import encode
 
     tok = model.load_tokenizer()
     prompts = []
-    with open(spec) as f:
+    with open(spec, "rb") as f:
         for lineno, line in enumerate(f, 1):
+            line = decode_line(line, spec, lineno)
             if not line.strip():
                 continue
             try:
@@ -353,9 +391,12 @@ def cmd_data(args) -> None:
                                   shard_size=args.shard_size, temperature=args.temperature, top_p=args.top_p,
                                   top_k=args.top_k, alg=args.alg, block_length=args.block_length, seed=args.seed)
     t0 = time.perf_counter()
-    generate_trajectories(model, _read_prompts(args.prompts, model, args.n, args.seed), args.out, settings, rank=rank)
+    before = _job_record(args.out)
+    generate_trajectories(model, _read_prompts(args.prompts, model, args.n, args.seed), args.out, settings, rank=rank,
+                          allow_base_mismatch=args.allow_base_mismatch)
     if rank.is_main:
-        print(f"wrote {args.n} trajectories to {args.out} in {time.perf_counter() - t0:.0f}s"
+        print(_already_complete(args.out, before)
+              or f"wrote {args.n} trajectories to {args.out} in {time.perf_counter() - t0:.0f}s"
               + (f" on {rank.world_size} processes" if rank.distributed else ""))
     rank.close()
 
@@ -375,10 +416,15 @@ def cmd_train_sampler(args) -> None:
     cfg = SamplerTrainConfig(rollout=args.rollout, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                              eval_every=args.eval_every, seed=args.seed)
     t0 = time.perf_counter()
+    before = _job_record(args.out)
     sampler = train_sampler(model, traj, args.out, cfg, provenance={"command": " ".join(["adjust", *sys.argv[1:]])},
-                            rank=rank)
+                            rank=rank, allow_base_mismatch=args.allow_base_mismatch)
     rank.close()
     if not rank.is_main:
+        return
+    done = _already_complete(args.out, before)
+    if done:
+        print(done)
         return
     print(f"saved sampler ({sampler.num_parameters() / 1e6:.2f}M params) to {args.out} "
           f"in {time.perf_counter() - t0:.0f}s: held-out KL {sampler.extra.get('heldout_kl')} "
@@ -396,18 +442,19 @@ def cmd_eval(args) -> None:
         from adjust.sampler import AdjustSampler
 
         sampler = AdjustSampler.from_pretrained(args.sampler)
+        sampler.check_compatible(model, args.allow_base_mismatch)  # before hours of joint/parallel runs
     name = args.testbed or model.config.extra.get("testbed")
     if name is None:
         raise ValueError("--testbed is required: the base model records no testbed")
     testbed = get_testbed(name)
-    methods = tuple(m for m in args.methods.split(",") if m)
+    default = "joint,parallel,adjust" if sampler is not None else "joint,parallel"
+    methods = tuple(m for m in (args.methods or default).split(",") if m)
     if sampler is None and "adjust" in methods:
-        methods = tuple(m for m in methods if m != "adjust")
-        print("no --sampler given: skipping the adjust method", file=sys.stderr)
-    cfg = EvalConfig(methods=methods, Ks=tuple(int(k) for k in args.K.split(",")),
-                     temperatures=tuple(float(t) for t in args.temperature.split(",")), seeds=args.seeds,
-                     num_samples=args.n, joint_kl=not args.no_joint_kl, candidate_tokens=args.candidate_tokens,
-                     cache_context=args.cache_context)
+        raise ValueError("--methods adjust needs a --sampler (or drop adjust from --methods)")
+    cfg = EvalConfig(methods=methods, Ks=_numbers("--K", args.K, int), temperatures=_numbers("--temperature",
+                     args.temperature, float), seeds=args.seeds, num_samples=args.n, joint_kl=not args.no_joint_kl,
+                     candidate_tokens=args.candidate_tokens, cache_context=args.cache_context,
+                     allow_base_mismatch=args.allow_base_mismatch)
     if testbed.name == "text":
         from adjust.eval.judge import Judge
         from adjust.eval.text_quality import TextQuality
@@ -419,6 +466,37 @@ def cmd_eval(args) -> None:
         with open(args.json, "w") as f:
             json.dump(records, f, indent=1)
     _report(records, args.plot)
+
+
+def _numbers(flag: str, text: str, kind: type) -> tuple:
+    """The comma-separated numbers of a flag such as --K 1,2,4 (ValueError naming the flag)."""
+    try:
+        values = tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{flag}: expected comma-separated {kind.__name__}s, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{flag}: no values in {text!r}")
+    return values
+
+
+def _job_record(out: str) -> dict | None:
+    """The job record of an --out folder (None if it has none or is no folder)."""
+    from pathlib import Path
+
+    from adjust.jobstate import read_job
+
+    return read_job(out) if Path(out).is_dir() else None
+
+
+def _already_complete(out: str, before: dict | None) -> str | None:
+    """The 'already complete' line when a rerun into a complete folder found nothing to do."""
+    after = _job_record(out)
+    if before is None or after is None or before["status"] != "complete" or after["done"] != before["done"]:
+        return None
+    return f"{out}: already complete ({after['unit']} {after['done']} of {after['total']}); nothing to do"
+
+
+_RECORD_KEYS = ("testbed", "method", "K", "temperature")
 
 
 def _report(records: list[dict], plot: str | None, metric: str | None = None) -> None:
@@ -447,8 +525,15 @@ def _report(records: list[dict], plot: str | None, metric: str | None = None) ->
 def cmd_report(args) -> None:
     records = []
     for path in args.json:
-        with open(path) as f:
-            records += json.load(f)
+        with open(path, encoding="utf-8") as f:
+            try:
+                got = json.load(f)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ValueError(f"{path}: not a JSON file ({e})") from None
+        if not isinstance(got, list) or not all(isinstance(r, dict) and all(k in r for k in _RECORD_KEYS) for r in got):
+            raise ValueError(f"{path}: not adjust eval records (expected a JSON list of objects with "
+                             f"{', '.join(_RECORD_KEYS)}, as written by adjust eval --json)")
+        records += got
     if not records:
         raise ValueError(f"{', '.join(args.json)}: no records")
     _report(records, args.plot, args.metric)
@@ -485,10 +570,21 @@ def main(argv: list[str] | None = None) -> None:
     handler = {"demo": cmd_demo, "train-base": cmd_train_base, "generate": cmd_generate, "data": cmd_data,
                "train-sampler": cmd_train_sampler, "eval": cmd_eval, "train-judge": cmd_train_judge,
                "info": cmd_info, "report": cmd_report}[args.command]
+    from adjust.jobstate import JobInterrupted, release_locks
+
     try:
         handler(args)
+    except JobInterrupted as e:  # checkpointed; a scheduler must not take it for a finished job
+        print(e, file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
     except (ValueError, TypeError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
+    except OSError as e:  # disk full, read-only folder, a folder in use: one line naming the path
+        if e.filename is None and e.strerror and getattr(args, "out", None):
+            raise SystemExit(f"error: {e.strerror} (writing under {args.out})") from None
+        raise SystemExit(f"error: {e.filename + ': ' + e.strerror if e.filename and e.strerror else e}") from None
+    finally:  # a failed job's folder must not stay locked by this process (in-process callers, tests)
+        release_locks()
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from adjust.identity import check_base
+from adjust.jobstate import Job
 from adjust.models.adapter import DiffusionLMAdapter, as_adapter
 from adjust.sampler import AdjustSampler
 from adjust.train.checkpointing import GracefulStop, load_state, save_state
@@ -126,6 +128,7 @@ def train_sampler(
     provenance: dict | None = None,
     stop_after: int | None = None,
     rank: Rank | None = None,
+    allow_base_mismatch: bool = False,
 ) -> AdjustSampler:
     """Train (or resume training) a sampler for `model` and save it to `out_dir`.
 
@@ -137,6 +140,10 @@ def train_sampler(
     (see `adjust.train.distributed`); rank 0 alone writes the log and checkpoints,
     and every rank resumes from them, so `out_dir` must be on a shared filesystem.
     On CUDA the forward passes run under bf16 autocast (KLs in fp32).
+    Identity (`adjust.jobstate`): `traj` must come from `model` (by weight fingerprint,
+    unless `allow_base_mismatch`: the same base re-saved), a resumed run must have the
+    same base, data and settings; a larger `cfg.steps` extends a complete run. A stop
+    signal raises `adjust.jobstate.JobInterrupted` after the checkpoint.
     """
     cfg = cfg or SamplerTrainConfig()
     rank = rank or Rank()
@@ -148,7 +155,10 @@ def train_sampler(
     for p in adapter.model.parameters():
         p.requires_grad_(False)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_base(traj.base, adapter.info, "data", allow_base_mismatch)
+    inputs = {"base": asdict(adapter.info), "data": traj.fingerprint,
+              "train": {k: v for k, v in asdict(cfg).items() if k != "steps"}}
+    job = Job.begin(out, "train-sampler", inputs, cfg.steps, writer=rank.is_main, allow_base_mismatch=allow_base_mismatch)
     n_held = max(1, int(len(traj) * cfg.heldout_fraction))
     if len(traj) <= n_held:
         raise ValueError(f"data: {len(traj)} trajectories are too few to hold out {n_held} for validation")
@@ -162,6 +172,7 @@ def train_sampler(
     ]
 
     sampler = AdjustSampler.from_base(adapter, extra={"rollout": cfg.rollout, **(provenance or {})})
+    sampler.data_fingerprint = traj.fingerprint
     opt = torch.optim.AdamW(sampler.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
     start = 0
@@ -221,10 +232,12 @@ def train_sampler(
                 sampler.save_pretrained(out)
                 save_state(out, sampler=sampler.state_dict(), optimizer=opt.state_dict(), generator=g.get_state(),
                            step=step + 1, config=asdict(cfg))
+                job.checkpoint(step + 1)
             if stopping:
                 break
     if log is not None:
         log.close()
     rank.barrier()  # the other ranks return once rank 0's checkpoint is on disk
+    job.end(stop)
     sampler.eval()
     return sampler
