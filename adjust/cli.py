@@ -28,11 +28,13 @@ EPILOGS = {
   adjust data --base tasks --prompts testbed --n 4000 --out runs/traj-tasks
   adjust data --base runs/mine --prompts prompts.jsonl --n 20000 --temperature 0.6 --out runs/traj-mine
   torchrun --nproc_per_node 8 -m adjust data --base runs/mine --prompts bos --num-sequences 200000 --out runs/traj-mine
-Interrupted runs resume (with any number of processes): run the same command again.""",
+Interrupted runs resume (with any number of processes): run the same command again.
+A complete --out reruns as "already complete"; a larger --n extends it.""",
     "train-sampler": """examples:
   adjust train-sampler --base synthetic --data runs/traj-synthetic --rollout 3 --out runs/sampler-synthetic
   torchrun --nproc_per_node 8 -m adjust train-sampler --base runs/mine --data runs/traj-mine --batch-size 256 --out runs/s
 Interrupted runs resume from the last checkpoint: run the same command again.
+A stop signal exits 143/130 after the checkpoint; a larger --steps extends a complete --out.
 Under torchrun each global batch is split over the ranks (one step = the 1-process step).""",
     "eval": """examples:
   adjust eval --base synthetic --sampler synthetic --testbed synthetic --json runs/eval.json --plot runs/eval.png
@@ -47,7 +49,7 @@ Under torchrun each global batch is split over the ranks (one step = the 1-proce
     "info": """examples:
   adjust info synthetic                 # the shipped synthetic model and its sampler
   adjust info runs/sampler-mine --json
-  adjust info runs/traj-mine            # a trajectory folder: settings, shards, complete?""",
+  adjust info runs/traj-mine            # a trajectory folder: settings, shards, complete or interrupted""",
 }
 
 
