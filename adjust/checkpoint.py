@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load, save_file
 
-from adjust.fileio import WriteError, atomic_write_all, file_sha256
+from adjust.fileio import atomic_write_all, file_sha256, make_dirs
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -46,10 +46,7 @@ def save_checkpoint(path: str | Path, module: torch.nn.Module, architecture: str
     Returns the weights' SHA-256 (the checkpoint's fingerprint).
     """
     path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise WriteError(path, e.strerror or str(e), e.errno) from None
+    make_dirs(path)
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     digest: list[str] = []
 

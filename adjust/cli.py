@@ -53,26 +53,23 @@ Under torchrun each global batch is split over the ranks (one step = the 1-proce
 }
 
 
-def _seed(text: str) -> int:
-    """argparse type of --seed: an int that fits the 64-bit generators."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"must be in [0, 2**63), got {value}")
-    return value
+def _int_in(lo: int, hi: int | None, bounds: str):
+    """An argparse type: an int in [lo, hi) (hi None: no upper bound), else an error quoting `bounds`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < lo or (hi is not None and value >= hi):
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+
+    return parse
 
 
-def _positive(text: str) -> int:
-    """argparse type of counts that must be ≥ 1 (--n, --seeds)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
-    return value
+_seed = _int_in(0, 2**63, "in [0, 2**63)")  # what the 64-bit generators take
+_positive = _int_in(1, None, "≥ 1")  # counts: --n, --seeds
 
 
 def _add_allow_base_mismatch(p: argparse.ArgumentParser, what: str) -> None:

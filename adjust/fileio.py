@@ -82,6 +82,14 @@ def atomic_write_all(files: list[tuple[Path, Callable[[Path], None]]]) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def make_dirs(path: str | Path) -> None:
+    """`mkdir -p path`, with a `WriteError` naming it (read-only filesystem, a file in the way, ...)."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(Path(path), e.strerror or str(e), e.errno) from None
+
+
 def write_text(path: str | Path, text: str) -> None:
     """Atomically write `text` (UTF-8) to `path`."""
     atomic_write(path, lambda f: f.write_text(text, encoding="utf-8"))

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from adjust.fileio import WriteError, write_text
+from adjust.fileio import WriteError, make_dirs, write_text
 from adjust.identity import check_base, short
 
 JOB_NAME = "job.json"
@@ -260,10 +260,7 @@ class Job:
                 raise ValueError(f"output folder {folder} holds {what} (adjust {found}), not the output of adjust "
                                  f"{kind}; use another --out")
         if writer:
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise WriteError(folder, e.strerror or str(e), e.errno) from None
+            make_dirs(folder)
         lock = FolderLock(folder) if writer else None
         if lock is not None:
             lock.acquire()
@@ -310,6 +307,15 @@ class Job:
         # Written with the first checkpoint: a job that fails before it leaves no record to refuse a retry with.
         self.record = {"kind": kind, "status": "running", "done": done, "total": total, "unit": unit,
                        "inputs": inputs, "history": history}
+
+    def reopen(self, done: int) -> None:
+        """Resume a job recorded complete whose outputs turn out incomplete (files deleted since): at `done`."""
+        if self.already_complete:
+            self.already_complete = False
+            event = {"event": "resume", "at": done, "total": self.record["total"],
+                     "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+            self.record = {**self.record, "status": "running", "done": done,
+                           "history": [*self.record.get("history", []), event]}
 
     def _write(self) -> None:
         if self.writer:

@@ -143,6 +143,8 @@ def generate_trajectories(
     manifest["shards"] = kept(manifest["shards"])
     done = {s["index"] for s in manifest["shards"]}
     mine = [i for i in range(n_shards) if i % rank.world_size == rank.rank and i not in done]
+    if len(done) < n_shards:  # a folder recorded complete whose shards were deleted since
+        job.reopen(sum(s["rows"] for s in manifest["shards"]))
     desc = f"trajectories (rank 0 of {rank.world_size})" if rank.distributed else "trajectories"
     bar = tqdm(total=settings.num_sequences, desc=desc, unit="seq", disable=not (progress and rank.is_main))
     bar.update(sum(s["rows"] for s in manifest["shards"]))
