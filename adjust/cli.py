@@ -10,6 +10,12 @@ import json
 import sys
 import time
 
+from adjust.data.testbed import TESTBEDS
+from adjust.train.config import SamplerTrainConfig
+
+WINDOW_USES = 4  # the default `adjust data --n`: uses of each training window in a --budget run
+MIN_TRAJECTORIES = 1000
+
 EPILOGS = {
     "demo": """examples:
   adjust demo                      # every shipped model, K=1 vs parallel K=4
@@ -89,6 +95,10 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=_seed, default=0)
 
 
+def _add_threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
 def _add_approximation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidate-tokens", type=int, default=None,
                    help="ADJUST sampler passes use only each position's N best base ids (approximate; "
@@ -115,10 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-base", help="train a small masked diffusion LM", epilog=EPILOGS["train-base"],
                        formatter_class=fmt)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--testbed", choices=["synthetic", "tasks", "text"], help="a built-in testbed")
+    src.add_argument("--testbed", choices=TESTBEDS, help="a built-in testbed")
     src.add_argument("--data", help="your own JSONL file: {text} | {prompt, completion} | {input_ids} records")
     p.add_argument("--tokenizer", help="tokenizer.json to use with --data (default: train a BPE on the data)")
-    p.add_argument("--vocab-size", type=int, default=1024, help="BPE vocabulary when one is trained")
+    p.add_argument("--vocab-size", type=int, default=None,
+                   help="text --data without --tokenizer: size of the BPE trained on it (default 1024); "
+                        "token-id --data: the number of data ids, which sets the model's output size "
+                        "(default: the largest id + 1; ids 0..3 of the model are reserved, data ids are "
+                        "shifted past them, see docs/testbeds.md)")
     p.add_argument("--gen-length", type=int, default=None, help="completion length (default: the testbed's)")
     p.add_argument("--out", required=True, help="output checkpoint folder")
     p.add_argument("--steps", type=int, default=3000, help="a larger --steps extends a complete --out")
@@ -132,27 +146,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-heads", type=int, default=2)
     p.add_argument("--mlp", type=int, default=384)
     p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    _add_threads_arg(p)
 
     p = sub.add_parser("generate", help="generate from a model", epilog=EPILOGS["generate"], formatter_class=fmt)
     p.add_argument("--model", required=True, help="a shipped model name or a checkpoint folder")
     p.add_argument("--prompt", action="append", default=None, help="prompt text (repeat for a batch)")
     p.add_argument("--n", type=_positive, default=4, help="unconditional samples when no --prompt is given")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the model's training length")
-    p.add_argument("--json", action="store_true", help="print one JSON record per sample")
+    p.add_argument("--prompt-ids", action="append", default=None,
+                   help="prompt as space-separated token ids, in the ids of the training data (repeat for a batch)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON record per sample: ids (in the data's ids), text, passes, forwards, tokens/s")
     p.add_argument("--sampler", default=None, help="ADJUST sampler (shipped name or folder); default: naive parallel")
     _add_allow_base_mismatch(p, "a --sampler")
     _add_approximation_args(p)
     _add_sampling_args(p)
+    _add_threads_arg(p)
 
+    d = SamplerTrainConfig()
     p = sub.add_parser("data", help="K=1 trajectories of a base model for sampler training (Alg. 2)",
                        epilog=EPILOGS["data"], formatter_class=fmt)
     p.add_argument("--base", required=True, help="base model: shipped name or checkpoint folder")
     p.add_argument("--prompts", default="bos",
                    help="bos (unconditional) | testbed (the base's testbed prompts) | FILE.jsonl ({prompt} or {prompt_ids})")
-    p.add_argument("--n", "--num-sequences", dest="n", type=_positive, required=True,
-                   help="number of sequences (spell it --num-sequences under torchrun, which claims --n); "
-                        "a larger --n extends a complete folder")
+    p.add_argument("--n", "--num-sequences", dest="n", type=_positive, default=None,
+                   help="number of sequences (default: enough for --budget, see below; spell it --num-sequences "
+                        "under torchrun, which claims --n); a larger --n extends a complete folder")
+    p.add_argument("--budget", type=int, default=d.budget,
+                   help=f"the train-sampler --budget these trajectories are for (default {d.budget:,}): the default "
+                        f"--n gives each training window about {WINDOW_USES} uses")
     p.add_argument("--out", required=True, help="output folder (shards + manifest.json)")
     p.add_argument("--gen-length", type=int, default=None, help="default: the base's training length")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -162,20 +184,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-length", type=int, default=None)
     p.add_argument("--shard-size", type=int, default=256)
     p.add_argument("--seed", type=_seed, default=0)
+    _add_threads_arg(p)
     _add_allow_base_mismatch(p, "resuming into an --out")
 
+    d = SamplerTrainConfig()
     p = sub.add_parser("train-sampler", help="train an ADJUST sampler on trajectories (Alg. 2)",
                        epilog=EPILOGS["train-sampler"], formatter_class=fmt)
     p.add_argument("--base", required=True, help="base model: shipped name or checkpoint folder")
     p.add_argument("--data", required=True, help="trajectory folder written by `adjust data`")
     p.add_argument("--out", required=True, help="output sampler folder")
-    p.add_argument("--rollout", type=int, default=3, help="R = K - 1 sampler passes unrolled (default 3)")
-    p.add_argument("--steps", type=int, default=2000, help="a larger --steps extends a complete --out")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--rollout", type=int, default=d.rollout,
+                   help=f"R = K - 1 sampler passes unrolled in training (default {d.rollout})")
+    p.add_argument("--budget", type=int, default=d.budget,
+                   help=f"training examples in the whole run, each a state unrolled R passes (default {d.budget:,}); "
+                        "sets --steps = budget / batch size")
+    p.add_argument("--steps", type=int, default=None,
+                   help="override the steps the budget gives; a larger --steps extends a complete --out")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="examples per step (default 256, less for budgets under 102,400); under torchrun the global batch")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate, warm-up then cosine decay (default {d.lr})")
+    p.add_argument("--on-policy", type=float, default=d.on_policy,
+                   help=f"share of each batch rolled out with the sampler's own choices (default {d.on_policy})")
+    p.add_argument("--focus", type=float, default=d.focus,
+                   help=f"weight on the positions about to be committed, 0 = the paper's mean (default {d.focus})")
+    p.add_argument("--eval-every", type=int, default=None, help="steps between evaluations (default: 8 per run)")
+    p.add_argument("--readout-prompts", type=int, default=d.readout_prompts,
+                   help=f"held-out prompts generated by the readiness readout, 0 = none (default {d.readout_prompts})")
+    p.add_argument("--seed", type=_seed, default=d.seed)
+    _add_threads_arg(p)
     _add_allow_base_mismatch(p, "--data (or an --out to resume)")
 
     p = sub.add_parser("eval", help="quality of K=1 / parallel / ADJUST on a testbed (tables, JSON, plot)",
@@ -183,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", required=True, help="base model: shipped name or checkpoint folder")
     p.add_argument("--sampler", default=None, help="ADJUST sampler (needed for the adjust method)")
     _add_allow_base_mismatch(p, "a --sampler")
-    p.add_argument("--testbed", default=None, help="synthetic | tasks | text (default: the base's own testbed)")
+    p.add_argument("--testbed", default=None, help=" | ".join(TESTBEDS) + " (default: the base's own testbed)")
     p.add_argument("--methods", default=None,
                    help="comma-separated: joint, parallel, adjust (default: all three with --sampler, else joint,parallel)")
     p.add_argument("--K", default="1,2,4,8", help="comma-separated tokens per base forward")
@@ -194,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_approximation_args(p)
     p.add_argument("--json", default=None, help="write the records here")
     p.add_argument("--plot", default=None, help="write the quality-vs-throughput PNG here")
+    _add_threads_arg(p)
 
     p = sub.add_parser("report", help="tables (mean ± sd over seeds) and gap closed of saved eval JSON",
                        epilog=EPILOGS["report"], formatter_class=fmt)
@@ -210,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-length", type=int, default=64, help="tokens per training window (≥ gen_length)")
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    _add_threads_arg(p)
 
     p = sub.add_parser("info", help="what a checkpoint or trajectory folder is, what it is for, how it was made",
                        epilog=EPILOGS["info"], formatter_class=fmt)
@@ -279,7 +316,6 @@ def _demo_prompts(model, n: int, seed: int):
 
 
 def cmd_train_base(args) -> None:
-    import torch
     from adjust.data import get_testbed
     from adjust.train.base import BaseTrainConfig, train_base
 
@@ -295,8 +331,6 @@ def cmd_train_base(args) -> None:
     model_config = {"hidden_size": args.hidden, "num_layers": args.layers, "num_heads": args.heads,
                     "num_kv_heads": args.kv_heads, "head_dim": args.hidden // args.heads,
                     "intermediate_size": args.mlp}
-    if args.threads:
-        torch.set_num_threads(args.threads)
     train = BaseTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             num_examples=args.num_examples, eval_every=args.eval_every)
     t0 = time.perf_counter()
@@ -306,17 +340,35 @@ def cmd_train_base(args) -> None:
           or f"saved {model.num_parameters() / 1e6:.2f}M-param model to {args.out} in {time.perf_counter() - t0:.0f}s")
 
 
+def _prompt_ids(text: str, offset: int, flag: str) -> list[int]:
+    """Space-separated data ids -> model ids (data id + the model's id offset)."""
+    try:
+        ids = [int(t) for t in text.split()]
+    except ValueError:
+        raise ValueError(f"{flag} {text!r}: expected space-separated integer ids") from None
+    if any(i < 0 for i in ids):
+        raise ValueError(f"{flag} {text!r}: ids must be ≥ 0")
+    return [i + offset for i in ids]
+
+
 def cmd_generate(args) -> None:
     import adjust
+    from adjust.data.jsonl import to_data_ids
     from adjust.data.tokenizer import decode, encode
 
     model = adjust.MaskedDiffusionLM.from_pretrained(args.model)
     tok = model.load_tokenizer()
     bos = model.config.bos_token_id
+    offset = int(model.config.extra.get("id_offset", 0))
+    if args.prompt and args.prompt_ids:
+        raise ValueError("--prompt and --prompt-ids: give one kind of prompt")
     if args.prompt:
         if tok is None:
-            raise SystemExit(f"error: {args.model} has no tokenizer.json, so --prompt text cannot be encoded")
+            raise SystemExit(f"error: {args.model} has no tokenizer.json, so --prompt text cannot be encoded "
+                             "(use --prompt-ids)")
         prompts = [[bos] + encode(tok, text) for text in args.prompt]
+    elif args.prompt_ids:
+        prompts = [[bos] + _prompt_ids(text, offset, "--prompt-ids") for text in args.prompt_ids]
     else:
         prompts = [[bos] for _ in range(args.n)]
     sampler = None
@@ -328,15 +380,23 @@ def cmd_generate(args) -> None:
                           max_new_tokens=_gen_length(model, args.max_new_tokens),
                           temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, alg=args.alg,
                           alg_temp=args.alg_temp, block_length=args.block_length, seed=args.seed,
-                          candidate_tokens=args.candidate_tokens, cache_context=args.cache_context)
-    for row in out.completions.tolist():
+                          candidate_tokens=args.candidate_tokens, cache_context=args.cache_context,
+                          return_history=args.json)
+    rate = out.tokens_generated / max(out.seconds, 1e-9)
+    if args.json:
+        forwards = [len({r.base_forward for r in out.history if r.positions[b]}) for b in range(len(prompts))]
+        passes = [sum(1 for r in out.history if r.positions[b] and r.pass_index > 0) for b in range(len(prompts))]
+    for b, row in enumerate(out.completions.tolist()):
         text = decode(tok, row) if tok is not None else None
         if args.json:
-            print(json.dumps({"ids": row, "text": text, "K": args.K, "base_forwards": out.base_forwards}))
+            print(json.dumps({"ids": to_data_ids(row, offset), "text": text, "K": args.K,
+                              "base_forwards": forwards[b], "sampler_passes": passes[b],
+                              "batch_base_forwards": out.base_forwards, "batch_sampler_passes": out.sampler_passes,
+                              "tokens_per_s": round(rate, 1)}))
         else:
-            print(text if text is not None else row)
+            print(text if text is not None else to_data_ids(row, offset))
     if not args.json:
-        print(f"[{out.base_forwards} base forwards, {out.tokens_generated / max(out.seconds, 1e-9):,.0f} tokens/s]",
+        print(f"[{out.base_forwards} base forwards, {out.sampler_passes} sampler passes, {rate:,.0f} tokens/s]",
               file=sys.stderr)
 
 
@@ -349,7 +409,7 @@ def _read_prompts(spec: str, model, n: int, seed: int) -> list[list[int]] | None
         from adjust.data import get_testbed
 
         name = model.config.extra.get("testbed")
-        if name not in ("synthetic", "tasks", "text"):
+        if name not in TESTBEDS:
             raise ValueError(f"--prompts testbed: {model.config.name!r} was not trained on a built-in testbed")
         return [bos + p.ids for p in get_testbed(name).prompts(n, seed=seed + 99_991)]
     from adjust.data.jsonl import decode_line
@@ -367,7 +427,8 @@ def _read_prompts(spec: str, model, n: int, seed: int) -> list[list[int]] | None
             except json.JSONDecodeError as e:
                 raise ValueError(f"{spec}:{lineno}: not valid JSON ({e.msg})") from None
             if "prompt_ids" in rec:
-                prompts.append(bos + [int(t) for t in rec["prompt_ids"]])
+                offset = int(model.config.extra.get("id_offset", 0))
+                prompts.append(bos + _prompt_ids(" ".join(map(str, rec["prompt_ids"])), offset, f"{spec}:{lineno}:"))
             elif "prompt" in rec:
                 if tok is None:
                     raise ValueError(f"{spec}:{lineno}: text prompt but the base has no tokenizer.json")
@@ -379,6 +440,12 @@ def _read_prompts(spec: str, model, n: int, seed: int) -> list[list[int]] | None
     return prompts
 
 
+def default_num_sequences(budget: int, gen_length: int, rollout: int) -> int:
+    """Trajectories for a sampler-training `budget`: each holds about gen_length − R training
+    windows, each to be used about `WINDOW_USES` times (and at least `MIN_TRAJECTORIES` in all)."""
+    return max(MIN_TRAJECTORIES, -(-budget // (WINDOW_USES * max(1, gen_length - rollout))))
+
+
 def cmd_data(args) -> None:
     import adjust
     from adjust.train.distributed import Rank
@@ -386,38 +453,50 @@ def cmd_data(args) -> None:
 
     rank = Rank.from_env()
     model = adjust.MaskedDiffusionLM.from_pretrained(args.base).to(rank.device)
-    settings = TrajectorySettings(num_sequences=args.n, gen_length=_gen_length(model, args.gen_length, "--gen-length"),
-                                  shard_size=args.shard_size, temperature=args.temperature, top_p=args.top_p,
-                                  top_k=args.top_k, alg=args.alg, block_length=args.block_length, seed=args.seed)
+    gen_length = _gen_length(model, args.gen_length, "--gen-length")
+    n = args.n if args.n is not None else default_num_sequences(args.budget, gen_length, SamplerTrainConfig.rollout)
+    settings = TrajectorySettings(num_sequences=n, gen_length=gen_length, shard_size=args.shard_size,
+                                  temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, alg=args.alg,
+                                  block_length=args.block_length, seed=args.seed)
     t0 = time.perf_counter()
     before = _job_record(args.out)
-    generate_trajectories(model, _read_prompts(args.prompts, model, args.n, args.seed), args.out, settings, rank=rank,
+    generate_trajectories(model, _read_prompts(args.prompts, model, n, args.seed), args.out, settings, rank=rank,
                           allow_base_mismatch=args.allow_base_mismatch)
     if rank.is_main:
         print(_already_complete(args.out, before)
-              or f"wrote {args.n} trajectories to {args.out} in {time.perf_counter() - t0:.0f}s"
+              or f"wrote {n} trajectories to {args.out} in {time.perf_counter() - t0:.0f}s"
               + (f" on {rank.world_size} processes" if rank.distributed else ""))
     rank.close()
 
 
+def _scoring_testbed(model, gen_length: int):
+    """The base's built-in testbed when it scores single samples (for the readout), else None."""
+    from adjust.data import get_testbed
+
+    name = model.config.extra.get("testbed")
+    return get_testbed(name, gen_length=gen_length) if name in TESTBEDS and name != "text" else None
+
+
 def cmd_train_sampler(args) -> None:
     import adjust
-    import torch
     from adjust.train.distributed import Rank
-    from adjust.train.sampler import SamplerTrainConfig, train_sampler
+    from adjust.train.sampler import train_sampler
     from adjust.train.trajectories import load_trajectories
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     rank = Rank.from_env()
     model = adjust.MaskedDiffusionLM.from_pretrained(args.base).to(rank.device)
     traj = load_trajectories(args.data)
-    cfg = SamplerTrainConfig(rollout=args.rollout, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                             eval_every=args.eval_every, seed=args.seed)
+    cfg = SamplerTrainConfig(rollout=args.rollout, budget=args.budget, steps=args.steps, batch_size=args.batch_size,
+                             lr=args.lr, on_policy=args.on_policy, focus=args.focus, eval_every=args.eval_every,
+                             readout_prompts=args.readout_prompts, seed=args.seed).resolved()
+    if rank.is_main:
+        print(f"training {cfg.steps} steps of batch {cfg.batch_size} (budget {cfg.budget:,} examples, rollout "
+              f"{cfg.rollout}, lr {cfg.lr}) on {len(traj)} trajectories", file=sys.stderr)
     t0 = time.perf_counter()
     before = _job_record(args.out)
     sampler = train_sampler(model, traj, args.out, cfg, provenance={"command": " ".join(["adjust", *sys.argv[1:]])},
-                            rank=rank, allow_base_mismatch=args.allow_base_mismatch)
+                            rank=rank, allow_base_mismatch=args.allow_base_mismatch,
+                            testbed=_scoring_testbed(model, traj.settings["gen_length"]))
     rank.close()
     if not rank.is_main:
         return
@@ -428,6 +507,11 @@ def cmd_train_sampler(args) -> None:
     print(f"saved sampler ({sampler.num_parameters() / 1e6:.2f}M params) to {args.out} "
           f"in {time.perf_counter() - t0:.0f}s: held-out KL {sampler.extra.get('heldout_kl')} "
           f"(parallel {sampler.extra.get('parallel_kl')})")
+    readiness = sampler.extra.get("readiness")
+    if readiness is not None:
+        print(f"readiness at step {readiness['step']}: {readiness['verdict']}: {readiness['why']}")
+        if readiness["verdict"] != "ready":
+            print(f"warning: sampler {args.out} is not ready: {readiness['why']}", file=sys.stderr)
 
 
 def cmd_eval(args) -> None:
@@ -539,12 +623,9 @@ def cmd_report(args) -> None:
 
 
 def cmd_train_judge(args) -> None:
-    import torch
     from adjust.data import get_testbed
     from adjust.eval.judge import JudgeTrainConfig, train_judge
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     cfg = JudgeTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
                            seed=args.seed)
     t0 = time.perf_counter()
@@ -566,6 +647,12 @@ def cmd_info(args) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if getattr(args, "threads", None) is not None:
+        if args.threads < 1:
+            raise SystemExit(f"error: --threads must be ≥ 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     handler = {"demo": cmd_demo, "train-base": cmd_train_base, "generate": cmd_generate, "data": cmd_data,
                "train-sampler": cmd_train_sampler, "eval": cmd_eval, "train-judge": cmd_train_judge,
                "info": cmd_info, "report": cmd_report}[args.command]

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from adjust.backends import BACKENDS, FusedAdjustStep, pass_sampler, resolve_backend
 from adjust.candidates import CandidateRestriction
 from adjust.context_cache import ContextCache
 from adjust.models.adapter import DiffusionLMAdapter, as_adapter
+from adjust.progress import progress_bar
 from adjust.unmasking import ALGS, SamplingSettings, select_positions
 
 # Below this, logits / temperature overflow fp32 for logits of ordinary size (|z| up to 1e8).
@@ -303,7 +303,7 @@ def generate(
     if backend == "triton" and sampler is not None:
         fused = FusedAdjustStep(adapter, sampler, settings, K, B, total, max(block_sizes), attn_arg, run_seed,
                                 candidate_tokens, cache_context)
-    bar = tqdm(total=sum(steps_per_block), desc=f"generate K={K}", disable=not progress, unit="fwd")
+    bar = progress_bar(total=sum(steps_per_block), desc=f"generate K={K}", disable=not progress, unit="fwd")
 
     history: list[StepRecord] | None = [] if return_history else None
     base_forwards = sampler_passes = pass_counter = 0

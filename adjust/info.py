@@ -65,6 +65,8 @@ def _checkpoint(folder: Path) -> dict:
     extra = dict(cfg.get("extra", {}))
     if "command" in extra:
         rec["made_by"] = extra.pop("command")
+    if kind == "AdjustSampler":
+        rec["readiness"] = _readiness(extra.pop("readiness", None))
     rec["extra"] = extra
     status = status_line(folder)
     if status is not None:
@@ -75,6 +77,23 @@ def _checkpoint(folder: Path) -> dict:
     if last is not None:
         rec["last_log"] = last
     return rec
+
+
+def _readiness(readout: dict | None) -> dict | str:
+    """The sampler's last readiness readout (adjust.train.readiness) in a readable form."""
+    if readout is None:
+        return "not measured (no readout in this checkpoint; see docs/training.md)"
+    out = {"verdict": f"{readout['verdict']} at step {readout['step']}", "why": readout["why"]}
+    for key, val in readout.items():
+        if key.startswith("K") and isinstance(val, dict):
+            line = f"joint KL {val['adjust_kl']:.4f} vs parallel {val['parallel_kl']:.4f}: {100 * val['closed']:.0f}% closed"
+            metric = next((k for k in val if k.endswith("_closed") and k != "closed"), None)
+            if metric is not None and val[metric] is not None:
+                name = metric.removesuffix("_closed")
+                line += f"; {name} {val['adjust_' + name]:.3f} (parallel {val['parallel_' + name]:.3f}, " \
+                        f"K=1 {readout['exact_' + name]:.3f}): {100 * val[metric]:.0f}% of the gap closed"
+            out[f"at {key[:1]}={key[1:]}"] = line
+    return out
 
 
 def _trajectories(folder: Path) -> dict:

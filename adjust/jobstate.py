@@ -242,13 +242,16 @@ class Job:
         total_flag: str = "--steps",
         writer: bool = True,
         allow_base_mismatch: bool = False,
+        length_fields: tuple[str, ...] = (),
     ) -> "Job":
         """Check `folder` for a job of `kind` with `inputs` and `total` and take its lock.
 
         The record is written at the first `checkpoint`, so nothing is written before
         every check passed and a job that fails before its first checkpoint leaves none. `writer=False` (the non-main
         ranks of a distributed job) checks but neither locks nor writes. An `inputs`
-        key "base" is compared with `adjust.identity.check_base`; the others must be equal.
+        key "base" is compared with `adjust.identity.check_base`; the others must be equal,
+        except the `length_fields` of dict inputs when a complete job is extended (a larger
+        `total` changes the settings derived from it, such as the warm-up).
         """
         folder = Path(folder)
         if folder.exists() and not folder.is_dir():
@@ -266,21 +269,26 @@ class Job:
             lock.acquire()
         try:
             job = cls(folder, {}, writer, lock)
-            job._start(kind, inputs, total, unit, total_flag, allow_base_mismatch)
+            job._start(kind, inputs, total, unit, total_flag, allow_base_mismatch, length_fields)
         except BaseException:
             if lock is not None:
                 lock.release()
             raise
         return job
 
-    def _start(self, kind, inputs, total, unit, total_flag, allow) -> None:
+    def _start(self, kind, inputs, total, unit, total_flag, allow, length_fields) -> None:
         old = read_job(self.folder)
         event = "start"
         if old is not None:
+            extending = old["status"] == "complete" and total > old["done"]
+
+            def comparable(v):
+                return {k: x for k, x in v.items() if k not in length_fields} if extending and isinstance(v, dict) else v
+
             for key, value in inputs.items():
                 if key == "base":
                     check_base(old["inputs"].get("base"), value, f"{self.folder}", allow)
-                elif old["inputs"].get(key) != value:
+                elif comparable(old["inputs"].get(key)) != comparable(value):
                     phrase = _DIFFERS.get(key, f"was made with another {key}")
                     raise ValueError(f"{self.folder}: {phrase} ({_first_difference(old['inputs'].get(key), value)}); "
                                      "use a new --out, or the same inputs to continue")

@@ -79,9 +79,11 @@ def test_tiny_run_writes_results_with_restricted_rows(tmp_path: Path) -> None:
     assert set(gen) == {"parallel", "adjust-top64", "adjust-ctx"}
     for m in ("adjust-top64", "adjust-ctx"):
         assert gen[m]["sampler_passes"] == 12 and gen[m]["adjust_over_parallel"] > 0
-        # both approximations cut work: below exact ADJUST's floor at this run's measured ceilings
-        assert gen[m]["floor_s"] < generation_floor("adjust", results["ceilings"])
+        # each row's floor is its own method's, at this run's measured ceilings
+        assert gen[m]["floor_s"] == pytest.approx(generation_floor(m, results["ceilings"]))
         assert any(f"({m})/parallel" in line for line in results["headline"])
+    # (whether an approximation's floor is below exact ADJUST's at this tiny shape depends on the
+    # machine's measured ceilings; test_restricted_floors checks that at the Dream-7B shape)
     kern = {(r["op"], r["variant"]): r for r in results["kernels"]}
     assert set(kern) == {("lm_head_sample", "reference"), ("lm_head_sample", "reference-top64"),
                          ("adjust_loop", "reference-ctx")}

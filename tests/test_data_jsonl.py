@@ -17,6 +17,7 @@ from adjust.data import (
     testbed,
     word_tokenizer,
 )
+from adjust.data.jsonl import ID_OFFSET, to_data_ids
 
 WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "Q:", "A:"]
 
@@ -74,19 +75,32 @@ def test_token_id_records(tmp_path, words_tok):
         [6, 7, EOS_ID, EOS_ID],
     ]
     assert ds._examples[-1].prompt == [4, MASK_ID, 5]  # masks in a prompt are allowed (infilling)
-    # without a tokenizer: ids are checked against vocab_size when given
-    ids_only = JsonlDataset(write(tmp_path / "j.jsonl", recs), gen_length=4)
-    assert ids_only.tokenizer is None and len(ids_only) == 4
-    with pytest.raises(JsonlDataError, match=r"j\.jsonl:1: 'input_ids' has ids out of range \[0, 10\)"):
-        JsonlDataset(tmp_path / "j.jsonl", gen_length=4, vocab_size=10)
+    assert ds.id_offset == 0 and ds.vocab_size == words_tok.get_vocab_size()
+
+
+def test_token_ids_without_a_tokenizer_are_shifted_past_the_specials(tmp_path):
+    # the data's own ids 0..n-1, the reserved ones included: model id = data id + 4
+    recs = [{"input_ids": [0, 1, 2, 3, 9]}, {"prompt_ids": [3, 0], "completion_ids": [2]}]
+    ds = JsonlDataset(write(tmp_path / "j.jsonl", recs), gen_length=5)
+    assert ds.tokenizer is None and ds.id_offset == ID_OFFSET == 4
+    assert ds.vocab_size == 10 + 4  # largest data id + 1, plus the specials
+    assert [e.completion for e in ds._examples] == [[4, 5, 6, 7, 13], [6, EOS_ID, EOS_ID, EOS_ID, EOS_ID]]
+    assert ds._examples[1].prompt == [7, 4]
+    assert JsonlDataset(tmp_path / "j.jsonl", gen_length=5, vocab_size=12).vocab_size == 16
+    with pytest.raises(JsonlDataError, match=r"j\.jsonl:1: 'input_ids' has ids out of range \[0, 9\): \[9\] "
+                                             r"\(--vocab-size sets the number of data ids\)"):
+        JsonlDataset(tmp_path / "j.jsonl", gen_length=5, vocab_size=9)
+    # and back: generated model ids -> data ids, cut at EOS, other specials as None
+    assert to_data_ids([4, 13, 1, 7, EOS_ID, 5], 4) == [0, 9, None, 3]
+    assert to_data_ids([4, 13, EOS_ID], 0) == [4, 13, EOS_ID]
 
 
 def test_examples_draw_cycles_deterministically(tmp_path):
     ds = JsonlDataset(write(tmp_path / "c.jsonl", [{"input_ids": [4 + i]} for i in range(5)]), gen_length=2)
     ex = ds.examples(12, seed=3)
     assert ex == ds.examples(12, seed=3)
-    assert sorted(e.completion[0] for e in ex[:5]) == [4, 5, 6, 7, 8]  # a full pass before repeats
-    assert sorted(e.completion[0] for e in ex[5:10]) == [4, 5, 6, 7, 8]
+    assert sorted(e.completion[0] for e in ex[:5]) == [8, 9, 10, 11, 12]  # a full pass before repeats (ids + 4)
+    assert sorted(e.completion[0] for e in ex[5:10]) == [8, 9, 10, 11, 12]
     assert [e.completion for e in ex] != [e.completion for e in ds.examples(12, seed=4)]
 
 
@@ -115,7 +129,8 @@ def test_get_testbed_resolves_jsonl_paths(tmp_path, words_tok):
         ([{"input_ids": [4, 1.5]}], r"e\.jsonl:1: 'input_ids' must be a list of integers"),
         ([{"input_ids": [4, True]}], r"e\.jsonl:1: 'input_ids' must be a list of integers"),
         ([{"input_ids": []}], r"e\.jsonl:1: 'input_ids' is empty"),
-        ([{"prompt_ids": [4], "completion_ids": [5, MASK_ID]}], r"e\.jsonl:1: 'completion_ids' contains the mask"),
+        ([{"prompt_ids": [4], "completion_ids": [5, MASK_ID]}],
+         r"e\.jsonl:1: 'completion_ids' contains id 3, the tokenizer's \[MASK\]: ids 0\.\.3 are reserved"),
         (
             [{"text": "the cat"}, {"text": "the zebra"}],
             r"e\.jsonl:2: words not in the tokenizer's vocabulary: .'zebra'",

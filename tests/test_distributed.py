@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from adjust.models.adapter import as_adapter
 from adjust.sampler import AdjustSampler
 from adjust.train.distributed import Rank
-from adjust.train.sampler import rollout_kl, rollout_states
+from adjust.train.rollouts import rollout_states
+from adjust.train.sampler import rollout_kl
 from adjust.train.trajectories import TrajectorySettings, generate_trajectories, load_trajectories
 from conftest import tiny_mdlm
 

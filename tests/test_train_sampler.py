@@ -11,7 +11,8 @@ import adjust
 from adjust.models.adapter import as_adapter
 from adjust.models.toy import FiniteJointLM
 from adjust.sampler import AdjustSampler
-from adjust.train.sampler import SamplerTrainConfig, rollout_kl, rollout_states, train_sampler
+from adjust.train.rollouts import rollout_states
+from adjust.train.sampler import SamplerTrainConfig, rollout_kl, train_sampler
 from adjust.train.trajectories import TrajectorySettings, generate_trajectories, load_trajectories, unmask_ranks
 from conftest import tiny_mdlm
 
@@ -98,12 +99,15 @@ def _logits(model, ids):
     return z
 
 
-def test_training_resumes_to_the_same_state(tmp_path):
+@pytest.mark.parametrize("options", [{}, {"on_policy": 0.5, "windows": 2, "focus": 0.3, "pool_size": 6,
+                                        "pool_every": 3}])
+def test_training_resumes_to_the_same_state(tmp_path, options):
     model = tiny_mdlm(vocab_size=12, sharpen=3.0)
     generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=40, gen_length=6),
                           progress=False)
     tr = load_trajectories(tmp_path / "d")
-    cfg = SamplerTrainConfig(steps=8, batch_size=4, eval_every=4, heldout_examples=8, lr=1e-2)
+    cfg = SamplerTrainConfig(steps=8, batch_size=4, eval_every=4, heldout_examples=8, lr=1e-2, readout_prompts=8,
+                             **options)
     a = train_sampler(model, tr, tmp_path / "a", cfg, progress=False)
     train_sampler(model, tr, tmp_path / "b", cfg, progress=False, stop_after=3)  # "killed" after step 3
     b = train_sampler(model, tr, tmp_path / "b", cfg, progress=False)

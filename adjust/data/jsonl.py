@@ -13,11 +13,21 @@ Each non-blank line is one JSON object in one of four forms (other keys are igno
 =======================================  =============================================
 
 Text records need a tokenizer: the one given, or else a byte-level BPE trained on
-all the file's texts. Token ids are checked against the tokenizer's vocabulary (or
-``vocab_size`` when there is no tokenizer); the mask token may appear in prompts
-(infilling) but not in targets. A file that mixes id records and text records
-needs an explicit tokenizer. Every problem is reported as :class:`JsonlDataError`
-naming the file and line.
+all the file's texts. A file that mixes id records and text records needs an explicit
+tokenizer. Every problem is reported as :class:`JsonlDataError` naming the file and line.
+
+**Token ids.** The package reserves model ids 0..3 for ``[PAD] [BOS] [EOS] [MASK]``.
+
+- *With a tokenizer* (``--tokenizer``), ids are that tokenizer's ids: they are checked
+  against its vocabulary, and the mask id may appear in prompts (infilling) but not in
+  targets.
+- *Without one*, ids are the data's own symbols ``0 .. n-1`` (any non-negative ints): the
+  model sees id ``i`` as ``i + ID_OFFSET`` (``ID_OFFSET`` = 4, past the reserved ids), so
+  no data id can collide with a special token, and ``n`` (``vocab_size``) defaults to
+  the largest id + 1. The offset is stored in the model's config (``extra.id_offset``);
+  ``adjust generate --json`` and ``adjust data --prompts`` map ids back and forth with it,
+  so users only ever see their own ids. (No infilling here: there is no data id for a mask.)
+
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from adjust.data.testbed import Example, Prompt, StableRandom, eos_pad
-from adjust.data.tokenizer import MASK_ID, encode, load_tokenizer, train_bpe
+from adjust.data.tokenizer import EOS_ID, MASK_ID, SPECIAL_TOKENS, encode, load_tokenizer, train_bpe
 
 _SCHEMAS: dict[str, tuple[str, ...]] = {
     "text": ("text",),
@@ -38,6 +48,7 @@ _SCHEMAS: dict[str, tuple[str, ...]] = {
     "pair_ids": ("prompt_ids", "completion_ids"),
 }
 _DEFAULT_BPE_VOCAB = 1024
+ID_OFFSET = len(SPECIAL_TOKENS)  # model id of data id 0 for token-id data without a tokenizer
 
 
 class JsonlDataError(ValueError):
@@ -52,8 +63,9 @@ class JsonlDataset:
         tokenizer: a tokenizer or the path of one; ``None`` trains a BPE on the
             file's texts (or, for a file of token ids only, leaves ``tokenizer`` None).
         gen_length: target tokens per example.
-        vocab_size: size of the BPE trained when no tokenizer is given (default
-            1024); for id-only files without a tokenizer, the bound ids must be under.
+        vocab_size: text data: size of the BPE trained when no tokenizer is given
+            (default 1024). Token-id data without a tokenizer: the number of data ids
+            (every id must be below it; default: the largest id + 1).
 
     ``examples(n, seed)`` draws from the file's examples in random order, reshuffling
     after each pass; ``prompts(n, seed)`` does the same over the conditional records
@@ -86,9 +98,16 @@ class JsonlDataset:
             texts = [rec[k] for _, kind, rec in records for k in _SCHEMAS[kind]]
             tokenizer = train_bpe(texts, vocab_size or _DEFAULT_BPE_VOCAB)
         self.tokenizer = tokenizer
-        self._id_bound = tokenizer.get_vocab_size() if tokenizer is not None else vocab_size
-        #: vocabulary size a model for this data needs (None: ids-only data with no bound given)
-        self.vocab_size = self._id_bound
+        #: added to data ids to make model ids (token-id data without a tokenizer), else 0
+        self.id_offset = 0 if tokenizer is not None else ID_OFFSET
+        if tokenizer is not None:
+            self._id_bound = tokenizer.get_vocab_size()
+        else:
+            self._id_bound = vocab_size if vocab_size is not None else 1 + max(
+                (max(rec[k], default=-1) for _, kind, rec in records for k in _SCHEMAS[kind]
+                 if isinstance(rec[k], list) and all(isinstance(i, int) for i in rec[k])), default=0)
+        #: vocabulary size a model for this data needs (the specials included)
+        self.vocab_size = self._id_bound + self.id_offset
 
         self._examples: list[Example] = []
         self._prompts: list[Prompt] = []
@@ -161,13 +180,15 @@ class JsonlDataset:
             raise JsonlDataError(f"{where} must be a list of integers")
         if key == "input_ids" and not ids:
             raise JsonlDataError(f"{where} is empty")
-        bad = [i for i in ids if i < 0 or (self._id_bound is not None and i >= self._id_bound)]
+        bad = [i for i in ids if i < 0 or i >= self._id_bound]
         if bad:
-            bound = f"[0, {self._id_bound})" if self._id_bound is not None else "non-negative"
-            raise JsonlDataError(f"{where} has ids out of range {bound}: {bad[:5]}")
-        if target and MASK_ID in ids:
-            raise JsonlDataError(f"{where} contains the mask token id {MASK_ID}, which cannot be a target")
-        return ids
+            hint = "" if self.tokenizer is not None else " (--vocab-size sets the number of data ids)"
+            raise JsonlDataError(f"{where} has ids out of range [0, {self._id_bound}): {bad[:5]}{hint}")
+        if self.tokenizer is not None and target and MASK_ID in ids:
+            raise JsonlDataError(
+                f"{where} contains id {MASK_ID}, the tokenizer's [MASK]: ids 0..3 are reserved for "
+                "[PAD] [BOS] [EOS] [MASK] and only a prompt may hold [MASK] (infilling)")
+        return [i + self.id_offset for i in ids]
 
     def __len__(self) -> int:
         """Number of training examples in the file (after chunking)."""
@@ -195,6 +216,18 @@ def decode_line(raw: bytes, path: str | Path, line: int) -> str:
     except UnicodeDecodeError as e:
         raise JsonlDataError(f"{path}:{line}: not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1}); "
                              "save the file as UTF-8") from None
+
+
+def to_data_ids(model_ids: list[int], id_offset: int) -> list[int | None]:
+    """A generated completion in the data's own ids: cut at its first EOS (the data were
+    EOS-padded), each id less `id_offset`; a special token other than EOS becomes None.
+    With `id_offset` 0 (tokenizer ids) the ids are returned whole."""
+    if not id_offset:
+        return list(model_ids)
+    ids = list(model_ids)
+    if EOS_ID in ids:
+        ids = ids[: ids.index(EOS_ID)]
+    return [i - id_offset if i >= id_offset else None for i in ids]
 
 
 def _draw(pool: list, n: int, seed: int) -> list:

@@ -216,6 +216,18 @@ class ListTasks:
             for p in self.problems(n, seed)
         ]
 
+    def prompt_from_ids(self, ids: Sequence[int]) -> Prompt:
+        """The scorable `Prompt` of prompt ids (without BOS) made by :meth:`prompts`, e.g. from trajectories."""
+        words = [self.tokenizer.id_to_token(int(i)) for i in ids]
+        if SEPARATOR not in words or words[-1:] != [END]:
+            raise ValueError(f"not a list-task prompt: {' '.join(map(str, words))!r}")
+        head, items = words[: words.index(SEPARATOR)], words[words.index(SEPARATOR) + 1 : -1]
+        task, rest = head[0], head[1:]
+        index = int(rest.pop(0)) if task in _WITH_INDEX else None
+        word = rest.pop(0) if task in _WITH_WORD else None
+        p = ListProblem(task, tuple(items), word, index)
+        return Prompt(ids=list(ids), meta={"task": p.task, "items": list(p.items), "word": p.word, "index": p.index})
+
     def parse(self, completion: Sequence[int]) -> list[str] | None:
         """The names in ``completion`` up to its first EOS, or ``None`` if anything else is there."""
         ids = [int(i) for i in completion]

@@ -21,6 +21,9 @@ from adjust.data.tokenizer import EOS_ID
 
 T = TypeVar("T")
 
+#: The built-in testbeds: the three shipped ones, then two strongly coupled languages.
+TESTBEDS: tuple[str, ...] = ("synthetic", "tasks", "text", "mirror", "dyck")
+
 
 @dataclass(frozen=True)
 class Example:
@@ -65,7 +68,7 @@ class Testbed(Protocol):
 
 
 def get_testbed(name: str, **kw: Any) -> Testbed:
-    """Build a testbed by name: ``"synthetic"``, ``"tasks"``, ``"text"`` or a ``*.jsonl`` path.
+    """Build a testbed by name (one of `TESTBEDS`) or from a ``*.jsonl`` path.
 
     Keyword arguments go to the testbed's constructor.
     """
@@ -82,11 +85,19 @@ def get_testbed(name: str, **kw: Any) -> Testbed:
         from adjust.data.text import TextCorpus
 
         return TextCorpus(**kw)
+    if name == "mirror":
+        from adjust.data.mirror import MirrorLanguage
+
+        return MirrorLanguage(**kw)
+    if name == "dyck":
+        from adjust.data.dyck import DyckLanguage
+
+        return DyckLanguage(**kw)
     if name.endswith(".jsonl"):
         from adjust.data.jsonl import JsonlDataset
 
         return JsonlDataset(name, **kw)
-    raise ValueError(f"unknown testbed {name!r}: expected 'synthetic', 'tasks', 'text' or a path ending in .jsonl")
+    raise ValueError(f"unknown testbed {name!r}: expected one of {', '.join(TESTBEDS)} or a path ending in .jsonl")
 
 
 def eos_pad(ids: Sequence[int], length: int) -> list[int]:

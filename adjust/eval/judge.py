@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import nn
-from tqdm.auto import tqdm
 
 from adjust.checkpoint import ASSETS as _ASSETS
 from adjust.checkpoint import load_config, load_weights, resolve, save_checkpoint
@@ -37,6 +36,7 @@ from adjust.data.testbed import StableRandom
 from adjust.data.text import TextCorpus
 from adjust.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, tokenizer_fingerprint
 from adjust.models.layers import Attention, LayerConfig, RMSNorm, SwiGLU, apply_rope, rope_cos_sin
+from adjust.progress import progress_bar
 
 LOG_NAME = "train_log.jsonl"
 ASSETS = _ASSETS / "judges"
@@ -249,7 +249,7 @@ def train_judge(
     log = (out / LOG_NAME).open("w")
     log.write(json.dumps({"event": "start", "judge": asdict(jc), "train": asdict(cfg),
                           "params": judge.num_parameters(), "heldout_windows": len(windows)}) + "\n")
-    bar = tqdm(range(cfg.steps), desc="train-judge", disable=not progress)
+    bar = progress_bar(range(cfg.steps), desc="train-judge", disable=not progress)
     t0, ema = time.perf_counter(), None
     judge.train()
     for step in bar:

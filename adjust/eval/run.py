@@ -13,17 +13,17 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from tqdm.auto import tqdm
-
 from adjust.data.testbed import Prompt, Testbed
 from adjust.eval.joint_kl import per_step_joint_kl
 from adjust.generate import generate
 from adjust.models.adapter import as_adapter
+from adjust.progress import progress_bar
 from adjust.unmasking import SamplingSettings
 
 METHODS = ("joint", "parallel", "adjust")
 # The metric each testbed is judged by, and whether higher is better.
-MAIN_METRIC = {"synthetic": ("valid", True), "tasks": ("correct", True), "text": ("mauve", True)}
+MAIN_METRIC = {"synthetic": ("valid", True), "tasks": ("correct", True), "text": ("mauve", True),
+               "mirror": ("valid", True), "dyck": ("valid", True)}
 # Seeds of evaluation prompts/sampling are kept far from the training seeds.
 EVAL_SEED = 1_000_000
 
@@ -68,7 +68,8 @@ def evaluate(
     bos = [adapter.bos_token_id] if adapter.bos_token_id is not None else []
     runs = _runs(cfg, sampler is not None)
     records = []
-    bar = tqdm(total=len(runs) * len(cfg.temperatures) * cfg.seeds, desc=f"eval {testbed.name}", disable=not progress)
+    bar = progress_bar(total=len(runs) * len(cfg.temperatures) * cfg.seeds, desc=f"eval {testbed.name}",
+                       disable=not progress)
     for T in cfg.temperatures:
         settings = SamplingSettings(temperature=T, top_p=cfg.top_p, alg=cfg.alg)
         for seed in range(cfg.seeds):

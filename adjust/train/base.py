@@ -13,15 +13,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from adjust.data.testbed import Testbed
 from adjust.data.tokenizer import BOS_ID, EOS_ID, MASK_ID, PAD_ID, tokenizer_fingerprint
 from adjust.identity import examples_fingerprint
 from adjust.jobstate import Job
 from adjust.models.mdlm import MaskedDiffusionLM, MDLMConfig
+from adjust.progress import progress_bar
 from adjust.train.batching import collate
-from adjust.train.checkpointing import GracefulStop, load_state, save_state
+from adjust.train.checkpointing import LENGTH_FIELDS, GracefulStop, load_state, save_state
 from adjust.train.schedule import warmup_cosine
 
 
@@ -82,7 +82,8 @@ def train_base(
         pad_token_id=PAD_ID,
         name=testbed.name,
         max_seq_len=max(2 * seq_len, 64),
-        extra={"testbed": testbed.name, "gen_length": testbed.gen_length, **(provenance or {})},
+        extra={"testbed": testbed.name, "gen_length": testbed.gen_length,
+               **({"id_offset": testbed.id_offset} if getattr(testbed, "id_offset", 0) else {}), **(provenance or {})},
         **(model_config or {}),
     )
     train_set = testbed.examples(cfg.num_examples, seed=cfg.seed)
@@ -90,7 +91,7 @@ def train_base(
     inputs = {"data": examples_fingerprint(train_set, tokenizer_fingerprint(tok) if tok is not None else None),
               "model": {**shape, "testbed": testbed.name, "gen_length": testbed.gen_length},
               "train": {k: v for k, v in asdict(cfg).items() if k != "steps"}}
-    job = Job.begin(out, "train-base", inputs, cfg.steps)
+    job = Job.begin(out, "train-base", inputs, cfg.steps, length_fields=LENGTH_FIELDS)
     if job.already_complete:
         job.end()
         return MaskedDiffusionLM.from_pretrained(out)
@@ -113,7 +114,7 @@ def train_base(
     if start == 0:
         log.write(json.dumps({"event": "start", "model": asdict(mc), "train": asdict(cfg),
                               "params": model.num_parameters()}) + "\n")
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train-base {testbed.name}",
+    bar = progress_bar(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train-base {testbed.name}",
                disable=not progress)
     t0, ema = time.perf_counter(), None
     model.train()

@@ -6,8 +6,9 @@ and renamed, so a kill at any moment leaves either the previous state or the new
 one, never a torn file. `GracefulStop` turns SIGTERM/SIGINT into a flag the loop
 checks after each step, so a scheduler's stop signal ends with a checkpoint (and
 `adjust.jobstate.Job.end` then exits with the signal's status). The total number of
-steps may grow between runs (extending a finished run, see `adjust.jobstate`); every
-other setting must stay the same.
+steps may grow between runs (extending a finished run, see `adjust.jobstate`), and with
+it the settings derived from the length (`LENGTH_FIELDS`); every other setting must stay
+the same (`adjust.jobstate` holds a resume that is no extension to all of them).
 """
 
 from __future__ import annotations
@@ -21,6 +22,14 @@ import torch
 from adjust.fileio import atomic_write
 
 STATE_NAME = "train_state.pt"
+# Settings that follow from a run's length (the training configs derive them from steps or
+# budget): extending a finished run may change them; every other setting must match.
+LENGTH_FIELDS = ("steps", "budget", "warmup", "eval_every", "pool_every")
+
+
+def resume_settings(config) -> dict:
+    """`config`'s settings without the length-derived ones (`LENGTH_FIELDS`)."""
+    return {k: v for k, v in asdict(config).items() if k not in LENGTH_FIELDS}
 
 
 def save_state(out: Path, **state) -> None:
@@ -41,8 +50,8 @@ def load_state(out: Path, config) -> dict | None:
         state = torch.load(path, weights_only=False)
     except Exception as e:  # a truncated or foreign file
         raise ValueError(f"{path}: unreadable training state ({e}); delete it to start over") from e
-    saved, given = dict(state.get("config") or {}), asdict(config)
-    if saved.pop("steps", None) is None or saved != {k: v for k, v in given.items() if k != "steps"}:
+    saved = {k: v for k, v in (state.get("config") or {}).items() if k not in LENGTH_FIELDS}
+    if saved != resume_settings(config):
         raise ValueError(f"{path}: was written with other training settings; use a new --out or the same flags")
     if state["step"] > config.steps:
         raise ValueError(f"{path}: has trained {state['step']} steps, more than the {config.steps} asked for")

@@ -16,52 +16,28 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from adjust.identity import check_base
 from adjust.jobstate import Job
 from adjust.models.adapter import DiffusionLMAdapter, as_adapter
+from adjust.progress import progress_bar
 from adjust.sampler import AdjustSampler
-from adjust.train.checkpointing import GracefulStop, load_state, save_state
+from adjust.train.checkpointing import LENGTH_FIELDS, GracefulStop, load_state, save_state
+from adjust.train.config import SamplerTrainConfig
 from adjust.train.distributed import Rank
+from adjust.train.readiness import ReadinessProbe
+from adjust.train.rollouts import policy_states, rollout_states, self_generated
 from adjust.train.schedule import warmup_cosine
 from adjust.train.trajectories import Trajectories
+from adjust.unmasking import SamplingSettings
 
 NEG = -1e4  # "log 0" that keeps 0 · (log p − log q) finite
-
-
-@dataclass
-class SamplerTrainConfig:
-    rollout: int = 3
-    steps: int = 2000
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup: int = 50
-    heldout_fraction: float = 0.05
-    heldout_examples: int = 256
-    eval_every: int = 250
-    seed: int = 0
-
-
-def rollout_states(
-    traj: Trajectories, rows: list[int], ts: list[int], rollout: int, mask_id: int, pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """States x_t .. x_{t+R} of each (row, t): ids [R+1, B, T] and attention mask [B, T] (left-padded)."""
-    width = max(traj.input_ids[r].shape[0] for r in rows)
-    xs = torch.full((rollout + 1, len(rows), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(rows), width), dtype=torch.long)
-    for b, (r, t) in enumerate(zip(rows, ts)):
-        ids, rank, n = traj.input_ids[r], traj.rank[r], traj.input_ids[r].shape[0]
-        attn[b, width - n :] = traj.attention_mask[r]
-        for j in range(rollout + 1):
-            xs[j, b, width - n :] = torch.where(rank >= t + j, mask_id, ids)
-    return xs, attn
+FOCUS_TEMPERATURE = 0.1  # nats: how sharply `focus` picks the positions about to be committed
 
 
 def _masked_log_probs(adapter: DiffusionLMAdapter, h: torch.Tensor) -> torch.Tensor:
@@ -72,23 +48,29 @@ def _masked_log_probs(adapter: DiffusionLMAdapter, h: torch.Tensor) -> torch.Ten
 
 def rollout_kl(
     sampler: AdjustSampler, adapter: DiffusionLMAdapter, xs: torch.Tensor, attn: torch.Tensor,
-    rank: Rank | None = None,
+    rank: Rank | None = None, focus: float = 0.0, focus_temperature: float = FOCUS_TEMPERATURE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(Σ_j KL(p_j ‖ q_j) of the sampler, the same sum for the parallel baseline q = p(x_t)).
 
-    Each j's KL is a mean over the positions still masked in x_{t+j}. With the `rank`
-    of a data-parallel run those counts are all-reduced first, so each rank's loss is
-    its share of the global batch's and the ranks' summed gradients are the batch's.
+    Each j's KL is a mean over the positions still masked in x_{t+j}. With `focus` = α > 0
+    a share α of it moves onto the positions the unmasking rule is about to commit: per
+    row, the KLs weighted by ½·softmax(−H(p)/τ) + ½·softmax(−H(q)/τ) over its masked
+    positions (the low-entropy positions of the target and of the sampler, which the
+    entropy rule picks next; τ = `focus_temperature` nats), averaged over rows.
+    With the `rank` of a data-parallel run the counts are all-reduced first, so each
+    rank's loss is its share of the global batch's and the summed gradients are the batch's.
     """
     R1, B, T = xs.shape
     attn_arg = None if bool(attn.all()) else attn
     masks = (xs[1:] == adapter.mask_token_id) & attn.bool()
-    counts = masks.flatten(1).sum(-1)
+    counts = torch.cat([masks.flatten(1).sum(-1), masks.any(-1).sum(-1)])  # masked positions, active rows
     if rank is not None:
         rank.sum_(counts)
-    with torch.no_grad():
-        H = adapter.hidden(xs.reshape(R1 * B, T), None if attn_arg is None else attn.repeat(R1, 1))
-        H = H.reshape(R1, B, T, -1)
+    with torch.no_grad():  # the base runs once per distinct (state, mask): windows of one trajectory overlap
+        flat_x, flat_a = xs.reshape(R1 * B, T), attn.repeat(R1, 1)
+        keys, inverse = torch.unique(torch.cat([flat_x, flat_a], 1), dim=0, return_inverse=True)
+        ux, ua = keys[:, :T], keys[:, T:]
+        H = adapter.hidden(ux, None if attn_arg is None else ua)[inverse].reshape(R1, B, T, -1)
     h = H[0]
     loss = torch.zeros((), device=H.device)
     base = torch.zeros((), device=H.device)
@@ -102,21 +84,57 @@ def rollout_kl(
             logp0 = _masked_log_probs(adapter, H[0][m])
         logq = _masked_log_probs(adapter, h[m])
         p = logp.exp()
-        loss = loss + (p * (logp - logq)).sum() / counts[j - 1]
+        kl = (p * (logp - logq)).sum(-1)
+        loss = loss + (1 - focus) * kl.sum() / counts[j - 1]
         base = base + (p * (logp - logp0)).sum() / counts[j - 1]
+        if focus > 0:
+            with torch.no_grad():
+                neg_h = torch.full((2, B, T), float("-inf"), device=H.device)
+                neg_h[0][m] = (p * logp).sum(-1)
+                neg_h[1][m] = (logq.exp() * logq).sum(-1)
+                weight = torch.softmax(neg_h / focus_temperature, dim=-1).nan_to_num_(0.0).mean(0)
+            dense = torch.zeros((B, T), device=H.device, dtype=kl.dtype)
+            dense[m] = kl
+            loss = loss + focus * (weight * dense).sum() / counts[R1 - 1 + j - 1]
     return loss, base
 
 
-def _draw(traj: Trajectories, rows: torch.Tensor, rollout: int, g: torch.Generator, n: int) -> tuple[list, list]:
-    """n (row, t) pairs: t uniform over the steps that leave x_{t+R} (or the last state) still masked."""
+def _draw(traj: Trajectories, rows: torch.Tensor, rollout: int, g: torch.Generator, n: int,
+          windows: int = 1) -> tuple[list, list]:
+    """n (row, t) pairs: t over the steps that leave x_{t+R} (or the last state) still masked.
+
+    With `windows` = W > 1, each drawn trajectory gives W consecutive starts t0 .. t0 + W − 1
+    (fewer where it is short): their states overlap, and `rollout_kl` runs the base once per
+    distinct state, so a batch costs about (W + R) / (W (R + 1)) of the base forwards of W
+    independent draws.
+    """
     steps = traj.num_steps[rows]
     rows = rows[steps > 1]
     if len(rows) == 0:
         raise ValueError("data: no trajectory has two or more unmasking steps")
-    picked = rows[torch.randint(len(rows), (n,), generator=g)]
-    hi = (traj.num_steps[picked] - rollout).clamp(min=1)
-    ts = (torch.rand(n, generator=g) * hi).long().clamp(max=hi - 1)
-    return picked.tolist(), ts.tolist()
+    picked_rows, picked_ts = [], []
+    while len(picked_rows) < n:
+        k = -(-(n - len(picked_rows)) // windows)
+        picked = rows[torch.randint(len(rows), (k,), generator=g)]
+        hi = (traj.num_steps[picked] - rollout).clamp(min=1)
+        w = hi.clamp(max=windows)
+        t0 = (torch.rand(k, generator=g) * (hi - w + 1)).long().clamp(max=hi - w)
+        for r, t, m in zip(picked.tolist(), t0.tolist(), w.tolist()):
+            picked_rows += [r] * m
+            picked_ts += range(t, t + m)
+    return picked_rows[:n], picked_ts[:n]
+
+
+def _concat_batches(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor],
+                    pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two (states [R+1, B, T], attention [B, T]) batches as one, left-padded to the wider T."""
+    width = max(a[0].shape[-1], b[0].shape[-1])
+    xs, attn = [], []
+    for x, m in (a, b):
+        extra = width - x.shape[-1]
+        xs.append(F.pad(x, (extra, 0), value=pad))
+        attn.append(F.pad(m, (extra, 0), value=0))
+    return torch.cat(xs, 1), torch.cat(attn, 0)
 
 
 def train_sampler(
@@ -129,6 +147,7 @@ def train_sampler(
     stop_after: int | None = None,
     rank: Rank | None = None,
     allow_base_mismatch: bool = False,
+    testbed=None,
 ) -> AdjustSampler:
     """Train (or resume training) a sampler for `model` and save it to `out_dir`.
 
@@ -144,11 +163,16 @@ def train_sampler(
     unless `allow_base_mismatch`: the same base re-saved), a resumed run must have the
     same base, data and settings; a larger `cfg.steps` extends a complete run. A stop
     signal raises `adjust.jobstate.JobInterrupted` after the checkpoint.
+    At every evaluation rank 0 also runs the readiness readout (`adjust.train.readiness`)
+    on held-out prompts — scored with `testbed` when it has a per-sample metric; the
+    last one is kept in the sampler's `extra["readiness"]` with its verdict.
     """
-    cfg = cfg or SamplerTrainConfig()
+    cfg = (cfg or SamplerTrainConfig()).resolved()
     rank = rank or Rank()
     if cfg.rollout < 1 or cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError(f"rollout, steps and batch_size must be ≥ 1, got {cfg.rollout}, {cfg.steps}, {cfg.batch_size}")
+    if not 0 <= cfg.on_policy <= 1 or not 0 <= cfg.focus <= 1:
+        raise ValueError(f"on_policy and focus must be in [0, 1], got {cfg.on_policy} and {cfg.focus}")
     if cfg.batch_size < rank.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} is smaller than the {rank.world_size} ranks it is split over")
     adapter = as_adapter(model)
@@ -158,7 +182,8 @@ def train_sampler(
     check_base(traj.base, adapter.info, "data", allow_base_mismatch)
     inputs = {"base": asdict(adapter.info), "data": traj.fingerprint,
               "train": {k: v for k, v in asdict(cfg).items() if k != "steps"}}
-    job = Job.begin(out, "train-sampler", inputs, cfg.steps, writer=rank.is_main, allow_base_mismatch=allow_base_mismatch)
+    job = Job.begin(out, "train-sampler", inputs, cfg.steps, writer=rank.is_main, allow_base_mismatch=allow_base_mismatch,
+                    length_fields=LENGTH_FIELDS)
     n_held = max(1, int(len(traj) * cfg.heldout_fraction))
     if len(traj) <= n_held:
         raise ValueError(f"data: {len(traj)} trajectories are too few to hold out {n_held} for validation")
@@ -170,18 +195,27 @@ def train_sampler(
                        adapter.mask_token_id, pad)
         for i in range(0, cfg.heldout_examples, cfg.batch_size)
     ]
+    probe = None
+    if rank.is_main and cfg.readout_prompts > 0:
+        probe = ReadinessProbe(adapter, traj, held_rows, cfg.rollout, cfg.readout_prompts, testbed)
+    ts_ = traj.settings
+    policy_settings = SamplingSettings(ts_["temperature"], ts_.get("top_p"), ts_.get("top_k"), ts_.get("alg", "entropy"))
 
     sampler = AdjustSampler.from_base(adapter, extra={"rollout": cfg.rollout, **(provenance or {})})
     sampler.data_fingerprint = traj.fingerprint
     opt = torch.optim.AdamW(sampler.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
-    start = 0
+    policy_g = torch.Generator(device=adapter.device).manual_seed(cfg.seed + 2)
+    start, pool = 0, None
     state = load_state(out, cfg)
     if state is not None:
         sampler.load_state_dict(state["sampler"])
         opt.load_state_dict(state["optimizer"])
         g.set_state(state["generator"])
+        policy_g.set_state(state["policy_generator"])
         start = state["step"]
+        if state.get("pool") is not None:  # the self-generated pool in use when the run stopped
+            pool = Trajectories(*state["pool"], settings=dict(traj.settings))
     log = (out / "train_log.jsonl").open("a") if rank.is_main else None
     if start == 0 and log is not None:
         log.write(json.dumps({"event": "start", "train": asdict(cfg), "params": sampler.num_parameters(),
@@ -197,18 +231,36 @@ def train_sampler(
 
     progress = progress and rank.is_main
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=adapter.device.type == "cuda")
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train-sampler", disable=not progress)
+    bar = progress_bar(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train-sampler",
+                       disable=not progress)
     sampler.train()
     t0, ema = time.perf_counter(), None
     with GracefulStop() as stop:
         for step in bar:
-            rows, ts = _draw(traj, train_rows, cfg.rollout, g, cfg.batch_size)
             mine = slice(rank.rank, None, rank.world_size)
+            n_pool = round(cfg.on_policy * cfg.batch_size) if cfg.on_policy_mode == "pool" else 0
+            if n_pool and (pool is None or step % cfg.pool_every == 0):
+                with autocast:
+                    pool = self_generated(sampler, adapter, traj, train_rows[torch.randint(
+                        len(train_rows), (cfg.pool_size,), generator=g)].tolist(),
+                        (cfg.rollout + 1, 2 * (cfg.rollout + 1)), seed=cfg.seed + 7 * step)
+            rows, ts = _draw(traj, train_rows, cfg.rollout, g, cfg.batch_size - n_pool, cfg.windows)
             xs, attn = rollout_states(traj, rows[mine], ts[mine], cfg.rollout, adapter.mask_token_id, pad)
+            if n_pool:
+                prow, pts = _draw(pool, torch.arange(len(pool)), cfg.rollout, g, n_pool, cfg.windows)
+                pxs, pattn = rollout_states(pool, prow[mine], pts[mine], cfg.rollout, adapter.mask_token_id, pad)
+                xs, attn = _concat_batches((xs, attn), (pxs, pattn), pad)
+            xs, attn = xs.to(adapter.device), attn.to(adapter.device)
+            n_policy = round(cfg.on_policy * xs.shape[1]) if cfg.on_policy_mode == "step" else 0
+            if n_policy:  # the first rows of a random batch: a random share of it
+                with autocast:
+                    xs[:, :n_policy] = policy_states(sampler, adapter, xs[0, :n_policy], attn[:n_policy], cfg.rollout,
+                                                     policy_settings, policy_g, ts_["gen_length"],
+                                                     ts_.get("block_length"))
             for group in opt.param_groups:
                 group["lr"] = warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr)
             with autocast:
-                loss, _ = rollout_kl(sampler, adapter, xs.to(adapter.device), attn.to(adapter.device), rank)
+                loss, _ = rollout_kl(sampler, adapter, xs, attn, rank, focus=cfg.focus)
             opt.zero_grad(set_to_none=True)
             if loss.requires_grad:
                 loss.backward()
@@ -222,16 +274,25 @@ def train_sampler(
             if rank.is_main and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or stopping):
                 held_kl, parallel_kl = evaluate()
                 rec = {"step": step + 1, "train_kl": round(ema, 5), "heldout_kl": round(held_kl, 5),
-                       "parallel_kl": round(parallel_kl, 5), "seconds": round(time.perf_counter() - t0, 1)}
+                       "parallel_kl": round(parallel_kl, 5)}
+                line = f"step {step + 1}: train KL {ema:.4f}  held-out KL {held_kl:.4f} (parallel {parallel_kl:.4f})"
+                if probe is not None:
+                    t_probe = time.perf_counter()
+                    readout = probe(sampler, step + 1)
+                    rec["readiness"] = readout.to_record()
+                    rec["readout_seconds"] = round(time.perf_counter() - t_probe, 1)
+                    sampler.extra["readiness"] = rec["readiness"]
+                    line += "  " + readout.summary()
+                rec["seconds"] = round(time.perf_counter() - t0, 1)
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 if progress:
-                    bar.write(f"step {step + 1}: train KL {ema:.4f}  held-out KL {held_kl:.4f}  "
-                              f"(parallel {parallel_kl:.4f})")
+                    bar.write(line)
                 sampler.extra.update(heldout_kl=round(held_kl, 5), parallel_kl=round(parallel_kl, 5), steps=step + 1)
                 sampler.save_pretrained(out)
                 save_state(out, sampler=sampler.state_dict(), optimizer=opt.state_dict(), generator=g.get_state(),
-                           step=step + 1, config=asdict(cfg))
+                           policy_generator=policy_g.get_state(), step=step + 1, config=asdict(cfg),
+                           pool=None if pool is None else (pool.input_ids, pool.attention_mask, pool.rank))
                 job.checkpoint(step + 1)
             if stopping:
                 break

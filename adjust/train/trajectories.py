@@ -32,13 +32,13 @@ from typing import Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from adjust.fileio import atomic_write, file_sha256, write_text
 from adjust.generate import generate
 from adjust.identity import check_base, trajectories_fingerprint
 from adjust.jobstate import Job
 from adjust.models.adapter import as_adapter
+from adjust.progress import progress_bar
 from adjust.train.checkpointing import GracefulStop
 from adjust.train.distributed import Rank
 
@@ -146,7 +146,7 @@ def generate_trajectories(
     if len(done) < n_shards:  # a folder recorded complete whose shards were deleted since
         job.reopen(sum(s["rows"] for s in manifest["shards"]))
     desc = f"trajectories (rank 0 of {rank.world_size})" if rank.distributed else "trajectories"
-    bar = tqdm(total=settings.num_sequences, desc=desc, unit="seq", disable=not (progress and rank.is_main))
+    bar = progress_bar(total=settings.num_sequences, desc=desc, unit="seq", disable=not (progress and rank.is_main))
     bar.update(sum(s["rows"] for s in manifest["shards"]))
     t0, made = time.perf_counter(), 0
     with GracefulStop() as stop:
@@ -210,6 +210,13 @@ class Trajectories:
         if not hasattr(self, "_steps"):
             self._steps = torch.tensor([int(r.max()) + 1 for r in self.rank])
         return self._steps
+
+
+def trajectory_prompt(traj: Trajectories, r: int, mask_id: int) -> list[int]:
+    """The prompt that made row r: its real tokens before the generated region (masks kept for infilling)."""
+    ids = torch.where(traj.rank[r] >= 0, mask_id, traj.input_ids[r])
+    real = ids[traj.attention_mask[r].bool()]
+    return real[: len(real) - traj.settings["gen_length"]].tolist()
 
 
 def load_trajectories(path: str | Path, verify: bool = True) -> Trajectories:

@@ -1,0 +1,50 @@
+"""Sampler-training settings (no torch import, so the CLI can show the defaults at once)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass
+class SamplerTrainConfig:
+    """Sampler-training settings. `None` fields are derived from `budget` by `resolved()`.
+
+    budget: training examples (sampled states x_t, each unrolled R steps) in the whole run;
+        the one knob that sets the run's length. steps = budget / batch_size.
+    windows: consecutive start states drawn from each trajectory of a batch (they share base
+        forwards; see `adjust.train.sampler._draw`).
+    on_policy: share of each batch whose rollout states come from the sampler's own
+        choices (`adjust.train.rollouts.policy_states`); the rest are teacher-forced.
+    focus: weight moved from the plain mean over masked positions onto the positions the
+        unmasking rule is about to commit (see `rollout_kl`); 0 = the paper's objective.
+    readout_prompts: held-out prompts of the readiness readout (0 = no readout).
+    """
+
+    rollout: int = 3
+    budget: int = 400_000
+    batch_size: int | None = None
+    steps: int | None = None
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup: int | None = None
+    windows: int = 1
+    on_policy: float = 0.0
+    on_policy_mode: str = "pool"
+    pool_size: int = 512
+    pool_every: int | None = None
+    focus: float = 0.0
+    heldout_fraction: float = 0.05
+    heldout_examples: int = 256
+    eval_every: int | None = None
+    readout_prompts: int = 256
+    seed: int = 0
+
+    def resolved(self) -> "SamplerTrainConfig":
+        """A copy with every derived field set: batch 256 (less for tiny budgets, so a run keeps
+        ≥ 400 steps), steps = budget / batch, warm-up 5% of the steps, 8 evaluations."""
+        batch = self.batch_size or min(256, max(8, self.budget // 400))
+        steps = self.steps or max(1, -(-self.budget // batch))
+        return replace(self, batch_size=batch, steps=steps, budget=batch * steps,
+                       warmup=self.warmup if self.warmup is not None else max(1, steps // 20),
+                       eval_every=self.eval_every or max(1, steps // 8),
+                       pool_every=self.pool_every or max(1, steps // 16))

@@ -1,0 +1,185 @@
+"""Readiness readout: does a sampler *generate* close to exact sampling?
+
+Teacher-forced held-out KL ranks samplers poorly: a KL 8× below parallel's has gone with
+ADJUST closing only 38% of the parallel → K = 1 gap in generated validity. So at each
+evaluation `train_sampler` also runs real ADJUST generation on held-out prompts, at
+K = R + 1 and K = 2(R + 1), and measures the per-step joint KL against exact sampling
+(`adjust.eval.joint_kl`: log q − log p* of the committed tokens, nats/token). The
+readout is
+
+    closed(K) = 1 − KL_adjust(K) / KL_parallel(K)
+
+the share of naive parallel's joint KL that the sampler removes: 1 = exact sampling,
+0 = no better than parallel, < 0 = worse than parallel (an under-trained sampler is).
+Parallel's KL is measured once, on the same prompts, with the same seeds. The prompts
+and sampling settings are those of the held-out trajectories, so the readout measures
+the distribution the sampler was trained for. When the base names a built-in testbed
+with a per-sample scorer, the testbed's metric of ADJUST's samples is reported beside
+the same metric of parallel's samples and of the held-out K = 1 trajectories.
+
+`verdict` turns the readout into ``ready`` / ``not ready``: the thresholds
+(`READY_CLOSED`) were calibrated against generated quality on the testbeds in
+docs/training.md ("How to read the readout").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from adjust.data.testbed import Prompt
+from adjust.eval.joint_kl import per_step_joint_kl
+from adjust.eval.run import MAIN_METRIC
+from adjust.generate import generate
+from adjust.models.adapter import DiffusionLMAdapter
+from adjust.train.trajectories import Trajectories, trajectory_prompt
+from adjust.unmasking import SamplingSettings
+
+# closed(K) needed at K = R + 1 and at K = 2(R + 1) for the "ready" verdict.
+READY_CLOSED = (0.9, 0.75)
+READOUT_SEED = 4242  # generation seeds of the readout: the same at every evaluation
+
+
+@dataclass
+class Readout:
+    """One readiness measurement (see the module docstring)."""
+
+    step: int
+    Ks: tuple[int, ...]
+    adjust_kl: dict[int, float]
+    parallel_kl: dict[int, float]
+    metric: str | None = None  # the testbed's metric, when it has a per-sample scorer
+    adjust_metric: dict[int, float] | None = None
+    parallel_metric: dict[int, float] | None = None
+    exact_metric: float | None = None
+
+    def closed(self, K: int) -> float:
+        """Share of parallel's joint KL removed at K."""
+        par = self.parallel_kl[K]
+        return 1.0 - self.adjust_kl[K] / par if par > 0 else math.nan
+
+    def metric_closed(self, K: int) -> float | None:
+        """Share of the parallel → K = 1 gap of the testbed metric closed at K (None without a scorer)."""
+        if self.adjust_metric is None or self.exact_metric is None:
+            return None
+        gap = self.exact_metric - self.parallel_metric[K]
+        return (self.adjust_metric[K] - self.parallel_metric[K]) / gap if abs(gap) > 1e-9 else None
+
+    def to_record(self) -> dict:
+        """The `train_log.jsonl` / checkpoint form."""
+        rec: dict = {"step": self.step}
+        for K in self.Ks:
+            rec[f"K{K}"] = {"adjust_kl": round(self.adjust_kl[K], 5), "parallel_kl": round(self.parallel_kl[K], 5),
+                            "closed": round(self.closed(K), 4)}
+            if self.metric is not None:
+                mc = self.metric_closed(K)
+                rec[f"K{K}"].update({f"adjust_{self.metric}": round(self.adjust_metric[K], 4),
+                                     f"parallel_{self.metric}": round(self.parallel_metric[K], 4),
+                                     f"{self.metric}_closed": None if mc is None else round(mc, 4)})
+        if self.metric is not None:
+            rec[f"exact_{self.metric}"] = round(self.exact_metric, 4)
+        rec["verdict"], rec["why"] = verdict({K: self.closed(K) for K in self.Ks})
+        return rec
+
+    def summary(self) -> str:
+        """One progress line, e.g. ``joint KL closed K=4 93% K=8 81% (valid 0.85/0.82)``."""
+        parts = [f"K={K} {100 * self.closed(K):.0f}%" for K in self.Ks]
+        text = "joint KL closed " + " ".join(parts)
+        if self.metric is not None:
+            vals = "/".join(f"{self.adjust_metric[K]:.2f}" for K in self.Ks)
+            text += f" ({self.metric} {vals}; K=1 {self.exact_metric:.2f})"
+        return text
+
+
+def verdict(closed: dict[int, float]) -> tuple[str, str]:
+    """(``"ready"`` | ``"not ready"``, a sentence saying why) from closed(K) at K = R + 1, 2(R + 1)."""
+    need = dict(zip(closed, READY_CLOSED))
+    short = [f"K={K}: {100 * closed[K]:.0f}% < {100 * t:.0f}%" for K, t in need.items() if not closed[K] >= t]
+    if short:
+        return "not ready", ("ADJUST removes too little of parallel's joint KL (" + "; ".join(short) +
+                             "): its samples will be far from exact sampling. Train longer (a larger --budget), "
+                             "on more trajectories, or use a smaller K.")
+    return "ready", "ADJUST removes " + ", ".join(f"{100 * closed[K]:.0f}% at K={K}" for K in need) + \
+        " of parallel's joint KL."
+
+
+class ReadinessProbe:
+    """Runs the readout for a sampler on held-out trajectories (one object per training run).
+
+    Args:
+        adapter: the base model.
+        traj: the trajectories; `rows` selects the held-out ones whose prompts are used.
+        rollout: R of the run: the readout uses K = R + 1 and 2(R + 1).
+        num_prompts: prompts generated per K (cycled over the held-out rows).
+        testbed: the base's built-in testbed, for its scorer (None, or no per-sample scorer: joint KL only).
+        batch_size: rows per generate call.
+    """
+
+    def __init__(self, adapter: DiffusionLMAdapter, traj: Trajectories, rows: torch.Tensor, rollout: int,
+                 num_prompts: int = 256, testbed=None, batch_size: int = 256):
+        s = traj.settings
+        self.adapter = adapter
+        self.Ks = (rollout + 1, 2 * (rollout + 1))
+        self.settings = SamplingSettings(temperature=s["temperature"], top_p=s.get("top_p"), top_k=s.get("top_k"),
+                                         alg=s.get("alg", "entropy"))
+        self.gen_length, self.block_length = s["gen_length"], s.get("block_length")
+        self.batch_size = batch_size
+        picked = [int(rows[i % len(rows)]) for i in range(num_prompts)]
+        self.prompts = [trajectory_prompt(traj, r, adapter.mask_token_id) for r in picked]
+        # The testbed's metric, when it scores single samples (text and user data do not).
+        self.testbed, self.metric, self.exact_metric = testbed, None, None
+        finals = [traj.input_ids[r][-self.gen_length:].tolist() for r in picked]
+        if testbed is not None:
+            metric = MAIN_METRIC.get(testbed.name, (None, True))[0]
+            exact = self._score_all(finals)
+            if metric in exact:
+                self.metric, self.exact_metric = metric, self._mean(exact, metric)
+        self._parallel: tuple[dict[int, float], dict[int, float] | None] | None = None
+
+    def _score_all(self, completions: list[list[int]]) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for p, c in zip(self.prompts, completions):
+            prompt = self.testbed.prompt_from_ids(p[1:]) if hasattr(self.testbed, "prompt_from_ids") else Prompt(p[1:])
+            for k, v in self.testbed.score(prompt, c).items():
+                out.setdefault(k, []).append(v)
+        return out
+
+    @staticmethod
+    def _mean(scores: dict[str, list[float]], metric: str) -> float:
+        vals = scores[metric]
+        return sum(vals) / len(vals)
+
+    def _measure(self, sampler, K: int) -> tuple[float, float | None]:
+        kl_sum, kl_n, completions = 0.0, 0, []
+        for i in range(0, len(self.prompts), self.batch_size):
+            out = generate(self.adapter, self.prompts[i : i + self.batch_size], K=K, sampler=sampler,
+                           max_new_tokens=self.gen_length, block_length=self.block_length,
+                           temperature=self.settings.temperature, top_p=self.settings.top_p,
+                           top_k=self.settings.top_k, alg=self.settings.alg, seed=READOUT_SEED + i,
+                           return_history=True)
+            kl = per_step_joint_kl(self.adapter, out, self.settings)
+            kl_sum += kl["joint_kl"] * kl["joint_kl_tokens"]
+            kl_n += kl["joint_kl_tokens"]
+            completions += out.completions.tolist()
+        metric = self._mean(self._score_all(completions), self.metric) if self.metric is not None else None
+        return kl_sum / max(kl_n, 1), metric
+
+    @torch.no_grad()
+    def __call__(self, sampler, step: int) -> Readout:
+        """Measure `sampler` (put in eval mode for the call) at both K."""
+        if self._parallel is None:
+            par = {K: self._measure(None, K) for K in self.Ks}
+            self._parallel = ({K: v[0] for K, v in par.items()},
+                              None if self.metric is None else {K: v[1] for K, v in par.items()})
+        was_training = sampler.training
+        sampler.eval()
+        try:
+            adj = {K: self._measure(sampler, K) for K in self.Ks}
+        finally:
+            sampler.train(was_training)
+        return Readout(step=step, Ks=self.Ks, adjust_kl={K: v[0] for K, v in adj.items()},
+                       parallel_kl=self._parallel[0], metric=self.metric,
+                       adjust_metric=None if self.metric is None else {K: v[1] for K, v in adj.items()},
+                       parallel_metric=self._parallel[1], exact_metric=self.exact_metric)

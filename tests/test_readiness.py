@@ -1,0 +1,105 @@
+"""The readiness readout: its joint KL is the exact KL(q ‖ p*) of a model whose joint can be enumerated."""
+
+import math
+
+import pytest
+import torch
+
+from adjust.models.adapter import as_adapter
+from adjust.sampler import AdjustSampler
+from adjust.train.readiness import READY_CLOSED, ReadinessProbe, verdict
+from adjust.train.trajectories import TrajectorySettings, generate_trajectories, load_trajectories
+from conftest import perturbed_sampler, tiny_mdlm
+
+MASK, BOS = 3, 1
+
+
+def _log_probs(ad, x):
+    z = ad.logits(ad.hidden(x)).double()
+    z[..., MASK] = -math.inf
+    return torch.log_softmax(z, -1)
+
+
+def exact_step_kl(model, sampler) -> float:
+    """KL(q ‖ p*) per token of one K=2 step that commits both tokens of [BOS, M, M] (entropy rule, T=1).
+
+    Pass 0 takes the lower-entropy position a (deterministic) and samples x_a from the base;
+    pass 1 samples x_b from the sampler's (or, without one, the same forward's) logits, so
+    KL = ½ Σ_xa p_a(xa) KL(q_b(·|xa) ‖ p_b(·|xa)), enumerated over every xa.
+    """
+    ad = as_adapter(model)
+    x = torch.tensor([[BOS, MASK, MASK]])
+    with torch.no_grad():
+        h0 = ad.hidden(x)
+        lp = _log_probs(ad, x)[0]
+        ent = -(lp.exp() * lp.nan_to_num(neginf=0.0)).sum(-1)
+        a = 1 if ent[1] <= ent[2] else 2
+        b = 3 - a
+        total = 0.0
+        for v in range(ad.vocab_size):
+            if v == MASK:
+                continue
+            xa = x.clone()
+            xa[0, a] = v
+            logp_b = _log_probs(ad, xa)[0, b]
+            h1 = h0 if sampler is None else sampler(h0, xa, ad)
+            z = ad.logits(h1).double()[0, b]
+            z[MASK] = -math.inf
+            logq_b = torch.log_softmax(z, -1)
+            q = logq_b.exp()
+            kl_b = float((q * (logq_b - logp_b)).nan_to_num(0.0).sum())
+            total += float(lp[a, v].exp()) * kl_b
+    return total / 2
+
+
+@pytest.fixture
+def coupled_model():
+    return tiny_mdlm(vocab_size=8, sharpen=3.0, mix=20.0)
+
+
+def test_readout_joint_kl_equals_the_exact_kl(tmp_path, coupled_model):
+    generate_trajectories(coupled_model, None, tmp_path, TrajectorySettings(num_sequences=16, gen_length=2),
+                          progress=False)
+    traj = load_trajectories(tmp_path)
+    sampler = perturbed_sampler(coupled_model, seed=3)
+    with torch.no_grad():
+        sampler.norm_out.weight.mul_(10.0)  # a sampler far from parallel, so the two KLs differ
+    probe = ReadinessProbe(as_adapter(coupled_model), traj, torch.arange(len(traj)), rollout=1, num_prompts=6000,
+                           batch_size=2000)
+    readout = probe(sampler, step=7)
+    assert probe.Ks == (2, 4) and readout.step == 7
+    exact_par, exact_adj = exact_step_kl(coupled_model, None), exact_step_kl(coupled_model, sampler)
+    assert exact_adj > 0.02 and exact_par > 0.02 and abs(exact_adj - exact_par) > 0.02  # the test has power
+    for K in probe.Ks:  # with 2 tokens to generate, K=4 commits them in one step too
+        assert readout.parallel_kl[K] == pytest.approx(exact_par, rel=0.1, abs=0.005)
+        assert readout.adjust_kl[K] == pytest.approx(exact_adj, rel=0.1, abs=0.005)
+        assert readout.closed(K) == pytest.approx(1 - readout.adjust_kl[K] / readout.parallel_kl[K])
+    # an untrained sampler reproduces parallel sampling: about nothing closed (other draws, same distribution)
+    fresh = probe(AdjustSampler.from_base(coupled_model), step=0)
+    assert all(fresh.adjust_kl[K] == pytest.approx(exact_par, rel=0.1, abs=0.005) for K in probe.Ks)
+    rec = readout.to_record()
+    assert rec["K2"]["closed"] == round(readout.closed(2), 4) and rec["verdict"] in ("ready", "not ready")
+    assert "metric" not in rec and "exact_valid" not in rec  # no testbed scorer given
+
+
+def test_verdict_thresholds():
+    need4, need8 = READY_CLOSED
+    assert verdict({4: need4, 8: need8})[0] == "ready"
+    v, why = verdict({4: need4 - 0.01, 8: 0.99})
+    assert v == "not ready" and "K=4" in why and "K=8" not in why
+    assert verdict({4: math.nan, 8: 1.0})[0] == "not ready"
+
+
+def test_readout_scores_with_the_testbed(tmp_path):
+    from adjust.data.mirror import MirrorLanguage
+
+    tb = MirrorLanguage(gen_length=4, n_symbols=3)
+    model = tiny_mdlm(vocab_size=tb.tokenizer.get_vocab_size(), sharpen=3.0, mix=20.0)
+    generate_trajectories(model, None, tmp_path, TrajectorySettings(num_sequences=40, gen_length=4), progress=False)
+    traj = load_trajectories(tmp_path)
+    probe = ReadinessProbe(as_adapter(model), traj, torch.arange(30, 40), rollout=1, num_prompts=64, testbed=tb)
+    assert probe.metric == "valid"
+    finals = [traj.input_ids[r][-4:].tolist() for r in list(range(30, 40)) * 7][:64]
+    assert probe.exact_metric == pytest.approx(sum(tb.score(None, f)["valid"] for f in finals) / 64)
+    rec = probe(perturbed_sampler(model), step=1).to_record()
+    assert set(rec["K2"]) >= {"adjust_valid", "parallel_valid", "valid_closed"} and "exact_valid" in rec

@@ -1,0 +1,131 @@
+"""Training states: on-policy rollouts follow ADJUST's own choices; windows share base forwards."""
+
+import pytest
+import torch
+
+import adjust
+from adjust.models.adapter import as_adapter
+from adjust.train.rollouts import block_candidates, policy_states, rollout_states, self_generated
+from adjust.train.sampler import _draw, rollout_kl
+from adjust.train.trajectories import TrajectorySettings, generate_trajectories, load_trajectories
+from adjust.unmasking import SamplingSettings
+from conftest import perturbed_sampler, tiny_mdlm
+
+MASK = 3
+
+
+@pytest.mark.parametrize("R", [1, 3])
+def test_policy_states_are_the_states_of_an_adjust_step(R):
+    model = tiny_mdlm(vocab_size=11, sharpen=3.0, mix=20.0)
+    sampler = perturbed_sampler(model, seed=1)
+    x0 = torch.tensor([[0, 0, 1, 7, MASK, 8, MASK, MASK, MASK, MASK], [1, 5, MASK, MASK, 9, MASK, MASK, MASK, 6, MASK]])
+    attn = torch.tensor([[0, 0] + [1] * 8, [1] * 10])
+    states = policy_states(sampler, as_adapter(model), x0, attn, R, SamplingSettings(temperature=0.0),
+                           torch.Generator().manual_seed(0), gen_length=5)
+    out = adjust.generate(model, [x0[0, 2:].tolist(), x0[1].tolist()], K=R, sampler=sampler, max_new_tokens=0,
+                          temperature=0.0, return_history=True)
+    x = x0.clone()
+    assert torch.equal(states[0], x0)
+    for j, rec in enumerate(r for r in out.history if r.base_forward == 0):
+        for b in range(2):
+            for p, t in zip(rec.positions[b], rec.tokens[b]):
+                x[b, p] = t
+        assert torch.equal(states[j + 1], x), j
+    assert ((states[R] != MASK) & (x0 == MASK)).sum(-1).tolist() == [R, R]
+
+
+def test_block_candidates_follow_the_current_block():
+    x = torch.tensor([[1, MASK, 9, 9, MASK, MASK, MASK, MASK, MASK]])  # prompt of 3 (an infill mask), gen 6
+    attn = torch.ones_like(x)
+    got = block_candidates(x, attn, MASK, gen_length=6, block_length=2)
+    assert got.nonzero()[:, 1].tolist() == [1, 4]  # the prompt's mask and the first block's masks
+    x[0, 4] = 7
+    assert block_candidates(x, attn, MASK, 6, 2).nonzero()[:, 1].tolist() == [1, 5, 6]  # the second block
+    assert block_candidates(x, attn, MASK, 6, None).nonzero()[:, 1].tolist() == [1, 5, 6, 7, 8]
+
+
+def test_windows_are_consecutive_and_share_base_forwards(tmp_path):
+    model = tiny_mdlm(vocab_size=12, sharpen=3.0, mix=20.0)
+    generate_trajectories(model, [[1], [1, 9]], tmp_path, TrajectorySettings(num_sequences=12, gen_length=8),
+                          progress=False)
+    tr = load_trajectories(tmp_path)
+    rows, ts = _draw(tr, torch.arange(len(tr)), 3, torch.Generator().manual_seed(0), 20, windows=4)
+    assert len(rows) == 20
+    for i in range(0, 20, 4):
+        assert len(set(rows[i : i + 4])) == 1 and ts[i : i + 4] == list(range(ts[i], ts[i] + 4))
+        assert 0 <= ts[i] and ts[i + 3] < 8 - 3
+    xs, attn = rollout_states(tr, rows, ts, 3, MASK, 0)
+    ad = as_adapter(model)
+    calls = []
+    hidden = ad.hidden
+    ad.hidden = lambda x, a=None: calls.append(x.shape[0]) or hidden(x, a)
+    sampler = perturbed_sampler(model)
+    loss, base = rollout_kl(sampler, ad, xs, attn)
+    assert calls == [len(torch.unique(torch.cat([xs.reshape(-1, xs.shape[-1]), attn.repeat(4, 1)], 1), dim=0))]
+    assert calls[0] <= 5 * 7  # 5 trajectories × (4 windows + 3) states, not 20 × 4
+    # the same loss as one forward per state (no sharing)
+    ad.hidden = hidden
+    expect, expect_base = _loss_without_sharing(sampler, ad, xs, attn)
+    assert loss.item() == pytest.approx(expect, rel=1e-5) and base.item() == pytest.approx(expect_base, rel=1e-5)
+
+
+@torch.no_grad()
+def _loss_without_sharing(sampler, ad, xs, attn):
+    a = None if bool(attn.all()) else attn
+    H = [ad.hidden(xs[j], a) for j in range(xs.shape[0])]
+    h, loss, base = H[0], 0.0, 0.0
+    for j in range(1, xs.shape[0]):
+        h = sampler(h, xs[j], ad, a)
+        m = (xs[j] == MASK) & attn.bool()
+        lp, lq, l0 = (torch.log_softmax(ad.logits(v[m]).float().index_fill(-1, torch.tensor([MASK]), -1e4), -1)
+                      for v in (H[j], h, H[0]))
+        loss += float((lp.exp() * (lp - lq)).sum() / m.sum())
+        base += float((lp.exp() * (lp - l0)).sum() / m.sum())
+    return loss, base
+
+
+def test_focus_moves_weight_onto_the_next_commits(tmp_path):
+    model = tiny_mdlm(vocab_size=12, sharpen=3.0, mix=20.0)
+    generate_trajectories(model, None, tmp_path, TrajectorySettings(num_sequences=6, gen_length=8), progress=False)
+    tr = load_trajectories(tmp_path)
+    xs, attn = rollout_states(tr, [0, 1, 2], [0, 2, 4], 2, MASK, 0)
+    ad, sampler = as_adapter(model), perturbed_sampler(model)
+    plain, _ = rollout_kl(sampler, ad, xs, attn)
+    assert rollout_kl(sampler, ad, xs, attn, focus=0.0)[0].item() == plain.item()
+    tau = 0.1
+    focused = rollout_kl(sampler, ad, xs, attn, focus=1.0, focus_temperature=tau)[0].item()
+    # by hand: per row, KLs weighted by ½ softmax(−H(p)/τ) + ½ softmax(−H(q)/τ) over its masked positions
+    h, expect = ad.hidden(xs[0]), 0.0
+    for j in (1, 2):
+        h = sampler(h, xs[j], ad)
+        p_all = torch.log_softmax(ad.logits(ad.hidden(xs[j])).float().index_fill(-1, torch.tensor([MASK]), -1e4), -1)
+        q_all = torch.log_softmax(ad.logits(h).float().index_fill(-1, torch.tensor([MASK]), -1e4), -1)
+        terms = []
+        for b in range(3):
+            m = xs[j, b] == MASK
+            if m.any():
+                lp, lq = p_all[b][m], q_all[b][m]
+                kl = (lp.exp() * (lp - lq)).sum(-1)
+                w = 0.5 * (torch.softmax((lp.exp() * lp).sum(-1) / tau, 0) +
+                           torch.softmax((lq.exp() * lq).sum(-1) / tau, 0))
+                terms.append(float((w * kl).sum()))
+        expect += sum(terms) / len(terms)
+    assert focused == pytest.approx(expect, rel=1e-4)
+    assert abs(focused - plain.item()) > 1e-3  # the weighting changes the loss
+
+
+def test_self_generated_trajectories_are_adjust_generations(tmp_path):
+    model = tiny_mdlm(vocab_size=12, sharpen=3.0, mix=20.0)
+    generate_trajectories(model, [[1], [1, 9, 10]], tmp_path, TrajectorySettings(num_sequences=6, gen_length=5),
+                          progress=False)
+    tr = load_trajectories(tmp_path)
+    sampler = perturbed_sampler(model)
+    pool = self_generated(sampler, as_adapter(model), tr, [0, 1, 2, 3], (2, 4), seed=5, batch_size=2)
+    assert len(pool) == 4 and pool.settings == tr.settings
+    for chunk, K in ((0, 2), (2, 4)):  # chunks alternate over the Ks
+        out = adjust.generate(model, [[1], [1, 9, 10]], K=K, sampler=sampler, max_new_tokens=5, seed=5 + chunk)
+        for b in range(2):
+            assert torch.equal(pool.input_ids[chunk + b], out.sequences[b])
+            order = out.commit_pass[b][out.commit_pass[b] >= 0].argsort()
+            assert torch.equal(pool.rank[chunk + b][out.commit_pass[b] >= 0][order], torch.arange(5))
+    assert sampler.training  # left as it was
