@@ -250,8 +250,8 @@ class Job:
         every check passed and a job that fails before its first checkpoint leaves none. `writer=False` (the non-main
         ranks of a distributed job) checks but neither locks nor writes. An `inputs`
         key "base" is compared with `adjust.identity.check_base`; the others must be equal,
-        except the `length_fields` of dict inputs when a complete job is extended (a larger
-        `total` changes the settings derived from it, such as the warm-up).
+        except the `length_fields` of dict inputs when `total` changes (they derive from it,
+        like the warm-up); whether that total is allowed is then the extension rule's call.
         """
         folder = Path(folder)
         if folder.exists() and not folder.is_dir():
@@ -280,10 +280,10 @@ class Job:
         old = read_job(self.folder)
         event = "start"
         if old is not None:
-            extending = old["status"] == "complete" and total > old["done"]
+            other_total = total != old["total"]  # the total rule below decides; what derives from it may differ
 
             def comparable(v):
-                return {k: x for k, x in v.items() if k not in length_fields} if extending and isinstance(v, dict) else v
+                return {k: x for k, x in v.items() if k not in length_fields} if other_total and isinstance(v, dict) else v
 
             for key, value in inputs.items():
                 if key == "base":

@@ -31,7 +31,7 @@ SAMPLER = ["--batch-size", "4", "--eval-every", "2", "--threads", "1"]
 BASE_SHAPE = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "head_dim": 16,
               "intermediate_size": 64}
 BASE_FLAGS = ["--vocab-size", "16", "--gen-length", "6", "--hidden", "32", "--layers", "1", "--heads", "2",
-              "--kv-heads", "1", "--mlp", "64", "--batch-size", "4", "--eval-every", "2", "--num-examples", "64"]
+              "--kv-heads", "1", "--mlp", "64", "--batch-size", "32", "--eval-every", "3", "--num-examples", "64"]
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:
@@ -72,11 +72,11 @@ def _jsonl(path, seed):
 
 def test_train_base_resumed_on_other_data_is_refused(tmp_path, capsys):
     a, b = _jsonl(tmp_path / "a.jsonl", 0), _jsonl(tmp_path / "b.jsonl", 1)
-    cfg = BaseTrainConfig(steps=6, batch_size=4, eval_every=2, num_examples=64)
+    cfg = BaseTrainConfig(steps=6, batch_size=32, eval_every=3, num_examples=64)
     train_base(JsonlDataset(a, vocab_size=16, gen_length=6), tmp_path / "x", BASE_SHAPE, cfg, progress=False,
                stop_after=2)
     before = snapshot(tmp_path / "x")
-    assert read_job(tmp_path / "x")["status"] == "interrupted" and read_job(tmp_path / "x")["done"] == 2
+    assert read_job(tmp_path / "x")["status"] == "interrupted" and read_job(tmp_path / "x")["done"] == 2  # stop_after
     with pytest.raises(ValueError, match="was trained on other data"):
         train_base(JsonlDataset(b, vocab_size=16, gen_length=6), tmp_path / "x", BASE_SHAPE, cfg, progress=False)
     code, _, err = cli(capsys, "train-base", "--data", b, *BASE_FLAGS, "--steps", 6, "--out", tmp_path / "x")
