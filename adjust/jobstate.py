@@ -247,9 +247,9 @@ class Job:
         """Check `folder` for a job of `kind` with `inputs` and `total` and take its lock.
 
         The record is written at the first `checkpoint`, so nothing is written before
-        every check passed and a job that fails before its first checkpoint leaves none. `writer=False` (the non-main
-        ranks of a distributed job) checks but neither locks nor writes. An `inputs`
-        key "base" is compared with `adjust.identity.check_base`; the others must be equal,
+        every check passed and a job that fails before its first checkpoint leaves none.
+        `writer=False` (the non-main ranks of a distributed job) checks but neither locks
+        nor writes. An `inputs` key "base" is compared with `adjust.identity.check_base`; the others must be equal,
         except the `length_fields` of dict inputs when `total` changes (they derive from it,
         like the warm-up); whether that total is allowed is then the extension rule's call.
         """
