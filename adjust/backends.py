@@ -3,8 +3,8 @@
 - ``torch``: the specification (`adjust.unmasking.sample_tokens` on `W·h`);
 - ``cpp``: the compiled `adjust_kernels.select_sample` op on `W·h` (C++/OpenMP, CUDA);
 - ``triton``: the fused `adjust_kernels.lm_head_sample` (LM head + score + Gumbel-max,
-  no [rows, V] logits), and, with a sampler, the whole K-pass ADJUST step as one
-  static-shape `AdjustLoop` (no host syncs; CUDA-graph captured on GPUs);
+  no [rows, V] logits), and, for ADJUST and ADJUST-adaptive, the whole step's passes as one
+  static-shape `AdjustLoop` / `AdaptiveAdjustLoop` (no host syncs; CUDA-graph captured on GPUs);
 - ``auto``: triton on CUDA, else cpp where built, else torch — each only where it
   covers the settings (cpp/triton: alg ≠ random, no alg_temp; candidate-restricted
   ADJUST: torch or triton).
@@ -125,32 +125,41 @@ def pass_sampler(
 
 
 class FusedAdjustStep:
-    """The K passes of one ADJUST base step through `adjust_kernels.AdjustLoop` (triton backend).
+    """The passes of one ADJUST / ADJUST-adaptive base step as one static-shape call (triton backend):
+    `adjust_kernels.AdjustLoop` for fixed-K ADJUST, `adjust_kernels.AdaptiveAdjustLoop` for the
+    adaptive policy (its ``fused_rule`` names the commit rule).
 
     Candidates are fixed per base step and padded to the generation's largest count, so
     the loop keeps static shapes (and, on CUDA, one captured graph) for the whole run.
     """
 
-    def __init__(self, adapter: DiffusionLMAdapter, sampler, s: SamplingSettings, K: int, B: int, L: int,
+    def __init__(self, adapter: DiffusionLMAdapter, sampler, s: SamplingSettings, policy, B: int, L: int,
                  max_candidates: int, attention_mask: torch.Tensor | None, seed: int,
                  candidate_tokens: int | None = None, cache_context: bool = False):
+        from adjust_kernels.adaptive_loop import AdaptiveAdjustLoop
         from adjust_kernels.adjust_loop import AdjustLoop
 
-        self.loop = AdjustLoop(sampler, adapter.embed_tokens.weight, adapter.lm_head_weight, adapter.lm_head_bias,
-                               batch_size=B, seq_len=L, num_candidates=max_candidates, num_passes=K,
-                               temperature=s.temperature, alg=s.alg, mask_token_id=adapter.mask_token_id,
-                               attention_mask=attention_mask, top_p=s.top_p, top_k=s.top_k,
-                               candidate_tokens=candidate_tokens, cache_context=cache_context)
+        rule = policy.fused_rule()
+        self.policy, self.num_passes = policy, policy.max_passes()
+        loop = AdaptiveAdjustLoop if rule else AdjustLoop
+        self.loop = loop(sampler, adapter.embed_tokens.weight, adapter.lm_head_weight, adapter.lm_head_bias,
+                         batch_size=B, seq_len=L, num_candidates=max_candidates, num_passes=self.num_passes,
+                         temperature=s.temperature, alg=s.alg, mask_token_id=adapter.mask_token_id,
+                         attention_mask=attention_mask, top_p=s.top_p, top_k=s.top_k,
+                         candidate_tokens=candidate_tokens, cache_context=cache_context, **rule)
         if adapter.device.type == "cuda":
             self.loop.capture()
         self.C = max_candidates
         self.seed_offset = torch.tensor([seed, 0], dtype=torch.int64, device=adapter.device)
 
-    def __call__(self, h: torch.Tensor, x: torch.Tensor, candidates: torch.Tensor, n_row: torch.Tensor):
-        """Commit into x (in place); returns (positions [B, K], logprobs [B, K]) of the committed tokens."""
+    def __call__(self, h: torch.Tensor, x: torch.Tensor, candidates: torch.Tensor):
+        """Commit into x (in place); returns (positions [B, passes, R], logprobs [B, passes, R]) of the
+        committed tokens, in commit order per pass, −1 / 0 padded (R = 1 for fixed-K ADJUST)."""
         C = self.C
         # ascending candidate positions, -1 padded: sort puts True (1) first, stable keeps order
         order = torch.sort(candidates.to(torch.int8), dim=-1, descending=True, stable=True).indices[:, :C]
         alive = candidates.gather(1, order)
         cand_idx = torch.where(alive, order, -1)
-        return self.loop(h.contiguous(), x, cand_idx, alive.contiguous(), n_row, self.seed_offset)
+        n_row = self.policy.tokens_per_step(candidates.sum(-1))
+        positions, logprobs = self.loop(h.contiguous(), x, cand_idx, alive.contiguous(), n_row, self.seed_offset)
+        return (positions, logprobs) if positions.dim() == 3 else (positions[..., None], logprobs[..., None])

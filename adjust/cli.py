@@ -28,7 +28,9 @@ EPILOGS = {
   adjust generate --model synthetic --K 4 --n 8
   adjust generate --model tasks --prompt "reverse : alice ben carol =" --K 1 --temperature 0
   adjust generate --model runs/mine --max-new-tokens 64 --K 2 --json
-  adjust generate --model synthetic --sampler synthetic --K 4 --n 8   # ADJUST""",
+  adjust generate --model synthetic --sampler synthetic --K 4 --n 8   # ADJUST
+  adjust generate --model tasks --prompt "sort : carol alice ben =" --decoding threshold --value 0.9
+  adjust generate --model synthetic --sampler synthetic --decoding adjust_entropy --value 1 --max-tokens 8 --n 4""",
     "data": """examples:
   adjust data --base synthetic --prompts bos --n 4000 --out runs/traj-synthetic
   adjust data --base tasks --prompts testbed --n 4000 --out runs/traj-tasks
@@ -44,13 +46,18 @@ A stop signal exits 143/130 after the checkpoint; a larger --steps extends a com
 Under torchrun each global batch is split over the ranks (one step = the 1-process step).""",
     "eval": """examples:
   adjust eval --base synthetic --sampler synthetic --testbed synthetic --json runs/eval.json --plot runs/eval.png
-  adjust eval --base tasks --sampler tasks --testbed tasks --K 2,4 --temperature 1.0 --seeds 2 --n 128""",
+  adjust eval --base tasks --sampler tasks --testbed tasks --K 2,4 --temperature 1.0 --seeds 2 --n 128
+  adjust eval --frontier --base synthetic --sampler synthetic --temperature 1.0 --seeds 3 --n 256 \\
+      --json runs/frontier.json --plot runs/frontier.png       # every decoding method over its knob
+  adjust eval --frontier --base tasks --sampler tasks --methods joint,threshold,adjust_threshold --tau 0.9,0.5""",
     "report": """examples:
   adjust report docs/results/synthetic.json
   adjust report runs/eval.json --plot runs/eval.png
   adjust report docs/results/text.json --metric judge_nll --plot runs/text_judge_nll.png""",
     "train-judge": """examples:
-  adjust train-judge --out adjust/assets/judges/text    # the shipped judge (docs/text_metrics.md)
+  adjust train-judge --out adjust/assets/judges/text    # the shipped text judge (docs/text_metrics.md)
+  adjust train-judge --testbed tasks --out adjust/assets/judges/tasks --hidden 64 --layers 2 --mlp 192 \\
+      --dropout 0.1 --steps 1500 --threads 1            # the shipped tasks judge (EDLM / APD)
   adjust train-judge --out runs/judge --steps 500""",
     "info": """examples:
   adjust info synthetic                 # the shipped synthetic model and its sampler
@@ -159,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print one JSON record per sample: ids (in the data's ids), text, passes, forwards, tokens/s")
     p.add_argument("--sampler", default=None, help="ADJUST sampler (shipped name or folder); default: naive parallel")
     _add_allow_base_mismatch(p, "a --sampler")
+    p.add_argument("--decoding", default=None,
+                   choices=["threshold", "entropy_bound", "adjust_threshold", "adjust_entropy", "edlm", "apd"],
+                   help="a decoding policy instead of fixed K (docs/generation.md); the threshold ones score by "
+                        "confidence unless --alg low_confidence; edlm / apd use the testbed's shipped judge")
+    p.add_argument("--value", type=float, default=None, help="--decoding's knob: tau, gamma, K (edlm) or weight (apd)")
+    p.add_argument("--max-tokens", type=int, default=8, help="K_max of adjust_threshold / adjust_entropy")
     _add_approximation_args(p)
     _add_sampling_args(p)
     _add_threads_arg(p)
@@ -221,9 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_allow_base_mismatch(p, "a --sampler")
     p.add_argument("--testbed", default=None, help=" | ".join(TESTBEDS) + " (default: the base's own testbed)")
     p.add_argument("--methods", default=None,
-                   help="comma-separated: joint, parallel, adjust (default: all three with --sampler, else joint,parallel)")
+                   help="comma-separated (default joint,parallel, and adjust with --sampler; with --frontier every "
+                        "decoding method: "
+                        "joint,parallel,adjust,threshold,entropy_bound,adjust_threshold,adjust_entropy,edlm,apd)")
     p.add_argument("--K", default="1,2,4,8", help="comma-separated tokens per base forward")
     p.add_argument("--temperature", default="0.6,1.0", help="comma-separated temperatures")
+    p.add_argument("--frontier", action="store_true",
+                   help="sweep every method's knob; report quality vs TPF and tokens/s, and the area under the frontier")
+    p.add_argument("--tau", default="0.99,0.95,0.9,0.8,0.7,0.5,0.3,0.2,0.1", help="--frontier: confidence thresholds (threshold methods)")
+    p.add_argument("--gamma", default="0.1,0.25,0.5,1,2,4,8", help="--frontier: entropy budgets, nats (entropy methods)")
+    p.add_argument("--apd-weight", default="0.2,0.4,0.6,0.8,0.95", help="--frontier: APD mixture weights")
+    p.add_argument("--max-tokens", type=int, default=8, help="--frontier: K_max of the adaptive ADJUST methods")
+    p.add_argument("--max-tpf", type=float, default=8.0, help="--frontier: TPF range of the area under the frontier")
     p.add_argument("--seeds", type=_positive, default=3)
     p.add_argument("--n", type=_positive, default=256, help="samples per (method, K, T, seed)")
     p.add_argument("--no-joint-kl", action="store_true", help="skip the per-step joint KL (saves base forwards)")
@@ -237,10 +259,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("json", nargs="+", help="JSON files written by adjust eval --json")
     p.add_argument("--plot", default=None, help="write the quality-vs-throughput PNG here")
     p.add_argument("--metric", default=None, help="metric to plot (default: the testbed's main metric)")
+    p.add_argument("--max-tpf", type=float, default=8.0, help="frontier records: TPF range of the area under the frontier")
 
-    p = sub.add_parser("train-judge", help="train the autoregressive judge LM of the text testbed (judge_nll)",
+    p = sub.add_parser("train-judge", help="train an autoregressive judge LM (text: judge_nll; EDLM / APD verifier)",
                        epilog=EPILOGS["train-judge"], formatter_class=fmt)
     p.add_argument("--out", required=True, help="output judge folder")
+    p.add_argument("--testbed", default="text", choices=["text", "tasks"], help="what it is trained on (default text)")
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--mlp", type=int, default=384)
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--num-examples", type=int, default=20_000, help="training examples (testbeds without a corpus)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -376,12 +406,26 @@ def cmd_generate(args) -> None:
         from adjust.sampler import AdjustSampler
 
         sampler = AdjustSampler.from_pretrained(args.sampler)
-    out = adjust.generate(model, prompts, K=args.K, sampler=sampler, allow_base_mismatch=args.allow_base_mismatch,
+    K, alg, decoding = args.K, args.alg, None
+    if args.decoding:
+        from adjust.decoding import judge_for_testbed
+        from adjust.eval.frontier import CONFIDENCE_METHODS, NEEDS_JUDGE, NEEDS_SAMPLER, FrontierConfig, policy_for
+
+        if args.value is None:
+            raise ValueError(f"--decoding {args.decoding} needs --value (its knob)")
+        if args.decoding in NEEDS_SAMPLER and sampler is None:
+            raise ValueError(f"--decoding {args.decoding} needs --sampler")
+        judge = judge_for_testbed(model.config.extra.get("testbed", "")) if args.decoding in NEEDS_JUDGE else None
+        decoding = policy_for(args.decoding, args.value, FrontierConfig(max_tokens=args.max_tokens), judge)
+        K = 1
+        if args.decoding in CONFIDENCE_METHODS and alg != "low_confidence":
+            alg = "confidence"
+    out = adjust.generate(model, prompts, K=K, sampler=sampler, allow_base_mismatch=args.allow_base_mismatch,
                           max_new_tokens=_gen_length(model, args.max_new_tokens),
-                          temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, alg=args.alg,
+                          temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, alg=alg,
                           alg_temp=args.alg_temp, block_length=args.block_length, seed=args.seed,
                           candidate_tokens=args.candidate_tokens, cache_context=args.cache_context,
-                          return_history=args.json)
+                          decoding=decoding, return_history=args.json)
     rate = out.tokens_generated / max(out.seconds, 1e-9)
     if args.json:
         forwards = [len({r.base_forward for r in out.history if r.positions[b]}) for b in range(len(prompts))]
@@ -389,14 +433,16 @@ def cmd_generate(args) -> None:
     for b, row in enumerate(out.completions.tolist()):
         text = decode(tok, row) if tok is not None else None
         if args.json:
-            print(json.dumps({"ids": to_data_ids(row, offset), "text": text, "K": args.K,
+            print(json.dumps({"ids": to_data_ids(row, offset), "text": text, "K": K,
+                              "decoding": repr(decoding) if decoding else None,
                               "base_forwards": forwards[b], "sampler_passes": passes[b],
                               "batch_base_forwards": out.base_forwards, "batch_sampler_passes": out.sampler_passes,
                               "tokens_per_s": round(rate, 1)}))
         else:
             print(text if text is not None else to_data_ids(row, offset))
     if not args.json:
-        print(f"[{out.base_forwards} base forwards, {out.sampler_passes} sampler passes, {rate:,.0f} tokens/s]",
+        print(f"[{out.base_forwards} base forwards, {out.sampler_passes} sampler passes, "
+              f"TPF {out.tokens_per_forward:.2f}, {rate:,.0f} tokens/s]",
               file=sys.stderr)
 
 
@@ -530,6 +576,8 @@ def cmd_eval(args) -> None:
     if name is None:
         raise ValueError("--testbed is required: the base model records no testbed")
     testbed = get_testbed(name)
+    if args.frontier:
+        return _frontier(args, model, sampler, testbed)
     default = "joint,parallel,adjust" if sampler is not None else "joint,parallel"
     methods = tuple(m for m in (args.methods or default).split(",") if m)
     if sampler is None and "adjust" in methods:
@@ -539,16 +587,15 @@ def cmd_eval(args) -> None:
                      candidate_tokens=args.candidate_tokens, cache_context=args.cache_context,
                      allow_base_mismatch=args.allow_base_mismatch)
     if testbed.name == "text":
-        from adjust.eval.judge import Judge
-        from adjust.eval.text_quality import TextQuality
+        cfg.extra_metrics.append(_text_quality(model, testbed, args.n, cfg.top_p, cfg.alg))
+    _save_and_report(evaluate(model, sampler, testbed, cfg), args)
 
-        cfg.extra_metrics.append(TextQuality(model, testbed, Judge.from_pretrained("text"), num_reference=args.n,
-                                             top_p=cfg.top_p, alg=cfg.alg))
-    records = evaluate(model, sampler, testbed, cfg)
+
+def _save_and_report(records: list[dict], args, **report) -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(records, f, indent=1)
-    _report(records, args.plot)
+    _report(records, args.plot, **report)
 
 
 def _numbers(flag: str, text: str, kind: type) -> tuple:
@@ -584,6 +631,43 @@ _RECORD_KEYS = ("testbed", "method", "K", "temperature")
 
 def _report(records: list[dict], plot: str | None, metric: str | None = None) -> None:
     """Print the mean ± sd table and the gap closed of eval records; optionally plot them."""
+
+
+def _text_quality(model, testbed, n: int, top_p, alg: str):
+    from adjust.eval.judge import Judge
+    from adjust.eval.text_quality import TextQuality
+
+    return TextQuality(model, testbed, Judge.from_pretrained("text"), num_reference=n, top_p=top_p, alg=alg)
+
+
+def _frontier(args, model, sampler, testbed) -> None:
+    from adjust.decoding import judge_for_testbed
+    from adjust.eval.frontier import FRONTIER_METHODS, NEEDS_JUDGE, NEEDS_SAMPLER, FrontierConfig, run_frontier
+
+    methods = tuple(m for m in (args.methods or ",".join(FRONTIER_METHODS)).split(",") if m)
+    if sampler is None and any(m in NEEDS_SAMPLER for m in methods):
+        methods = tuple(m for m in methods if m not in NEEDS_SAMPLER)
+        print(f"no --sampler given: skipping {', '.join(NEEDS_SAMPLER)}", file=sys.stderr)
+    judge = None
+    if any(m in NEEDS_JUDGE for m in methods):
+        try:
+            judge = judge_for_testbed(testbed.name)
+        except ValueError as e:
+            methods = tuple(m for m in methods if m not in NEEDS_JUDGE)
+            print(f"{e}: skipping {', '.join(NEEDS_JUDGE)}", file=sys.stderr)
+    grid = {"K": _numbers("--K", args.K, int), "tau": _numbers("--tau", args.tau, float),
+            "gamma": _numbers("--gamma", args.gamma, float), "weight": _numbers("--apd-weight", args.apd_weight, float)}
+    cfg = FrontierConfig(methods=methods, grid=grid, max_tokens=args.max_tokens,
+                         temperatures=_numbers("--temperature", args.temperature, float), seeds=args.seeds,
+                         num_samples=args.n, joint_kl=not args.no_joint_kl, allow_base_mismatch=args.allow_base_mismatch)
+    if testbed.name == "text":
+        cfg.extra_metrics.append(_text_quality(model, testbed, args.n, cfg.top_p, cfg.alg))
+    _save_and_report(run_frontier(model, sampler, testbed, cfg, judge=judge), args, max_tpf=args.max_tpf)
+
+
+def _report(records: list[dict], plot: str | None, metric: str | None = None, max_tpf: float = 8.0) -> None:
+    """Print the mean ± sd table and the gap closed of eval records (or, for frontier records, every
+    frontier point and each method's area under it); optionally plot them."""
     from adjust.eval import format_table, gap_closed, summarize
     from adjust.eval.run import MAIN_METRIC
 
@@ -592,6 +676,18 @@ def _report(records: list[dict], plot: str | None, metric: str | None = None) ->
         metric = MAIN_METRIC.get(names[0], (None, True))[0] if len(names) == 1 else None
     elif not any(metric in r for r in records):
         raise ValueError(f"--metric {metric}: no record has it")
+    if any("knob" in r for r in records):
+        from adjust.eval.frontier import format_frontier, frontier_rows, summarize_frontier
+
+        if metric is None:
+            raise ValueError("--metric is required for frontier records of several testbeds")
+        rows = frontier_rows(records, metric)
+        print(format_frontier(rows, summarize_frontier(rows, metric, max_tpf), metric, max_tpf))
+        if plot:
+            from adjust.eval.plot import plot_frontier
+
+            plot_frontier(rows, metric, plot, title=names[0] if len(names) == 1 else "")
+        return
     shown = (metric, "valid", "nll_smoothed", "correct", "mauve", "mauve_ceiling", "judge_nll")
     metrics = [m for m in dict.fromkeys(shown) if m and any(m in r for r in records)]
     rows = summarize(records, metrics)
@@ -619,7 +715,7 @@ def cmd_report(args) -> None:
         records += got
     if not records:
         raise ValueError(f"{', '.join(args.json)}: no records")
-    _report(records, args.plot, args.metric)
+    _report(records, args.plot, args.metric, args.max_tpf)
 
 
 def cmd_train_judge(args) -> None:
@@ -629,7 +725,10 @@ def cmd_train_judge(args) -> None:
     cfg = JudgeTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
                            seed=args.seed)
     t0 = time.perf_counter()
-    judge = train_judge(get_testbed("text"), args.out, train=cfg, train_length=args.train_length,
+    arch = dict(hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads, intermediate_size=args.mlp,
+                dropout=args.dropout)
+    judge = train_judge(get_testbed(args.testbed), args.out, judge_config=arch, train=cfg,
+                        train_length=args.train_length, num_examples=args.num_examples,
                         provenance={"command": " ".join(["adjust", *sys.argv[1:]])})
     print(f"saved {judge.num_parameters() / 1e6:.2f}M-param judge to {args.out} in {time.perf_counter() - t0:.0f}s: "
           f"held-out NLL {judge.config.extra['heldout_nll']:.4f} nats/token")

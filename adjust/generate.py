@@ -1,6 +1,7 @@
-"""The reference generation engine: exact (K=1), naive parallel and ADJUST sampling.
+"""The generation engine: `generate` validates its arguments and runs the one decoding loop.
 
-One *base forward* gives hidden states h0 = f(x). Then
+One *base forward* gives hidden states h0 = f(x). What happens next is the decoding policy's
+(`adjust.decoding`); without ``decoding=`` it is today's fixed-count engine:
 
 - ``sampler=None`` (naive parallel): K positions are chosen by score from the
   logits W·h0 and all K tokens are sampled from those same marginals;
@@ -9,71 +10,37 @@ One *base forward* gives hidden states h0 = f(x). Then
   remaining candidates with W·h_{k+1} and commit one more token;
 - ``K=1``: one token per base forward, i.e. exact sampling from the model's joint.
 
+``decoding=`` takes any other policy: Fast-dLLM's confidence threshold, EB-sampler's entropy
+bound, ADJUST-adaptive, and the paper's EDLM and APD baselines (docs/generation.md).
+
 Generation is semi-autoregressive when ``block_length`` is set: a masked position is
 a candidate once the current block reaches it (mask tokens inside the prompt are
-candidates from the first block on, which gives infilling). Every block takes
-ceil(masked / K) base forwards; the last step of a block may commit fewer than K.
+candidates from the first block on, which gives infilling). With the fixed-count methods every
+block takes ceil(masked / K) base forwards; the last step of a block may commit fewer than K.
 """
 
 from __future__ import annotations
 
 import math
-import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from adjust.backends import BACKENDS, FusedAdjustStep, pass_sampler, resolve_backend
+from adjust.backends import BACKENDS, pass_sampler, resolve_backend
 from adjust.candidates import CandidateRestriction
-from adjust.context_cache import ContextCache
+from adjust.decoding.fixed import Adjust, Parallel
+from adjust.decoding.loop import DecodingLoop
+from adjust.decoding.output import GenerationOutput, StepRecord
+from adjust.decoding.policy import DecodingPolicy
 from adjust.models.adapter import DiffusionLMAdapter, as_adapter
-from adjust.progress import progress_bar
-from adjust.unmasking import ALGS, SamplingSettings, select_positions
+from adjust.unmasking import ALGS, SamplingSettings
+
+__all__ = ["GenerationOutput", "StepRecord", "generate"]
 
 # Below this, logits / temperature overflow fp32 for logits of ordinary size (|z| up to 1e8).
 MIN_TEMPERATURE = 1e-30
-
-
-@dataclass
-class StepRecord:
-    """What one pass committed: per row, the positions (in selection order), tokens and their log q."""
-
-    base_forward: int  # index of the base forward this pass belongs to
-    pass_index: int  # 0 = scored from the base logits, k ≥ 1 = after k sampler passes
-    positions: list[list[int]]
-    tokens: list[list[int]]
-    logprobs: list[list[float]]
-
-
-@dataclass
-class GenerationOutput:
-    """Result of `generate`.
-
-    `sequences` [B, P + N] holds the (left-padded) prompt and the generated tokens;
-    `commit_pass` [B, P + N] the global pass index at which each position was
-    unmasked (-1 for positions that were never masked): the unmask order.
-    """
-
-    sequences: torch.Tensor
-    attention_mask: torch.Tensor
-    prompt_length: int
-    commit_pass: torch.Tensor
-    base_forwards: int
-    sampler_passes: int
-    seconds: float
-    history: list[StepRecord] | None = field(default=None, repr=False)
-
-    @property
-    def completions(self) -> torch.Tensor:
-        """The generated region [B, N] (after the prompt)."""
-        return self.sequences[:, self.prompt_length :]
-
-    @property
-    def tokens_generated(self) -> int:
-        return int((self.commit_pass >= 0).sum())
 
 
 def _check_batch_size(batch_size: int | None, ids: torch.Tensor) -> None:
@@ -189,8 +156,9 @@ def generate(
     candidate_tokens: int | None = None,
     cache_context: bool = False,
     allow_base_mismatch: bool = False,
+    decoding: DecodingPolicy | None = None,
 ) -> GenerationOutput:
-    """Generate with a masked diffusion LM, K tokens per base-model forward pass.
+    """Generate with a masked diffusion LM, K tokens per base-model forward pass (or as ``decoding`` decides).
 
     Args:
         model: a `MaskedDiffusionLM`, or any model wrapped in a `DiffusionLMAdapter`.
@@ -211,10 +179,10 @@ def generate(
         block_length: semi-autoregressive block size; must divide `max_new_tokens`.
         seed: makes the run reproducible (same seed, same backend → same tokens).
         return_history: record, for every pass, the committed positions, tokens and log q.
-        progress: show a progress bar over base forwards.
+        progress: show a progress bar over the tokens generated.
         backend: "torch" (the reference), "cpp" (compiled select-and-sample op),
-            "triton" (fused LM-head/score/sample kernels and, with a sampler, the K-pass
-            step as one graph-capturable loop) or "auto"; see `adjust.backends`. Backends
+            "triton" (fused LM-head/score/sample kernels and, for ADJUST and ADJUST-adaptive, the
+            step's passes as one graph-capturable loop) or "auto"; see `adjust.backends`. Backends
             draw from different random streams: same seed, same backend → same tokens;
             across backends the distribution is the same, and at T = 0 the tokens.
         candidate_tokens: ADJUST only, torch or triton backend: sampler passes score and sample
@@ -227,6 +195,10 @@ def generate(
             cost C rows instead of L; see `adjust.context_cache`). False = exact ADJUST.
         allow_base_mismatch: accept a sampler whose recorded base fingerprint differs
             from `model`'s (the same base re-saved); vocabulary and tokenizer must match.
+        decoding: a decoding policy of `adjust.decoding` (``Threshold(tau)``, ``EntropyBound(gamma)``,
+            ``AdaptiveAdjust(rule, value, K_max)``, ``EDLM(judge, K)``, ``APD(judge, weight)``, or
+            ``Exact()`` / ``Parallel(K)`` / ``Adjust(K)``); it replaces ``K``, which must then stay 1.
+            None = ``Adjust(K)`` with a sampler, ``Parallel(K)`` without.
 
     Returns:
         a `GenerationOutput` with the sequences, the unmask order and pass counts.
@@ -259,8 +231,6 @@ def generate(
         )
     if sampler is not None:
         sampler.check_compatible(adapter, allow_base_mismatch)
-    # More tokens per forward than any row can commit change nothing: clamp (K = 10**9 must not allocate K passes).
-    K = min(K, max(1, max_new_tokens + int(((prompt == adapter.mask_token_id) & real).sum(-1).max())))
     if candidate_tokens is not None:
         if not isinstance(candidate_tokens, int) or isinstance(candidate_tokens, bool) or candidate_tokens < 1:
             raise ValueError(f"candidate_tokens must be an int ≥ 1 or None, got {candidate_tokens!r}")
@@ -271,12 +241,23 @@ def generate(
     if cache_context and sampler is None:
         raise ValueError("cache_context changes the sampler passes: it needs a sampler (ADJUST)")
 
+    if decoding is not None:
+        if not isinstance(decoding, DecodingPolicy):
+            raise TypeError(f"decoding must be an adjust.decoding policy or None, got {type(decoding).__name__}")
+        if K != 1:
+            raise ValueError(f"K={K} with decoding={decoding!r}: the policy sets the tokens per base forward "
+                             "(leave K at 1)")
+    # More tokens per forward than any row can commit change nothing: clamp (K = 10**9 must not allocate K passes).
+    K = min(K, max(1, max_new_tokens + int(((prompt == adapter.mask_token_id) & real).sum(-1).max())))
+    policy = decoding if decoding is not None else (Parallel(K) if sampler is None else Adjust(K))
+
     settings = SamplingSettings(temperature, top_p, top_k, alg, alg_temp)
     device = adapter.device
     run_seed = seed if seed is not None else int(torch.seed() % (2**63))
     generator = torch.Generator(device=device)
     generator.manual_seed(run_seed)
     backend = resolve_backend(backend, settings, device, restricted=candidate_tokens is not None)
+    policy.check(settings, sampler, backend, block_length)
     sample = pass_sampler(backend, adapter, settings, generator, run_seed)
     restrict = None if candidate_tokens is None or backend != "torch" else CandidateRestriction(
         adapter, settings, generator, candidate_tokens)
@@ -284,117 +265,12 @@ def generate(
     B, P = prompt.shape
     x = torch.cat([prompt, torch.full((B, max_new_tokens), adapter.mask_token_id)], 1).to(device)
     attn = torch.cat([prompt_mask, torch.ones(B, max_new_tokens, dtype=torch.long)], 1).to(device)
-    attn_arg = None if bool(attn.all()) else attn
-    is_masked = (x == adapter.mask_token_id) & attn.bool()
-    commit_pass = torch.full_like(x, -1)
-    positions = torch.arange(total, device=device)
     block_ends = [total] if block_length is None else list(range(P + block_length, total + 1, block_length))
     if not block_ends:  # infilling only, nothing appended
         block_ends = [total]
-
-    steps_per_block, block_sizes = [], []
-    first = torch.zeros(B, dtype=torch.long, device=device)
-    for end in block_ends:
-        in_block = (is_masked & (positions < end)).sum(-1)
-        block_sizes.append(int((in_block - first).max()))
-        steps_per_block.append(math.ceil(block_sizes[-1] / K))
-        first = in_block
-    fused = None
-    if backend == "triton" and sampler is not None:
-        fused = FusedAdjustStep(adapter, sampler, settings, K, B, total, max(block_sizes), attn_arg, run_seed,
-                                candidate_tokens, cache_context)
-    bar = progress_bar(total=sum(steps_per_block), desc=f"generate K={K}", disable=not progress, unit="fwd")
-
-    history: list[StepRecord] | None = [] if return_history else None
-    base_forwards = sampler_passes = pass_counter = 0
-    t0 = time.perf_counter()
-    for end in block_ends:
-        while True:
-            candidates = (x == adapter.mask_token_id) & attn.bool() & (positions < end)
-            remaining = candidates.sum(-1)
-            if not bool(remaining.any()):
-                break
-            n_row = remaining.clamp(max=K)
-            h = adapter.hidden(x, attn_arg)
-            base_forwards += 1
-            bar.update(1)
-            if fused is not None:
-                committed, logq = fused(h, x, candidates, n_row)
-                sampler_passes += K - 1  # static shapes: every step runs all K passes
-                for k in range(K):
-                    pos = committed[:, k]
-                    rows = (pos >= 0).nonzero().flatten()
-                    if len(rows) == 0:  # no row commits at pass k, nor later: number passes as the engine does
-                        break
-                    commit_pass[rows, pos[rows]] = pass_counter
-                    if history is not None:
-                        history.append(_fused_record(base_forwards - 1, k, pos, x, logq[:, k]))
-                    pass_counter += 1
-                continue
-            per_pass = [n_row] if sampler is None else [(n_row > k).long() for k in range(K)]
-            context = None
-            for k, n in enumerate(per_pass):
-                if k > 0:
-                    if not bool(n.any()):
-                        break
-                    if cache_context:
-                        context = context or ContextCache(sampler, adapter, h, x, attn_arg, candidates)
-                        h = context(h, x)
-                    else:
-                        h = sampler(h, x, adapter, attn_arg)
-                    sampler_passes += 1
-                cand = candidates & (x == adapter.mask_token_id)
-                if restrict is not None:
-                    tokens, scores, logq = restrict(h, cand, k)
-                else:
-                    tokens, scores, logq = sample(h[cand], pass_counter)
-                full_scores = torch.zeros(x.shape, dtype=torch.float32, device=device)
-                full_scores[cand] = scores
-                proposal = x.clone()
-                proposal[cand] = tokens
-                commit = select_positions(full_scores, cand, n, alg_temp, generator)
-                x = torch.where(commit, proposal, x)
-                commit_pass[commit] = pass_counter
-                pass_counter += 1
-                if history is not None:
-                    full_logq = torch.zeros(x.shape, dtype=torch.float32, device=device)
-                    full_logq[cand] = logq
-                    history.append(_record(base_forwards - 1, k, commit, x, full_logq, full_scores))
-    bar.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return GenerationOutput(
-        sequences=x,
-        attention_mask=attn,
-        prompt_length=P,
-        commit_pass=commit_pass,
-        base_forwards=base_forwards,
-        sampler_passes=sampler_passes,
-        seconds=time.perf_counter() - t0,
-        history=history,
-    )
-
-
-def _fused_record(base_forward: int, k: int, pos: torch.Tensor, x: torch.Tensor, logq: torch.Tensor) -> StepRecord:
-    pos, xs, lq = pos.cpu(), x.cpu(), logq.cpu()
-    keep = [[int(p)] if p >= 0 else [] for p in pos]
-    return StepRecord(base_forward=base_forward, pass_index=k, positions=keep,
-                      tokens=[[int(xs[b, p[0]])] if p else [] for b, p in enumerate(keep)],
-                      logprobs=[[float(lq[b])] if p else [] for b, p in enumerate(keep)])
-
-
-def _record(
-    base_forward: int, k: int, commit: torch.Tensor, x: torch.Tensor, logq: torch.Tensor, scores: torch.Tensor
-) -> StepRecord:
-    # positions in selection order (best score first, ties to the lower position)
-    keys = scores.masked_fill(~commit, float("-inf")).cpu()
-    order = torch.sort(keys, dim=-1, descending=True, stable=True).indices
-    pos = [order[b, : int(n)].tolist() for b, n in enumerate(commit.sum(-1).cpu())]
-    xs, lq = x.cpu(), logq.cpu()
-    return StepRecord(
-        base_forward=base_forward,
-        pass_index=k,
-        positions=pos,
-        tokens=[xs[b, p].tolist() for b, p in enumerate(pos)],
-        logprobs=[lq[b, p].tolist() for b, p in enumerate(pos)],
-    )
+    fused_args = None
+    if backend == "triton" and policy.fused_rule() is not None:
+        fused_args = dict(seed=run_seed, candidate_tokens=candidate_tokens, cache_context=cache_context)
+    loop = DecodingLoop(adapter, policy, sampler, settings, generator, sample, backend, restrict, cache_context,
+                        return_history, progress)
+    return loop.run(x, attn, block_ends, P, fused_args)

@@ -99,6 +99,12 @@ def sample_tokens(
     return tokens, scores.float(), logprobs
 
 
+def position_entropy(logits: torch.Tensor, s: SamplingSettings, mask_token_id: int | None = None) -> torch.Tensor:
+    """Entropy (nats) [N] of each row's sampling distribution (the ``entropy`` score, negated)."""
+    probs = F.softmax(filter_logits(logits, s, mask_token_id), dim=-1)
+    return -torch.special.xlogy(probs, probs).sum(-1)
+
+
 def select_positions(
     scores: torch.Tensor,
     candidates: torch.Tensor,

@@ -253,6 +253,7 @@ class AdjustLoop:
         the ``positions`` / ``logprobs`` workspaces."""
         B, L, C = self.shape
         rows = (self._row_base + cand_idx.clamp(min=0)).view(-1)
+        self._begin(n_passes)
         h, kept, ctx = h0, None, None
         for k in range(self.num_passes):
             if k > 0 and self.cache_context:
@@ -271,14 +272,22 @@ class AdjustLoop:
                                                           **vocab, **self.sampling)
             if self._logits is not None and k == 0:  # the mask id's logit is -inf there: it is kept last
                 kept = keep_top_ids(self._logits, self.candidate_tokens, None)
-            best = scores.view(B, C).masked_fill(~alive, float("-inf")).argmax(dim=1, keepdim=True)  # ties: lowest slot
-            commit = alive.gather(1, best) & (n_passes[:, None] > k)
-            pos = cand_idx.gather(1, best).clamp(min=0)
-            x.scatter_(1, pos, torch.where(commit, tokens.view(B, C).gather(1, best), x.gather(1, pos)))
-            alive.scatter_(1, best, alive.gather(1, best) & ~commit)
-            self.positions[:, k : k + 1].copy_(torch.where(commit, pos, -1))
-            self.logprobs[:, k : k + 1].copy_(torch.where(commit, logq.view(B, C).gather(1, best), 0.0))
+            self._commit(k, scores.view(B, C), tokens.view(B, C), logq.view(B, C), x, cand_idx, alive, n_passes)
             seed_offset[1:].add_(1)
+
+    def _begin(self, n_passes: Tensor) -> None:
+        """Per-call state of the commit rule, reset on device before pass 0 (none for ADJUST)."""
+
+    def _commit(self, k: int, scores: Tensor, tokens: Tensor, logq: Tensor, x: Tensor, cand_idx: Tensor,
+                alive: Tensor, n_passes: Tensor) -> None:
+        """ADJUST's commit at pass k: each row's best-scoring alive candidate while k < n_passes[b] (in place)."""
+        best = scores.masked_fill(~alive, float("-inf")).argmax(dim=1, keepdim=True)  # ties: lowest slot
+        commit = alive.gather(1, best) & (n_passes[:, None] > k)
+        pos = cand_idx.gather(1, best).clamp(min=0)
+        x.scatter_(1, pos, torch.where(commit, tokens.gather(1, best), x.gather(1, pos)))
+        alive.scatter_(1, best, alive.gather(1, best) & ~commit)
+        self.positions[:, k : k + 1].copy_(torch.where(commit, pos, -1))
+        self.logprobs[:, k : k + 1].copy_(torch.where(commit, logq.gather(1, best), 0.0))
 
     def _check(self, h0: Tensor, x: Tensor, cand_idx: Tensor, alive: Tensor, n_passes: Tensor, seed_offset: Tensor) -> None:
         B, L, C = self.shape

@@ -108,7 +108,7 @@ def test_focus_moves_weight_onto_the_next_commits(tmp_path):
                 kl = (lp.exp() * (lp - lq)).sum(-1)
                 w = 0.5 * (torch.softmax((lp.exp() * lp).sum(-1) / tau, 0) +
                            torch.softmax((lq.exp() * lq).sum(-1) / tau, 0))
-                terms.append(float((w * kl).sum()))
+                terms.append(float((w * kl).sum().detach()))
         expect += sum(terms) / len(terms)
     assert focused == pytest.approx(expect, rel=1e-4)
     assert abs(focused - plain.item()) > 1e-3  # the weighting changes the loss
@@ -129,3 +129,26 @@ def test_self_generated_trajectories_are_adjust_generations(tmp_path):
             order = out.commit_pass[b][out.commit_pass[b] >= 0].argsort()
             assert torch.equal(pool.rank[chunk + b][out.commit_pass[b] >= 0][order], torch.arange(5))
     assert sampler.training  # left as it was
+
+
+def test_reverse_weight_mixes_forward_and_reverse_kl(tmp_path):
+    model = tiny_mdlm(vocab_size=12, sharpen=3.0, mix=20.0)
+    generate_trajectories(model, None, tmp_path, TrajectorySettings(num_sequences=4, gen_length=6), progress=False)
+    tr = load_trajectories(tmp_path)
+    xs, attn = rollout_states(tr, [0, 1, 2], [0, 1, 2], 2, MASK, 0)
+    ad, sampler = as_adapter(model), perturbed_sampler(model)
+    with torch.no_grad():
+        fwd, fwd0 = rollout_kl(sampler, ad, xs, attn)
+        rev, rev0 = rollout_kl(sampler, ad, xs, attn, reverse=1.0)
+        mix, mix0 = rollout_kl(sampler, ad, xs, attn, reverse=0.25)
+        # by hand: Σ_j mean over masked positions of KL(q ‖ p)
+        h, expect = ad.hidden(xs[0]), 0.0
+        for j in (1, 2):
+            h = sampler(h, xs[j], ad)
+            m = xs[j] == MASK
+            lp, lq = (torch.log_softmax(ad.logits(v[m]).float().index_fill(-1, torch.tensor([MASK]), -1e4), -1)
+                      for v in (ad.hidden(xs[j]), h))
+            expect += float((lq.exp() * (lq - lp)).sum() / m.sum())
+    assert rev.item() == pytest.approx(expect, rel=1e-4) and abs(rev.item() - fwd.item()) > 1e-3
+    assert mix.item() == pytest.approx(0.75 * fwd.item() + 0.25 * rev.item(), rel=1e-5)
+    assert mix0.item() == pytest.approx(0.75 * fwd0.item() + 0.25 * rev0.item(), rel=1e-5)

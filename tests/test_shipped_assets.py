@@ -37,3 +37,19 @@ def test_shipped_models_generate_with_every_method(name):
     for K, smp in ((1, None), (4, None), (4, sampler)):
         out = adjust.generate(model, K=K, sampler=smp, max_new_tokens=n, batch_size=2, seed=0)
         assert out.base_forwards == -(-n // K) and not bool((out.completions == model.config.mask_token_id).any())
+
+
+@pytest.mark.parametrize("name", ["text", "tasks"])
+def test_shipped_judges_were_made_by_the_package_for_their_testbed(name):
+    from adjust.data import get_testbed
+    from adjust.eval.judge import ASSETS as JUDGES
+    from adjust.eval.judge import Judge
+
+    judge = Judge.from_pretrained(name)
+    judge.check_tokenizer(get_testbed(name).tokenizer)
+    extra = judge.config.extra
+    assert extra["testbed"] == name and extra["command"].startswith("adjust train-judge ")
+    log = [json.loads(line) for line in (JUDGES / name / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["heldout_nll"] == extra["heldout_nll"]
+    if name == "tasks":  # the judges added for the EDLM / APD baselines ship small
+        assert (JUDGES / name / "model.safetensors").stat().st_size < 1_000_000

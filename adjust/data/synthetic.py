@@ -24,8 +24,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from adjust.data.testbed import Example, Prompt, StableRandom
+from adjust.decoding.judge import ARJudge
 from adjust.data.tokenizer import SPECIAL_TOKENS, word_tokenizer
 
 LANGUAGE_SEED = 1729
@@ -140,6 +142,10 @@ class HMMLanguage:
         """Exact log-probability of one token-id string (-inf if impossible); see :meth:`log_probs`."""
         return float(self.log_probs([list(ids)], smoothing)[0])
 
+    def judge(self, smoothing: float = SMOOTHING) -> HMMJudge:
+        """The language's exact conditionals as the `ARJudge` of the EDLM / APD baselines."""
+        return HMMJudge(self, smoothing)
+
     def examples(self, n: int, seed: int) -> list[Example]:
         """``n`` unconditional examples: empty prompt, ``gen_length`` sampled symbols."""
         return [Example(prompt=[], completion=row.tolist()) for row in self.sample(n, seed)]
@@ -158,3 +164,40 @@ class HMMLanguage:
             "nll": float(-lp / n),
             "nll_smoothed": float(-lp_smooth / n),
         }
+
+
+class HMMJudge(ARJudge):
+    """Exact next-symbol conditionals p(x_t | x_<t) of the HMM language (forward filtering).
+
+    The string is every real token after the first (BOS). Emissions are smoothed with a uniform
+    ``smoothing`` share, as for ``nll_smoothed``, so that any symbol string keeps a finite
+    likelihood (EDLM compares two of them; APD mixes these logits with the model's). Non-symbol
+    ids (PAD, BOS, EOS, MASK) have probability 0; after one, every logit is -inf.
+    """
+
+    def __init__(self, language: HMMLanguage, smoothing: float = SMOOTHING) -> None:
+        self.vocab_size = SYMBOL_OFFSET + N_SYMBOLS
+        self.initial = torch.tensor(language.initial, dtype=torch.float64)
+        self.transition = torch.tensor(language.transition, dtype=torch.float64)
+        self.emission = torch.tensor((1.0 - smoothing) * language.emission + smoothing / N_SYMBOLS, dtype=torch.float64)
+
+    @torch.no_grad()
+    def next_token_logits(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        B, L = ids.shape
+        device = ids.device
+        out = torch.zeros((B, L, self.vocab_size), dtype=torch.float64)
+        ids, real = ids.cpu(), attention_mask.cpu().bool()
+        started = real.long().cumsum(-1) > 1  # positions of the string: real tokens after BOS
+        belief = self.initial.expand(B, -1).clone()  # P(state of the next symbol | symbols so far)
+        for t in range(L):
+            emit = belief @ self.emission  # [B, symbols]
+            logits = torch.full((B, self.vocab_size), float("-inf"), dtype=torch.float64)
+            logits[:, SYMBOL_OFFSET:] = torch.log(emit)
+            out[:, t] = torch.where(started[:, t, None], logits, 0.0)
+            sym = (ids[:, t] - SYMBOL_OFFSET).clamp(0, N_SYMBOLS - 1)
+            is_sym = (ids[:, t] >= SYMBOL_OFFSET) & (ids[:, t] < SYMBOL_OFFSET + N_SYMBOLS)
+            post = belief * self.emission[:, sym].T * is_sym[:, None]
+            total = post.sum(-1, keepdim=True)
+            nxt = torch.where(total > 0, post / total.clamp(min=1e-300), 0.0) @ self.transition
+            belief = torch.where(started[:, t, None], nxt, belief)  # BOS / padding: nothing observed yet
+        return out.to(device)

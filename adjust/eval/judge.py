@@ -1,4 +1,9 @@
-"""A small autoregressive judge LM for the ``text`` testbed: NLL of samples under it.
+"""A small autoregressive judge LM: NLL of samples under it, and the verifier of the EDLM / APD baselines.
+
+Two are shipped: ``text`` (the ``judge_nll`` metric of the text testbed, and the text testbed's
+EDLM / APD judge) and ``tasks`` (the list tasks' EDLM / APD judge, trained on ``prompt +
+completion`` sequences of the testbed's examples). As an `adjust.decoding.judge.ARJudge` a
+judge gives next-token logits over the engine's left-padded sequences.
 
 The judge is a tiny **causal** transformer (the building blocks of
 :mod:`adjust.models.layers` — RMSNorm, RoPE, SwiGLU — with a causal mask and residual
@@ -32,13 +37,16 @@ from torch import nn
 
 from adjust.checkpoint import ASSETS as _ASSETS
 from adjust.checkpoint import load_config, load_weights, resolve, save_checkpoint
-from adjust.data.testbed import StableRandom
+from adjust.data.testbed import StableRandom, Testbed
 from adjust.data.text import TextCorpus
-from adjust.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, tokenizer_fingerprint
+from adjust.data.tokenizer import BOS_ID, EOS_ID, MASK_ID, PAD_ID, tokenizer_fingerprint
+from adjust.decoding.judge import ARJudge, left_aligned
 from adjust.models.layers import Attention, LayerConfig, RMSNorm, SwiGLU, apply_rope, rope_cos_sin
 from adjust.progress import progress_bar
 
 LOG_NAME = "train_log.jsonl"
+# Example seeds of the judges trained on example testbeds: far from the base models' and the evaluation's.
+JUDGE_SEED = 70_000_000
 ASSETS = _ASSETS / "judges"
 
 
@@ -95,8 +103,9 @@ class _CausalBlock(nn.Module):
         return x + self.drop(self.mlp(self.post_attention_layernorm(x)))
 
 
-class Judge(nn.Module):
-    """A tiny causal transformer LM; see the module docstring."""
+class Judge(nn.Module, ARJudge):
+    """A tiny causal transformer LM; see the module docstring. As an `ARJudge` it is the
+    verifier / energy model of the EDLM and APD baselines (`adjust.decoding`)."""
 
     def __init__(self, config: JudgeConfig):
         super().__init__()
@@ -126,10 +135,31 @@ class Judge(nn.Module):
             x = layer(x, cos, sin)
         return self.lm_head(self.norm(x))
 
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @torch.no_grad()
+    def next_token_logits(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[B, L, V] logits of ``ids[b, i]`` given the real tokens before it (`ARJudge`); left padding is
+        moved out of the way (the judge has no padding mask), mask tokens are read as PAD (they only
+        ever follow the positions read: attention is causal)."""
+        was_training = self.training
+        self.eval()
+        clean = torch.where((ids < self.config.vocab_size) & (ids != MASK_ID), ids, PAD_ID)
+        aligned, shift = left_aligned(clean, attention_mask, PAD_ID)
+        out = self(aligned[:, :-1]).float()
+        nxt = torch.cat([torch.zeros_like(out[:, :1]), out], 1)  # aligned position j: logits of token j
+        j = torch.arange(ids.shape[1], device=ids.device)[None] - shift[:, None]
+        got = nxt.gather(1, j.clamp(min=0)[..., None].expand(-1, -1, nxt.shape[-1]))
+        self.train(was_training)
+        return got.masked_fill((j < 1)[..., None], 0.0)
+
     def loss(self, ids: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy of windows `ids` [B, L] (each read after a BOS)."""
+        """Mean next-token cross-entropy of windows `ids` [B, L] (each read after a BOS; PAD, the
+        right padding of unequal sequences, is not scored)."""
         x = torch.cat([torch.full_like(ids[:, :1], BOS_ID), ids[:, :-1]], dim=1)
-        return F.cross_entropy(self(x).flatten(0, 1).float(), ids.flatten())
+        return F.cross_entropy(self(x).flatten(0, 1).float(), ids.flatten(), ignore_index=PAD_ID)
 
     @torch.no_grad()
     def token_nll(self, samples: Sequence[Sequence[int]], batch_size: int = 256) -> list[np.ndarray]:
@@ -211,50 +241,79 @@ def heldout_nll(judge: Judge, windows: list[list[int]]) -> float:
     return float(np.concatenate(judge.token_nll(windows)).mean())
 
 
+def _sequence_source(testbed: Testbed, num_examples: int, seed: int):
+    """(batch drawer, held-out sequences, longest length) from ``prompt + completion`` examples of a testbed
+    without a token stream (``tasks``, JSONL): the pool and the held-out set use seeds of their own."""
+    pool = [e.prompt + e.completion for e in testbed.examples(num_examples, seed=JUDGE_SEED + seed)]
+    heldout = [e.prompt + e.completion for e in testbed.examples(512, seed=JUDGE_SEED + 1_000_000 + seed)]
+    width = max(len(r) for r in pool + heldout)
+
+    def draw(rng: StableRandom, batch_size: int) -> torch.Tensor:
+        rows = [pool[rng.below(len(pool))] for _ in range(batch_size)]
+        return torch.tensor([r + [PAD_ID] * (width - len(r)) for r in rows])
+
+    return draw, heldout, width
+
+
+def _window_source(testbed: TextCorpus, train_length: int):
+    """(batch drawer, held-out windows, window length) of a text corpus's token streams."""
+    train_ids = testbed.ids["train"]
+    if train_length < testbed.gen_length or train_length > len(train_ids):
+        raise ValueError(f"train_length must be in [gen_length={testbed.gen_length}, {len(train_ids)}], "
+                         f"got {train_length}")
+
+    def draw(rng: StableRandom, batch_size: int) -> torch.Tensor:
+        starts = [rng.below(len(train_ids) - train_length + 1) for _ in range(batch_size)]
+        return torch.from_numpy(np.stack([train_ids[s : s + train_length] for s in starts]))
+
+    return draw, heldout_windows(testbed, testbed.gen_length), train_length
+
+
 def train_judge(
-    testbed: TextCorpus,
+    testbed: Testbed,
     out_dir: str | Path,
     judge_config: dict | None = None,
     train: JudgeTrainConfig | None = None,
     train_length: int = 64,
     progress: bool = True,
     provenance: dict | None = None,
+    num_examples: int = 20_000,
 ) -> Judge:
-    """Train a judge on random `train_length`-token windows of `testbed`'s train split; save to `out_dir`.
+    """Train a judge on `testbed`; save to `out_dir`.
 
-    `testbed` is ``get_testbed("text")`` (or another :class:`TextCorpus`). The held-out NLL
-    is measured on the held-out split cut into ``testbed.gen_length``-token windows — the
-    length of the samples the judge scores — and logged with the loss to ``train_log.jsonl``;
-    the final value is stored in ``config.extra["heldout_nll"]``.
+    A :class:`TextCorpus` (``get_testbed("text")``) trains on random `train_length`-token windows of its
+    train split, and the held-out NLL is measured on the held-out split cut into
+    ``testbed.gen_length``-token windows — the length of the samples the judge scores. Any other
+    testbed (``tasks``) trains on ``prompt + completion`` sequences of `num_examples` examples and
+    measures 512 others. The held-out NLL is logged with the loss to ``train_log.jsonl``; the final
+    value is stored in ``config.extra["heldout_nll"]``.
     """
     cfg = train or JudgeTrainConfig()
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError(f"steps and batch_size must be ≥ 1, got {cfg.steps} and {cfg.batch_size}")
-    train_ids = testbed.ids["train"]
-    if train_length < testbed.gen_length or train_length > len(train_ids):
-        raise ValueError(f"train_length must be in [gen_length={testbed.gen_length}, {len(train_ids)}], "
-                         f"got {train_length}")
+    if isinstance(testbed, TextCorpus):
+        draw, heldout, length = _window_source(testbed, train_length)
+        source = {"corpus_fingerprint": testbed.corpus_fingerprint, "train_length": train_length}
+    else:
+        draw, heldout, length = _sequence_source(testbed, num_examples, cfg.seed)
+        source = {"num_examples": num_examples, "train_length": length}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    jc = JudgeConfig(vocab_size=testbed.tokenizer.get_vocab_size(), max_seq_len=train_length + 1,
+    jc = JudgeConfig(vocab_size=testbed.tokenizer.get_vocab_size(), max_seq_len=length + 1,
                      tokenizer_fingerprint=tokenizer_fingerprint(testbed.tokenizer),
-                     extra={"testbed": testbed.name, "corpus_fingerprint": testbed.corpus_fingerprint,
-                            "train_length": train_length, **(provenance or {})},
-                     **(judge_config or {}))
+                     extra={"testbed": testbed.name, **source, **(provenance or {})}, **(judge_config or {}))
     torch.manual_seed(cfg.seed)
     judge = Judge(jc)
-    windows = heldout_windows(testbed, testbed.gen_length)
     opt = torch.optim.AdamW(judge.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     rng = StableRandom(cfg.seed)
     log = (out / LOG_NAME).open("w")
     log.write(json.dumps({"event": "start", "judge": asdict(jc), "train": asdict(cfg),
-                          "params": judge.num_parameters(), "heldout_windows": len(windows)}) + "\n")
+                          "params": judge.num_parameters(), "heldout_windows": len(heldout)}) + "\n")
     bar = progress_bar(range(cfg.steps), desc="train-judge", disable=not progress)
     t0, ema = time.perf_counter(), None
     judge.train()
     for step in bar:
-        starts = [rng.below(len(train_ids) - train_length + 1) for _ in range(cfg.batch_size)]
-        ids = torch.from_numpy(np.stack([train_ids[s : s + train_length] for s in starts]))
+        ids = draw(rng, cfg.batch_size)
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
         loss = judge.loss(ids)
@@ -265,7 +324,7 @@ def train_judge(
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         bar.set_postfix(loss=f"{ema:.3f}")
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            held = heldout_nll(judge, windows)
+            held = heldout_nll(judge, heldout)
             rec = {"step": step + 1, "loss": round(ema, 5), "heldout_nll": round(held, 5), "lr": _lr_at(step, cfg),
                    "seconds": round(time.perf_counter() - t0, 1)}
             log.write(json.dumps(rec) + "\n")

@@ -34,6 +34,48 @@ def plot_quality_vs_throughput(rows: list[dict], metric: str, path: str | Path, 
         ax.set_title(f"{title} T={T}".strip())
         ax.grid(alpha=0.3)
         ax.legend()
+    return _save(fig, path)
+
+
+def plot_frontier(rows: list[dict], metric: str, path: str | Path, title: str = "") -> Path:
+    """`frontier_rows` as the paper's Fig. 2: one line per method, quality vs tokens per base forward
+    (log2 axis) and vs tokens/s measured in the same run, a row of panels per temperature."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    temps = sorted({r["temperature"] for r in rows})
+    fig, axes = plt.subplots(len(temps), 2, figsize=(11, 4 * len(temps)), squeeze=False)
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    styles = dict(zip(methods, ["k*", "o--", "s-", "^-", "v-", "D-", "P-", "x:", "h:", "<-", ">-"]))
+    for (ax_tpf, ax_tps), T in zip(axes, temps):
+        joint = [r for r in rows if r["method"] == "joint" and r["temperature"] == T and metric in r]
+        for method in methods:
+            pts = [r for r in rows if r["method"] == method and r["temperature"] == T and metric in r]
+            if method != "joint":
+                pts = joint + pts  # every curve starts at exact sampling
+            pts.sort(key=lambda r: r["tpf"])
+            if not pts:
+                continue
+            y, err = [r[metric] for r in pts], [r.get(metric + "_sd", 0.0) for r in pts]
+            style = styles.get(method, "o-")
+            ax_tpf.errorbar([r["tpf"] for r in pts], y, yerr=err, fmt=style, capsize=2, label=method)
+            ax_tps.errorbar([r["tokens_per_s"] for r in pts], y, yerr=err, fmt=style, capsize=2, label=method)
+        ax_tpf.set_xscale("log", base=2)
+        ax_tpf.set_xlabel("tokens per base forward (TPF)")
+        ax_tps.set_xlabel("tokens / s (this run)")
+        for ax in (ax_tpf, ax_tps):
+            ax.set_ylabel(metric)
+            ax.set_title(f"{title} T={T}".strip())
+            ax.grid(alpha=0.3)
+        ax_tpf.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -75,26 +75,36 @@ def evaluate(
         for seed in range(cfg.seeds):
             prompts = testbed.prompts(cfg.num_samples, seed=EVAL_SEED + seed)
             for method, K in runs:
-                rec, completions = _run_one(model, sampler if method == "adjust" else None, testbed, prompts,
+                rec, completions = run_one(model, sampler if method == "adjust" else None, testbed, prompts,
                                             bos, K, settings, seed, cfg)
                 rec.update(testbed=testbed.name, method=method, K=K, temperature=T, seed=seed)
                 if method == "adjust" and cfg.candidate_tokens is not None:
                     rec["candidate_tokens"] = cfg.candidate_tokens
                 if method == "adjust" and cfg.cache_context:
                     rec["cache_context"] = True
-                records.append(rec)
-                for metric in cfg.extra_metrics:
-                    metric(rec, completions)
+                add_record(records, rec, completions, cfg.extra_metrics)
                 bar.update(1)
     bar.close()
     return records
 
 
-def _run_one(model, sampler, testbed, prompts: list[Prompt], bos, K, settings, seed, cfg) -> tuple[dict, list]:
+def add_record(records: list[dict], rec: dict, completions: list[list[int]], extra_metrics: list) -> None:
+    """Append ``rec`` after the extra metrics (callables(record, completions)) have added to it."""
+    for metric in extra_metrics:
+        metric(rec, completions)
+    records.append(rec)
+
+
+def run_one(model, sampler, testbed, prompts: list[Prompt], bos, K, settings, seed, cfg,
+             decoding=None) -> tuple[dict, list]:
+    """Generate for every prompt (in batches) with one method; score; the record and the completions.
+
+    ``cfg`` needs ``batch_size``, ``joint_kl``, ``candidate_tokens`` and ``cache_context``; ``decoding``
+    is an `adjust.decoding` policy (None: the fixed-count method of ``K`` and ``sampler``)."""
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     completions: list[list[int]] = []
-    base_forwards = sampler_passes = tokens = 0
+    base_forwards = sampler_passes = tokens = row_forwards = 0
     seconds = kl_total = 0.0
     kl_tokens = 0
     for i in range(0, len(prompts), cfg.batch_size):
@@ -103,11 +113,12 @@ def _run_one(model, sampler, testbed, prompts: list[Prompt], bos, K, settings, s
                        temperature=settings.temperature, top_p=settings.top_p, alg=settings.alg,
                        seed=seed * 7919 + i, return_history=cfg.joint_kl,
                        candidate_tokens=cfg.candidate_tokens if sampler is not None else None,
-                       cache_context=cfg.cache_context and sampler is not None,
+                       cache_context=cfg.cache_context and sampler is not None, decoding=decoding,
                        allow_base_mismatch=cfg.allow_base_mismatch)
         base_forwards += out.base_forwards
         sampler_passes += out.sampler_passes
         tokens += out.tokens_generated
+        row_forwards += int(out.row_forwards.sum())
         seconds += out.seconds
         for p, row in zip(chunk, out.completions.tolist()):
             completions.append(row)
@@ -122,7 +133,8 @@ def _run_one(model, sampler, testbed, prompts: list[Prompt], bos, K, settings, s
     if cfg.joint_kl:
         rec["joint_kl"] = kl_total / kl_tokens if kl_tokens else math.nan
     rec.update(base_forwards=base_forwards, sampler_passes=sampler_passes, tokens=tokens, seconds=seconds,
-               tokens_per_s=tokens / seconds if seconds > 0 else math.nan, num_samples=len(prompts))
+               tokens_per_s=tokens / seconds if seconds > 0 else math.nan, num_samples=len(prompts),
+               tpf=tokens / row_forwards if row_forwards else math.nan)
     return rec, completions
 
 

@@ -17,6 +17,9 @@ class SamplerTrainConfig:
         choices (`adjust.train.rollouts.policy_states`); the rest are teacher-forced.
     focus: weight moved from the plain mean over masked positions onto the positions the
         unmasking rule is about to commit (see `rollout_kl`); 0 = the paper's objective.
+    reverse: weight of the reverse KL(q ‖ p) in the objective (0 = the paper's forward KL(p ‖ q);
+        1 = reverse only): the reverse KL is what the readout's joint KL measures, and it
+        punishes mass on tokens the base rules out, which forward KL barely does.
     readout_prompts: held-out prompts of the readiness readout (0 = no readout).
     """
 
@@ -33,6 +36,7 @@ class SamplerTrainConfig:
     pool_size: int = 512
     pool_every: int | None = None
     focus: float = 0.0
+    reverse: float = 0.0
     heldout_fraction: float = 0.05
     heldout_examples: int = 256
     eval_every: int | None = None

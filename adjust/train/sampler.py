@@ -15,6 +15,7 @@ held-out KL is far below that (an under-trained sampler is worse than parallel).
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -46,9 +47,18 @@ def _masked_log_probs(adapter: DiffusionLMAdapter, h: torch.Tensor) -> torch.Ten
     return F.log_softmax(logits, dim=-1)
 
 
+def _divergence(logp: torch.Tensor, logq: torch.Tensor, reverse: float) -> torch.Tensor:
+    """Per row: (1 − r)·KL(p ‖ q) + r·KL(q ‖ p), r = `reverse` (0 = the paper's forward KL)."""
+    out = (logp.exp() * (logp - logq)).sum(-1) if reverse < 1 else 0.0
+    if reverse > 0:
+        out = (1 - reverse) * out + reverse * (logq.exp() * (logq - logp)).sum(-1)
+    return out
+
+
 def rollout_kl(
     sampler: AdjustSampler, adapter: DiffusionLMAdapter, xs: torch.Tensor, attn: torch.Tensor,
     rank: Rank | None = None, focus: float = 0.0, focus_temperature: float = FOCUS_TEMPERATURE,
+    reverse: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(Σ_j KL(p_j ‖ q_j) of the sampler, the same sum for the parallel baseline q = p(x_t)).
 
@@ -83,14 +93,13 @@ def rollout_kl(
             logp = _masked_log_probs(adapter, H[j][m])
             logp0 = _masked_log_probs(adapter, H[0][m])
         logq = _masked_log_probs(adapter, h[m])
-        p = logp.exp()
-        kl = (p * (logp - logq)).sum(-1)
+        kl = _divergence(logp, logq, reverse)
         loss = loss + (1 - focus) * kl.sum() / counts[j - 1]
-        base = base + (p * (logp - logp0)).sum() / counts[j - 1]
+        base = base + _divergence(logp, logp0, reverse).sum() / counts[j - 1]
         if focus > 0:
             with torch.no_grad():
                 neg_h = torch.full((2, B, T), float("-inf"), device=H.device)
-                neg_h[0][m] = (p * logp).sum(-1)
+                neg_h[0][m] = (logp.exp() * logp).sum(-1)
                 neg_h[1][m] = (logq.exp() * logq).sum(-1)
                 weight = torch.softmax(neg_h / focus_temperature, dim=-1).nan_to_num_(0.0).mean(0)
             dense = torch.zeros((B, T), device=H.device, dtype=kl.dtype)
@@ -164,15 +173,19 @@ def train_sampler(
     same base, data and settings; a larger `cfg.steps` extends a complete run. A stop
     signal raises `adjust.jobstate.JobInterrupted` after the checkpoint.
     At every evaluation rank 0 also runs the readiness readout (`adjust.train.readiness`)
-    on held-out prompts — scored with `testbed` when it has a per-sample metric; the
-    last one is kept in the sampler's `extra["readiness"]` with its verdict.
+    on held-out prompts — scored with `testbed` when it has a per-sample metric. The
+    saved (and returned) sampler is the one of the best readout so far, with that readout
+    and its verdict in `extra["readiness"]`: generation quality can drop between two
+    evaluations while the teacher-forced KL does not move, so the last weights are not
+    always the best ones. (`train_state.pt` holds the current weights, to resume.)
     """
     cfg = (cfg or SamplerTrainConfig()).resolved()
     rank = rank or Rank()
     if cfg.rollout < 1 or cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError(f"rollout, steps and batch_size must be ≥ 1, got {cfg.rollout}, {cfg.steps}, {cfg.batch_size}")
-    if not 0 <= cfg.on_policy <= 1 or not 0 <= cfg.focus <= 1:
-        raise ValueError(f"on_policy and focus must be in [0, 1], got {cfg.on_policy} and {cfg.focus}")
+    for name in ("on_policy", "focus", "reverse"):
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
     if cfg.batch_size < rank.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} is smaller than the {rank.world_size} ranks it is split over")
     adapter = as_adapter(model)
@@ -206,14 +219,14 @@ def train_sampler(
     opt = torch.optim.AdamW(sampler.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
     policy_g = torch.Generator(device=adapter.device).manual_seed(cfg.seed + 2)
-    start, pool = 0, None
+    start, pool, best = 0, None, (-math.inf, 0)  # best readout score and its step
     state = load_state(out, cfg)
     if state is not None:
         sampler.load_state_dict(state["sampler"])
         opt.load_state_dict(state["optimizer"])
         g.set_state(state["generator"])
         policy_g.set_state(state["policy_generator"])
-        start = state["step"]
+        start, best = state["step"], tuple(state["best"])
         if state.get("pool") is not None:  # the self-generated pool in use when the run stopped
             pool = Trajectories(*state["pool"], settings=dict(traj.settings))
     log = (out / "train_log.jsonl").open("a") if rank.is_main else None
@@ -224,7 +237,7 @@ def train_sampler(
     def evaluate() -> tuple[float, float]:
         sampler.eval()
         with torch.no_grad():
-            pairs = [rollout_kl(sampler, adapter, xs.to(adapter.device), a.to(adapter.device))
+            pairs = [rollout_kl(sampler, adapter, xs.to(adapter.device), a.to(adapter.device), reverse=cfg.reverse)
                      for xs, a in held_batches]
         sampler.train()
         return (sum(p[0].item() for p in pairs) / len(pairs), sum(p[1].item() for p in pairs) / len(pairs))
@@ -260,7 +273,7 @@ def train_sampler(
             for group in opt.param_groups:
                 group["lr"] = warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr)
             with autocast:
-                loss, _ = rollout_kl(sampler, adapter, xs, attn, rank, focus=cfg.focus)
+                loss, _ = rollout_kl(sampler, adapter, xs, attn, rank, focus=cfg.focus, reverse=cfg.reverse)
             opt.zero_grad(set_to_none=True)
             if loss.requires_grad:
                 loss.backward()
@@ -276,22 +289,30 @@ def train_sampler(
                 rec = {"step": step + 1, "train_kl": round(ema, 5), "heldout_kl": round(held_kl, 5),
                        "parallel_kl": round(parallel_kl, 5)}
                 line = f"step {step + 1}: train KL {ema:.4f}  held-out KL {held_kl:.4f} (parallel {parallel_kl:.4f})"
+                keep = True  # without a readout every evaluation's weights are kept, as before
                 if probe is not None:
                     t_probe = time.perf_counter()
                     readout = probe(sampler, step + 1)
                     rec["readiness"] = readout.to_record()
                     rec["readout_seconds"] = round(time.perf_counter() - t_probe, 1)
-                    sampler.extra["readiness"] = rec["readiness"]
                     line += "  " + readout.summary()
+                    score = readout.score()
+                    keep = score > best[0]
+                    if keep:
+                        best = (score, step + 1)
+                        sampler.extra["readiness"] = rec["readiness"]
+                    rec["kept_step"] = best[1]
                 rec["seconds"] = round(time.perf_counter() - t0, 1)
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 if progress:
-                    bar.write(line)
-                sampler.extra.update(heldout_kl=round(held_kl, 5), parallel_kl=round(parallel_kl, 5), steps=step + 1)
-                sampler.save_pretrained(out)
+                    bar.write(line + ("" if keep else f"  (keeping step {best[1]})"))
+                if keep:
+                    sampler.extra.update(heldout_kl=round(held_kl, 5), parallel_kl=round(parallel_kl, 5),
+                                         steps=step + 1)
+                    sampler.save_pretrained(out)
                 save_state(out, sampler=sampler.state_dict(), optimizer=opt.state_dict(), generator=g.get_state(),
-                           policy_generator=policy_g.get_state(), step=step + 1, config=asdict(cfg),
+                           policy_generator=policy_g.get_state(), step=step + 1, config=asdict(cfg), best=best,
                            pool=None if pool is None else (pool.input_ids, pool.attention_mask, pool.rank))
                 job.checkpoint(step + 1)
             if stopping:
@@ -300,5 +321,7 @@ def train_sampler(
         log.close()
     rank.barrier()  # the other ranks return once rank 0's checkpoint is on disk
     job.end(stop)
+    if probe is not None:  # the weights of the best readout, as saved
+        sampler = AdjustSampler.from_pretrained(out, device=adapter.device, dtype=adapter.dtype)
     sampler.eval()
     return sampler
