@@ -8,7 +8,7 @@ BIN     = $(VENV)/bin
 # against it without build isolation, which would otherwise fetch another torch.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test test-all bench clean assets aot-check aot-full
+.PHONY: install demo test test-all bench clean assets aot-check aot-full fingerprint-assets
 
 $(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*)
 	$(PYTHON) -m venv $(VENV)
@@ -78,3 +78,9 @@ asset-%:
 	mkdir -p adjust/assets/models/$* adjust/assets/samplers/$*
 	cp runs/base-$*/config.json runs/base-$*/model.safetensors runs/base-$*/tokenizer.json runs/base-$*/train_log.jsonl adjust/assets/models/$*/
 	cp runs/sampler-$*/config.json runs/sampler-$*/model.safetensors runs/sampler-$*/train_log.jsonl adjust/assets/samplers/$*/
+
+# Record weight fingerprints in shipped configs saved before they existed (docs/reliability.md#identity);
+# no retraining, and a second run changes nothing.
+fingerprint-assets: install
+	$(BIN)/python -c "from adjust.identity import stamp_shipped, Path; import adjust; \
+	[print('stamped', f) for f in stamp_shipped(Path(adjust.__file__).parent / 'assets')]"

@@ -69,6 +69,7 @@ class FrontierConfig:
     joint_kl: bool = False  # per-step joint KL (not defined for edlm / apd, which are never measured)
     candidate_tokens: int | None = None
     cache_context: bool = False
+    allow_base_mismatch: bool = False  # a sampler recorded for a base with other weights (adjust.identity)
     extra_metrics: list = field(default_factory=list)
 
 

@@ -31,6 +31,7 @@ import json
 import torch
 from torch import nn
 
+from adjust.identity import hf_weights_fingerprint
 from adjust.models.adapter import BaseModelInfo, DiffusionLMAdapter
 from adjust.models.layers import LayerConfig, position_ids_from_mask
 
@@ -113,7 +114,8 @@ class DreamAdapter(DiffusionLMAdapter):
             qkv_bias=model.model.layers[-1].self_attn.q_proj.bias is not None,
         )
         fingerprint = None if tokenizer is None else hf_tokenizer_fingerprint(tokenizer)
-        self.info = BaseModelInfo(getattr(c, "_name_or_path", "") or "Dream", self.vocab_size, c.hidden_size, fingerprint)
+        self.info = BaseModelInfo(getattr(c, "_name_or_path", "") or "Dream", self.vocab_size, c.hidden_size, fingerprint,
+                                  hf_weights_fingerprint(model))
 
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         if attention_mask is None:

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adjust.fields import check_positive, check_types
+
 
 @dataclass
 class LayerConfig:
@@ -26,6 +28,15 @@ class LayerConfig:
     rms_norm_eps: float = 1e-6
     rope_theta: float = 10000.0
     qkv_bias: bool = False
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        check_positive(self, "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
+                       "rms_norm_eps", "rope_theta")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim must be even (RoPE rotates pairs of dimensions), got {self.head_dim}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from adjust.identity import hf_weights_fingerprint
 from adjust.models.adapter import BaseModelInfo, DiffusionLMAdapter
 from adjust.models.dream import hf_token_id, hf_tokenizer_fingerprint, rope_theta
 from adjust.models.layers import LayerConfig
@@ -95,7 +96,8 @@ class LLaDAAdapter(DiffusionLMAdapter):
             qkv_bias=getattr(getattr(block, "q_proj", None), "bias", None) is not None,
         )
         fingerprint = None if tokenizer is None else hf_tokenizer_fingerprint(tokenizer)
-        self.info = BaseModelInfo(getattr(c, "_name_or_path", "") or "LLaDA", self.vocab_size, c.d_model, fingerprint)
+        self.info = BaseModelInfo(getattr(c, "_name_or_path", "") or "LLaDA", self.vocab_size, c.d_model, fingerprint,
+                                  hf_weights_fingerprint(model))
 
     @property
     def _last_block(self) -> nn.Module:

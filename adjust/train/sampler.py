@@ -23,10 +23,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from adjust.identity import check_base
+from adjust.jobstate import Job
 from adjust.models.adapter import DiffusionLMAdapter, as_adapter
 from adjust.progress import progress_bar
 from adjust.sampler import AdjustSampler
-from adjust.train.checkpointing import GracefulStop, load_state, save_state
+from adjust.train.checkpointing import LENGTH_FIELDS, GracefulStop, load_state, save_state
 from adjust.train.config import SamplerTrainConfig
 from adjust.train.distributed import Rank
 from adjust.train.readiness import ReadinessProbe
@@ -154,6 +156,7 @@ def train_sampler(
     provenance: dict | None = None,
     stop_after: int | None = None,
     rank: Rank | None = None,
+    allow_base_mismatch: bool = False,
     testbed=None,
 ) -> AdjustSampler:
     """Train (or resume training) a sampler for `model` and save it to `out_dir`.
@@ -166,6 +169,10 @@ def train_sampler(
     (see `adjust.train.distributed`); rank 0 alone writes the log and checkpoints,
     and every rank resumes from them, so `out_dir` must be on a shared filesystem.
     On CUDA the forward passes run under bf16 autocast (KLs in fp32).
+    Identity (`adjust.jobstate`): `traj` must come from `model` (by weight fingerprint,
+    unless `allow_base_mismatch`: the same base re-saved), a resumed run must have the
+    same base, data and settings; a larger `cfg.steps` extends a complete run. A stop
+    signal raises `adjust.jobstate.JobInterrupted` after the checkpoint.
     At every evaluation rank 0 also runs the readiness readout (`adjust.train.readiness`)
     on held-out prompts — scored with `testbed` when it has a per-sample metric. The
     saved (and returned) sampler is the one of the best readout so far, with that readout
@@ -186,7 +193,11 @@ def train_sampler(
     for p in adapter.model.parameters():
         p.requires_grad_(False)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_base(traj.base, adapter.info, "data", allow_base_mismatch)
+    inputs = {"base": asdict(adapter.info), "data": traj.fingerprint,
+              "train": {k: v for k, v in asdict(cfg).items() if k != "steps"}}
+    job = Job.begin(out, "train-sampler", inputs, cfg.steps, writer=rank.is_main, allow_base_mismatch=allow_base_mismatch,
+                    length_fields=LENGTH_FIELDS)
     n_held = max(1, int(len(traj) * cfg.heldout_fraction))
     if len(traj) <= n_held:
         raise ValueError(f"data: {len(traj)} trajectories are too few to hold out {n_held} for validation")
@@ -205,6 +216,7 @@ def train_sampler(
     policy_settings = SamplingSettings(ts_["temperature"], ts_.get("top_p"), ts_.get("top_k"), ts_.get("alg", "entropy"))
 
     sampler = AdjustSampler.from_base(adapter, extra={"rollout": cfg.rollout, **(provenance or {})})
+    sampler.data_fingerprint = traj.fingerprint
     opt = torch.optim.AdamW(sampler.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
     policy_g = torch.Generator(device=adapter.device).manual_seed(cfg.seed + 2)
@@ -303,11 +315,13 @@ def train_sampler(
                 save_state(out, sampler=sampler.state_dict(), optimizer=opt.state_dict(), generator=g.get_state(),
                            policy_generator=policy_g.get_state(), step=step + 1, config=asdict(cfg), best=best,
                            pool=None if pool is None else (pool.input_ids, pool.attention_mask, pool.rank))
+                job.checkpoint(step + 1)
             if stopping:
                 break
     if log is not None:
         log.close()
     rank.barrier()  # the other ranks return once rank 0's checkpoint is on disk
+    job.end(stop)
     if probe is not None:  # the weights of the best readout, as saved
         sampler = AdjustSampler.from_pretrained(out, device=adapter.device, dtype=adapter.dtype)
     sampler.eval()
