@@ -142,3 +142,19 @@ def test_trained_sampler_stops_parallel_mixing_on_a_toy_joint(tmp_path):
     par, adj = mixed(None), mixed(g)
     assert par > 0.4  # product of marginals mixes the sentences half the time
     assert adj < 0.05
+
+
+def test_the_saved_sampler_is_the_best_readout(tmp_path):
+    model = tiny_mdlm(vocab_size=12, sharpen=3.0, mix=20.0)
+    generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=40, gen_length=6),
+                          progress=False)
+    cfg = SamplerTrainConfig(steps=10, batch_size=4, eval_every=2, heldout_examples=8, lr=3e-2, readout_prompts=16)
+    g = train_sampler(model, load_trajectories(tmp_path / "d"), tmp_path / "s", cfg, progress=False)
+    recs = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()][1:]
+    scores = [(sum(r["readiness"][k]["closed"] for k in ("K4", "K8")) / 2, r["step"]) for r in recs]
+    best = max(scores, key=lambda t: (t[0], -t[1]))[1]  # the first of equal scores is kept
+    assert [r["kept_step"] for r in recs][-1] == best
+    assert best != recs[-1]["step"], scores  # (this run's last readout is not its best: the test has power)
+    saved = AdjustSampler.from_pretrained(tmp_path / "s")
+    assert saved.extra["readiness"]["step"] == best == g.extra["readiness"]["step"] == saved.extra["steps"]
+    assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), g.state_dict().values()))
