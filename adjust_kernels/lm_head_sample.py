@@ -64,8 +64,6 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from adjust.candidates import kept_linear
-from adjust.unmasking import SamplingSettings, filter_logits
 from adjust_kernels._triton_utils import (
     GUMBEL_MAX,
     check_float,
@@ -77,7 +75,9 @@ from adjust_kernels._triton_utils import (
     multiprocessor_count,
 )
 from adjust_kernels.aot_shapes import AotProblem
+from adjust_kernels.kept_ids import kept_linear
 from adjust_kernels.launch import CompileSpec, Launch, LaunchConfig, meta_tensor
+from adjust_kernels.sampling_settings import SamplingSettings, filter_logits
 
 __all__ = ["SCORES", "LmHeadPlan", "compile_specs", "lm_head_sample", "lm_head_sample_config", "lm_head_sample_reference"]
 
@@ -578,8 +578,8 @@ def lm_head_sample_reference(
     check_ids: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Pure-PyTorch twin of :func:`lm_head_sample`: materialises the logits (``F.linear`` in h's dtype,
-    or ``adjust.candidates.kept_linear`` with ``kept_ids``, then fp32, as the engine does), filters them with
-    ``adjust.unmasking.filter_logits`` and samples argmax(z + G) with the kernel's Philox noise G, so it
+    or ``adjust_kernels.kept_ids.kept_linear`` with ``kept_ids``, then fp32, as the engine does), filters them with
+    ``adjust_kernels.sampling_settings.filter_logits`` and samples argmax(z + G) with the kernel's Philox noise G, so it
     draws the same tokens. ``num_splits`` is accepted for signature parity and ignored."""
     _check(h, weight, bias, seed_offset, temperature, alg, exclude_token, top_p, top_k, kept_ids, logits_out, check_ids)
     if kept_ids is None:

@@ -1,7 +1,7 @@
-"""rope: rotary position embedding of q and k, half-rotation layout (Llama/Qwen2, ``adjust.models.layers``).
+"""rope: rotary position embedding of q and k, half-rotation layout (Llama/Qwen2, ``adjust_kernels.rotary``).
 
 ``out = x * cos + rotate_half(x) * sin`` with ``rotate_half(x) = cat(-x2, x1)`` over the head dim,
-and cos/sin the ``[B, L, D]`` tables of ``adjust.models.layers.rope_cos_sin`` (computed from the
+and cos/sin the ``[B, L, D]`` tables of ``adjust_kernels.rotary.rope_cos_sin`` (computed from the
 positions once per base forward and shared by every sampler pass of that step; a table rather than
 in-kernel ``sin``/``cos`` because Triton's fast fp32 trigonometry is inaccurate at large arguments, and
 the table costs B·L·D elements, nothing next to q).
@@ -22,10 +22,10 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from adjust.models.layers import apply_rope
 from adjust_kernels._triton_utils import check_float, check_runnable
 from adjust_kernels.aot_shapes import AotProblem
 from adjust_kernels.launch import CompileSpec, Launch, LaunchConfig, meta_tensor
+from adjust_kernels.rotary import apply_rope
 
 __all__ = ["compile_specs", "rope", "rope_config", "rope_reference"]
 
@@ -119,7 +119,7 @@ def rope(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor
     Args:
         q: ``[B, H, L, D]`` queries, any strides (e.g. the transposed view of a projection output).
         k: ``[B, H_kv, L, D]`` keys, any strides.
-        cos, sin: ``[B, L, D]`` tables from ``adjust.models.layers.rope_cos_sin``, in q's dtype.
+        cos, sin: ``[B, L, D]`` tables from ``adjust_kernels.rotary.rope_cos_sin``, in q's dtype.
 
     Returns:
         Rotated ``(q, k)`` as new contiguous ``[B, H, L, D]`` / ``[B, H_kv, L, D]`` tensors.
@@ -130,6 +130,6 @@ def rope(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor
 
 
 def rope_reference(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
-    """Pure-PyTorch twin of :func:`rope`: ``adjust.models.layers.apply_rope`` on q and on k."""
+    """Pure-PyTorch twin of :func:`rope`: ``adjust_kernels.rotary.apply_rope`` on q and on k."""
     _check(q, k, cos, sin)
     return apply_rope(q, cos, sin), apply_rope(k, cos, sin)
