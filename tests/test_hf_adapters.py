@@ -179,7 +179,7 @@ def test_adapter_logits_equal_the_models_own(model, padded):
 def test_generate_fills_every_mask(model, K, sampler):
     g = {None: None, "untrained": AdjustSampler.from_base, "trained-like": trained_like}[sampler]
     g = g(model) if g else None
-    mask = ids_of(model)["mask_token_id"]
+    mask, bos = ids_of(model)["mask_token_id"], ids_of(model)["bos_token_id"]
     for prompts, n in ((prompts_of(model), 7), (None, 6)):  # n: most masks in a row (6 new + the infilling one)
         batch = {} if prompts is not None else {"batch_size": 2}  # a batch_size contradicting the prompts is refused
         out = adjust.generate(model, prompts, K=K, sampler=g, max_new_tokens=6, seed=0, **batch)

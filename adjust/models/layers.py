@@ -16,7 +16,7 @@ from torch import nn
 from adjust.fields import check_positive, check_types
 
 # Defined in the kernel package (the rope kernel's reference shares them); re-exported for the models.
-from adjust_kernels.rotary import apply_rope, position_ids_from_mask, rope_cos_sin
+from adjust_kernels.rotary import apply_rope, position_ids_from_mask, rope_cos_sin  # noqa: F401
 
 
 @dataclass
