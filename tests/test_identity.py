@@ -15,7 +15,7 @@ from adjust.models.adapter import as_adapter
 from adjust.sampler import AdjustSampler
 from adjust.train.trajectories import TrajectorySettings, generate_trajectories, load_trajectories
 from conftest import tiny_mdlm
-from hf_tiny import tiny_dream, tiny_llada
+from peer_models import tiny_dream, tiny_llada
 
 
 def test_saved_model_records_and_loads_its_weight_fingerprint(tmp_path):
