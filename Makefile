@@ -8,13 +8,13 @@ BIN     = $(VENV)/bin
 # against it without build isolation, which would otherwise fetch another torch.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test test-all bench clean assets
+.PHONY: install demo test test-all bench clean assets aot-check aot-full fingerprint-assets
 
 $(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel ninja
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q --no-build-isolation -e ".[test,eval]"
+	$(BIN)/python -m pip install -q --no-build-isolation -e ".[test,eval,hf]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -27,6 +27,26 @@ test: install
 
 test-all: install
 	$(BIN)/python -m pytest -q
+
+# The GPU build, checked without a GPU (docs/kernels_triton.md): every Triton kernel launch compiled for
+# sm_90 (0 spill bytes for bf16/fp16 at the Dream-7B / LLaDA-8B shapes, shared memory in the limit) and
+# csrc/*.cu with nvcc; the shared-memory-heavy kernels also for sm_80. CI runs it after `make test`.
+# The CUDA 13.0 compiler pieces (~270 MB) come from PyPI into $(CUDA_TOOLKIT).
+CUDA_TOOLKIT ?= build/cuda-toolkit
+CUDA_TOOLKIT_PKGS = nvidia-cuda-nvcc==13.0.88 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85 \
+                    nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88
+AOT = $(BIN)/python -m adjust_kernels.aot
+
+$(CUDA_TOOLKIT)/.installed: $(VENV)/.installed
+	$(BIN)/python -m pip install -q --target $(CUDA_TOOLKIT) $(CUDA_TOOLKIT_PKGS)
+	touch $@
+
+aot-check: install $(CUDA_TOOLKIT)/.installed
+	CUDA_HOME=$(CUDA_TOOLKIT)/nvidia/cu13 $(AOT) --arch 90 --nvcc
+	$(AOT) --arch 80 --kernel sampler_input_kernel --kernel partials_kernel
+
+aot-full: install $(CUDA_TOOLKIT)/.installed
+	CUDA_HOME=$(CUDA_TOOLKIT)/nvidia/cu13 $(AOT) --arch 90 --arch 80 --sweep full --nvcc
 
 bench: install
 	$(BIN)/python -m pytest benchmarks/ --benchmark-only -q
@@ -58,3 +78,9 @@ asset-%:
 	mkdir -p adjust/assets/models/$* adjust/assets/samplers/$*
 	cp runs/base-$*/config.json runs/base-$*/model.safetensors runs/base-$*/tokenizer.json runs/base-$*/train_log.jsonl adjust/assets/models/$*/
 	cp runs/sampler-$*/config.json runs/sampler-$*/model.safetensors runs/sampler-$*/train_log.jsonl adjust/assets/samplers/$*/
+
+# Record weight fingerprints in shipped configs saved before they existed (docs/reliability.md#identity);
+# no retraining, and a second run changes nothing.
+fingerprint-assets: install
+	$(BIN)/python -c "from adjust.identity import stamp_shipped, Path; import adjust; \
+	[print('stamped', f) for f in stamp_shipped(Path(adjust.__file__).parent / 'assets')]"

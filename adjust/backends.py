@@ -79,7 +79,8 @@ def pass_sampler(
     backend: str, adapter: DiffusionLMAdapter, s: SamplingSettings, generator: torch.Generator, seed: int
 ) -> PassSampler:
     """`(h_rows [N, d], pass index) -> (tokens, scores, log q)` for a concrete backend."""
-    mask_id = adapter.mask_token_id
+    mask_id = None if s.sample_mask else adapter.mask_token_id  # the id never sampled (None: none)
+    exclude = -1 if mask_id is None else mask_id  # the kernels' spelling of it
     if backend == "torch":
 
         def run(h_rows: torch.Tensor, pass_index: int):
@@ -96,12 +97,14 @@ def pass_sampler(
             check_finite(logits, "base model" if pass_index == 0 else "model or sampler")
             z = filter_logits(logits, s, mask_id) if _filters(s) or s.temperature > 0 else None
             if not _filters(s):
-                tokens, scores = select_sample(logits, s.temperature, s.alg, seed, pass_index, mask_id)
+                tokens, scores = select_sample(logits, s.temperature, s.alg, seed, pass_index, exclude)
             else:  # the op samples and scores the filtered logits; low_confidence is on the unfiltered ones
                 tokens, scores = select_sample(logits.masked_fill(z == float("-inf"), float("-inf")), s.temperature,
-                                               s.alg, seed, pass_index, mask_id)
+                                               s.alg, seed, pass_index, exclude)
                 if s.alg == "low_confidence":
-                    raw = logits.float().index_fill(1, torch.tensor([mask_id], device=logits.device), float("-inf"))
+                    raw = logits.float()
+                    if mask_id is not None:
+                        raw = raw.index_fill(1, torch.tensor([mask_id], device=logits.device), float("-inf"))
                     scores = torch.softmax(raw, -1).gather(1, tokens[:, None]).squeeze(1)
             if s.temperature > 0:
                 logq = torch.log_softmax(z, -1).gather(1, tokens[:, None]).squeeze(1)
@@ -116,7 +119,7 @@ def pass_sampler(
         seed_offset = torch.tensor([seed, pass_index], dtype=torch.int64, device=h_rows.device)
         tokens, scores, logq = lm_head_sample(h_rows.contiguous(), adapter.lm_head_weight, adapter.lm_head_bias,
                                               seed_offset, temperature=s.temperature, alg=s.alg,
-                                              exclude_token=mask_id, top_p=s.top_p, top_k=s.top_k)
+                                              exclude_token=exclude, top_p=s.top_p, top_k=s.top_k)
         if bool((tokens < 0).any()):  # the eager engine may sync; the fused loop does not check
             raise FloatingPointError("NaN/Inf logits: a candidate row has no finite logit")
         return tokens, scores, logq

@@ -23,21 +23,7 @@ import torch
 from adjust.backends import check_finite
 from adjust.models.adapter import DiffusionLMAdapter
 from adjust.unmasking import SamplingSettings, sample_tokens
-
-
-def keep_top_ids(logits: torch.Tensor, k: int, mask_token_id: int | None) -> torch.Tensor:
-    """Ids [N, min(k, V)] of each row's k largest logits (mask id last in line), ascending."""
-    z = logits if mask_token_id is None else logits.index_fill(-1, torch.tensor([mask_token_id], device=logits.device),
-                                                               float("-inf"))
-    ids = torch.topk(z, min(k, z.shape[-1]), dim=-1).indices
-    return ids.sort(dim=-1).values
-
-
-def kept_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ids: torch.Tensor) -> torch.Tensor:
-    """Logits [N, k] at the kept ids only, in W's dtype: row n is ``h_n · W[ids_n]ᵀ (+ b[ids_n])``."""
-    w = weight[ids]  # [N, k, d]: only the kept rows of W are read
-    z = torch.bmm(w, h.to(w.dtype)[:, :, None]).squeeze(-1)
-    return z if bias is None else z + bias[ids]
+from adjust_kernels.kept_ids import keep_top_ids, kept_linear
 
 
 def restricted_logits(

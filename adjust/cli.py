@@ -32,15 +32,21 @@ EPILOGS = {
   adjust generate --model tasks --prompt "sort : carol alice ben =" --decoding threshold --value 0.9
   adjust generate --model synthetic --sampler synthetic --decoding adjust_entropy --value 1 --max-tokens 8 --n 4""",
     "data": """examples:
-  adjust data --base synthetic --prompts bos --n 4000 --out runs/traj-synthetic
-  adjust data --base tasks --prompts testbed --n 4000 --out runs/traj-tasks
+  adjust data --base synthetic --prompts bos --out runs/traj-synthetic      # as many as the default --budget needs
+  adjust data --base tasks --prompts testbed --out runs/traj-tasks
   adjust data --base runs/mine --prompts prompts.jsonl --n 20000 --temperature 0.6 --out runs/traj-mine
-  torchrun --nproc_per_node 8 -m adjust data --base runs/mine --prompts bos --num-sequences 200000 --out runs/traj-mine
-Interrupted runs resume (with any number of processes): run the same command again.""",
+  torchrun --nproc_per_node 8 -m adjust data --base runs/mine --prompts bos --budget 4000000 --out runs/traj-mine
+Interrupted runs resume (with any number of processes): run the same command again.
+A complete --out reruns as "already complete"; a larger --n (or --budget) extends it.""",
     "train-sampler": """examples:
-  adjust train-sampler --base synthetic --data runs/traj-synthetic --rollout 3 --out runs/sampler-synthetic
-  torchrun --nproc_per_node 8 -m adjust train-sampler --base runs/mine --data runs/traj-mine --batch-size 256 --out runs/s
+  adjust train-sampler --base synthetic --data runs/traj-synthetic --out runs/sampler-synthetic
+  adjust train-sampler --base runs/mine --data runs/traj-mine --budget 1600000 --out runs/sampler-mine
+  torchrun --nproc_per_node 8 -m adjust train-sampler --base runs/mine --data runs/traj-mine --budget 4000000 --out runs/s
+The defaults are the recipe of docs/training.md; --budget is the one knob to turn. Every
+evaluation runs the readiness readout (real ADJUST generation on held-out prompts, joint KL
+against exact sampling); the run keeps the best readout's weights and ends with a verdict.
 Interrupted runs resume from the last checkpoint: run the same command again.
+A stop signal exits 143/130 after the checkpoint; a larger --budget (or --steps) extends a complete --out.
 Under torchrun each global batch is split over the ranks (one step = the 1-process step).""",
     "eval": """examples:
   adjust eval --base synthetic --sampler synthetic --testbed synthetic --json runs/eval.json --plot runs/eval.png
@@ -60,8 +66,33 @@ Under torchrun each global batch is split over the ranks (one step = the 1-proce
     "info": """examples:
   adjust info synthetic                 # the shipped synthetic model and its sampler
   adjust info runs/sampler-mine --json
-  adjust info runs/traj-mine            # a trajectory folder: settings, shards, complete?""",
+  adjust info runs/traj-mine            # a trajectory folder: settings, shards, complete or interrupted""",
 }
+
+
+def _int_in(lo: int, hi: int | None, bounds: str):
+    """An argparse type: an int in [lo, hi) (hi None: no upper bound), else an error quoting `bounds`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < lo or (hi is not None and value >= hi):
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+
+    return parse
+
+
+_seed = _int_in(0, 2**63, "in [0, 2**63)")  # what the 64-bit generators take
+_positive = _int_in(1, None, "≥ 1")  # counts: --n, --seeds
+
+
+def _add_allow_base_mismatch(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--allow-base-mismatch", action="store_true",
+                   help=f"accept {what} whose recorded base has other weights (the same base re-saved); "
+                        "vocabulary and tokenizer must still match")
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -72,7 +103,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alg", default="entropy", help="entropy | confidence | margin | low_confidence | random")
     p.add_argument("--alg-temp", type=float, default=None)
     p.add_argument("--block-length", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
 
 
 def _add_threads_arg(p: argparse.ArgumentParser) -> None:
@@ -105,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=4, help="samples printed per method (default 4)")
     p.add_argument("--score-samples", type=int, default=200, help="samples scored per method (default 200)")
     p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
 
     p = sub.add_parser("train-base", help="train a small masked diffusion LM", epilog=EPILOGS["train-base"],
                        formatter_class=fmt)
@@ -120,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "shifted past them, see docs/testbeds.md)")
     p.add_argument("--gen-length", type=int, default=None, help="completion length (default: the testbed's)")
     p.add_argument("--out", required=True, help="output checkpoint folder")
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=3000, help="a larger --steps extends a complete --out")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--num-examples", type=int, default=50_000, help="training examples drawn from the testbed")
@@ -130,19 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--kv-heads", type=int, default=2)
     p.add_argument("--mlp", type=int, default=384)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     _add_threads_arg(p)
 
     p = sub.add_parser("generate", help="generate from a model", epilog=EPILOGS["generate"], formatter_class=fmt)
     p.add_argument("--model", required=True, help="a shipped model name or a checkpoint folder")
     p.add_argument("--prompt", action="append", default=None, help="prompt text (repeat for a batch)")
-    p.add_argument("--n", type=int, default=4, help="unconditional samples when no --prompt is given")
+    p.add_argument("--n", type=_positive, default=4, help="unconditional samples when no --prompt is given")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the model's training length")
     p.add_argument("--prompt-ids", action="append", default=None,
                    help="prompt as space-separated token ids, in the ids of the training data (repeat for a batch)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON record per sample: ids (in the data's ids), text, passes, forwards, tokens/s")
     p.add_argument("--sampler", default=None, help="ADJUST sampler (shipped name or folder); default: naive parallel")
+    _add_allow_base_mismatch(p, "a --sampler")
     p.add_argument("--decoding", default=None,
                    choices=["threshold", "entropy_bound", "adjust_threshold", "adjust_entropy", "edlm", "apd"],
                    help="a decoding policy instead of fixed K (docs/generation.md); the threshold ones score by "
@@ -159,9 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", required=True, help="base model: shipped name or checkpoint folder")
     p.add_argument("--prompts", default="bos",
                    help="bos (unconditional) | testbed (the base's testbed prompts) | FILE.jsonl ({prompt} or {prompt_ids})")
-    p.add_argument("--n", "--num-sequences", dest="n", type=int, default=None,
+    p.add_argument("--n", "--num-sequences", dest="n", type=_positive, default=None,
                    help="number of sequences (default: enough for --budget, see below; spell it --num-sequences "
-                        "under torchrun, which claims --n)")
+                        "under torchrun, which claims --n); a larger --n extends a complete folder")
     p.add_argument("--budget", type=int, default=d.budget,
                    help=f"the train-sampler --budget these trajectories are for (default {d.budget:,}): the default "
                         f"--n gives each training window about {WINDOW_USES} uses")
@@ -173,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alg", default="entropy")
     p.add_argument("--block-length", type=int, default=None)
     p.add_argument("--shard-size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     _add_threads_arg(p)
+    _add_allow_base_mismatch(p, "resuming into an --out")
 
     d = SamplerTrainConfig()
     p = sub.add_parser("train-sampler", help="train an ADJUST sampler on trajectories (Alg. 2)",
@@ -187,27 +220,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=d.budget,
                    help=f"training examples in the whole run, each a state unrolled R passes (default {d.budget:,}); "
                         "sets --steps = budget / batch size")
-    p.add_argument("--steps", type=int, default=None, help="override the steps the budget gives")
+    p.add_argument("--steps", type=int, default=None,
+                   help="override the steps the budget gives; a larger --steps extends a complete --out")
     p.add_argument("--batch-size", type=int, default=None,
                    help="examples per step (default 256, less for budgets under 102,400); under torchrun the global batch")
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate, warm-up then cosine decay (default {d.lr})")
+    p.add_argument("--windows", type=int, default=d.windows,
+                   help=f"consecutive start states drawn per trajectory, sharing base forwards (default {d.windows})")
     p.add_argument("--on-policy", type=float, default=d.on_policy,
-                   help=f"share of each batch rolled out with the sampler's own choices (default {d.on_policy})")
+                   help="share of each batch drawn from ADJUST's own generations with the current sampler "
+                        f"(DAgger; default {d.on_policy})")
     p.add_argument("--focus", type=float, default=d.focus,
                    help=f"weight on the positions about to be committed, 0 = the paper's mean (default {d.focus})")
+    p.add_argument("--reverse", type=float, default=d.reverse,
+                   help=f"weight of the reverse KL(q || p) in the loss, 0 = the paper's forward KL (default {d.reverse})")
     p.add_argument("--eval-every", type=int, default=None, help="steps between evaluations (default: 8 per run)")
     p.add_argument("--readout-prompts", type=int, default=d.readout_prompts,
                    help=f"held-out prompts generated by the readiness readout, 0 = none (default {d.readout_prompts})")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=_seed, default=d.seed)
     _add_threads_arg(p)
+    _add_allow_base_mismatch(p, "--data (or an --out to resume)")
 
     p = sub.add_parser("eval", help="quality of K=1 / parallel / ADJUST on a testbed (tables, JSON, plot)",
                        epilog=EPILOGS["eval"], formatter_class=fmt)
     p.add_argument("--base", required=True, help="base model: shipped name or checkpoint folder")
     p.add_argument("--sampler", default=None, help="ADJUST sampler (needed for the adjust method)")
+    _add_allow_base_mismatch(p, "a --sampler")
     p.add_argument("--testbed", default=None, help=" | ".join(TESTBEDS) + " (default: the base's own testbed)")
     p.add_argument("--methods", default=None,
-                   help="comma-separated (default joint,parallel,adjust; with --frontier every decoding method: "
+                   help="comma-separated (default joint,parallel, and adjust with --sampler; with --frontier every "
+                        "decoding method: "
                         "joint,parallel,adjust,threshold,entropy_bound,adjust_threshold,adjust_entropy,edlm,apd)")
     p.add_argument("--K", default="1,2,4,8", help="comma-separated tokens per base forward")
     p.add_argument("--temperature", default="0.6,1.0", help="comma-separated temperatures")
@@ -218,8 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--apd-weight", default="0.2,0.4,0.6,0.8,0.95", help="--frontier: APD mixture weights")
     p.add_argument("--max-tokens", type=int, default=8, help="--frontier: K_max of the adaptive ADJUST methods")
     p.add_argument("--max-tpf", type=float, default=8.0, help="--frontier: TPF range of the area under the frontier")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--n", type=int, default=256, help="samples per (method, K, T, seed)")
+    p.add_argument("--seeds", type=_positive, default=3)
+    p.add_argument("--n", type=_positive, default=256, help="samples per (method, K, T, seed)")
     p.add_argument("--no-joint-kl", action="store_true", help="skip the per-step joint KL (saves base forwards)")
     p.add_argument("--block-length", type=int, default=None, help="semi-autoregressive blocks (every method)")
     _add_approximation_args(p)
@@ -249,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--train-length", type=int, default=64, help="tokens per training window (≥ gen_length)")
     p.add_argument("--eval-every", type=int, default=200)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     _add_threads_arg(p)
 
     p = sub.add_parser("info", help="what a checkpoint or trajectory folder is, what it is for, how it was made",
@@ -337,8 +379,10 @@ def cmd_train_base(args) -> None:
     train = BaseTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             num_examples=args.num_examples, eval_every=args.eval_every)
     t0 = time.perf_counter()
+    before = _job_record(args.out)
     model = train_base(testbed, args.out, model_config, train, provenance={"command": " ".join(["adjust", *sys.argv[1:]])})
-    print(f"saved {model.num_parameters() / 1e6:.2f}M-param model to {args.out} in {time.perf_counter() - t0:.0f}s")
+    print(_already_complete(args.out, before)
+          or f"saved {model.num_parameters() / 1e6:.2f}M-param model to {args.out} in {time.perf_counter() - t0:.0f}s")
 
 
 def _prompt_ids(text: str, offset: int, flag: str) -> list[int]:
@@ -391,7 +435,7 @@ def cmd_generate(args) -> None:
         K = 1
         if args.decoding in CONFIDENCE_METHODS and alg != "low_confidence":
             alg = "confidence"
-    out = adjust.generate(model, prompts, K=K, sampler=sampler,
+    out = adjust.generate(model, prompts, K=K, sampler=sampler, allow_base_mismatch=args.allow_base_mismatch,
                           max_new_tokens=_gen_length(model, args.max_new_tokens),
                           temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, alg=alg,
                           alg_temp=args.alg_temp, block_length=args.block_length, seed=args.seed,
@@ -430,12 +474,14 @@ def _read_prompts(spec: str, model, n: int, seed: int) -> list[list[int]] | None
         if name not in TESTBEDS:
             raise ValueError(f"--prompts testbed: {model.config.name!r} was not trained on a built-in testbed")
         return [bos + p.ids for p in get_testbed(name).prompts(n, seed=seed + 99_991)]
+    from adjust.data.jsonl import decode_line
     from adjust.data.tokenizer import encode
 
     tok = model.load_tokenizer()
     prompts = []
-    with open(spec) as f:
+    with open(spec, "rb") as f:
         for lineno, line in enumerate(f, 1):
+            line = decode_line(line, spec, lineno)
             if not line.strip():
                 continue
             try:
@@ -475,9 +521,12 @@ def cmd_data(args) -> None:
                                   temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, alg=args.alg,
                                   block_length=args.block_length, seed=args.seed)
     t0 = time.perf_counter()
-    generate_trajectories(model, _read_prompts(args.prompts, model, n, args.seed), args.out, settings, rank=rank)
+    before = _job_record(args.out)
+    generate_trajectories(model, _read_prompts(args.prompts, model, n, args.seed), args.out, settings, rank=rank,
+                          allow_base_mismatch=args.allow_base_mismatch)
     if rank.is_main:
-        print(f"wrote {n} trajectories to {args.out} in {time.perf_counter() - t0:.0f}s"
+        print(_already_complete(args.out, before)
+              or f"wrote {n} trajectories to {args.out} in {time.perf_counter() - t0:.0f}s"
               + (f" on {rank.world_size} processes" if rank.distributed else ""))
     rank.close()
 
@@ -500,16 +549,23 @@ def cmd_train_sampler(args) -> None:
     model = adjust.MaskedDiffusionLM.from_pretrained(args.base).to(rank.device)
     traj = load_trajectories(args.data)
     cfg = SamplerTrainConfig(rollout=args.rollout, budget=args.budget, steps=args.steps, batch_size=args.batch_size,
-                             lr=args.lr, on_policy=args.on_policy, focus=args.focus, eval_every=args.eval_every,
+                             lr=args.lr, windows=args.windows, on_policy=args.on_policy, focus=args.focus,
+                             reverse=args.reverse, eval_every=args.eval_every,
                              readout_prompts=args.readout_prompts, seed=args.seed).resolved()
     if rank.is_main:
         print(f"training {cfg.steps} steps of batch {cfg.batch_size} (budget {cfg.budget:,} examples, rollout "
               f"{cfg.rollout}, lr {cfg.lr}) on {len(traj)} trajectories", file=sys.stderr)
     t0 = time.perf_counter()
+    before = _job_record(args.out)
     sampler = train_sampler(model, traj, args.out, cfg, provenance={"command": " ".join(["adjust", *sys.argv[1:]])},
-                            rank=rank, testbed=_scoring_testbed(model, traj.settings["gen_length"]))
+                            rank=rank, allow_base_mismatch=args.allow_base_mismatch,
+                            testbed=_scoring_testbed(model, traj.settings["gen_length"]))
     rank.close()
     if not rank.is_main:
+        return
+    done = _already_complete(args.out, before)
+    if done:
+        print(done)
         return
     print(f"saved sampler ({sampler.num_parameters() / 1e6:.2f}M params) to {args.out} "
           f"in {time.perf_counter() - t0:.0f}s: held-out KL {sampler.extra.get('heldout_kl')} "
@@ -534,20 +590,22 @@ def cmd_eval(args) -> None:
         from adjust.sampler import AdjustSampler
 
         sampler = AdjustSampler.from_pretrained(args.sampler)
+        sampler.check_compatible(model, args.allow_base_mismatch)  # before hours of joint/parallel runs
     name = args.testbed or model.config.extra.get("testbed")
     if name is None:
         raise ValueError("--testbed is required: the base model records no testbed")
     testbed = get_testbed(name)
     if args.frontier:
         return _frontier(args, model, sampler, testbed)
-    methods = tuple(m for m in (args.methods or "joint,parallel,adjust").split(",") if m)
+    default = "joint,parallel,adjust" if sampler is not None else "joint,parallel"
+    methods = tuple(m for m in (args.methods or default).split(",") if m)
     if sampler is None and "adjust" in methods:
-        methods = tuple(m for m in methods if m != "adjust")
-        print("no --sampler given: skipping the adjust method", file=sys.stderr)
-    cfg = EvalConfig(methods=methods, Ks=tuple(int(k) for k in args.K.split(",")),
-                     temperatures=tuple(float(t) for t in args.temperature.split(",")), seeds=args.seeds,
-                     num_samples=args.n, joint_kl=not args.no_joint_kl, candidate_tokens=args.candidate_tokens,
-                     cache_context=args.cache_context, block_length=args.block_length, base_cache=args.base_cache)
+        raise ValueError("--methods adjust needs a --sampler (or drop adjust from --methods)")
+    cfg = EvalConfig(methods=methods, Ks=_numbers("--K", args.K, int), temperatures=_numbers("--temperature",
+                     args.temperature, float), seeds=args.seeds, num_samples=args.n, joint_kl=not args.no_joint_kl,
+                     candidate_tokens=args.candidate_tokens, cache_context=args.cache_context,
+                     allow_base_mismatch=args.allow_base_mismatch, block_length=args.block_length,
+                     base_cache=args.base_cache)
     if testbed.name == "text":
         cfg.extra_metrics.append(_text_quality(model, testbed, args.n, cfg.top_p, cfg.alg))
     _save_and_report(evaluate(model, sampler, testbed, cfg), args)
@@ -558,6 +616,41 @@ def _save_and_report(records: list[dict], args, **report) -> None:
         with open(args.json, "w") as f:
             json.dump(records, f, indent=1)
     _report(records, args.plot, **report)
+
+
+def _numbers(flag: str, text: str, kind: type) -> tuple:
+    """The comma-separated numbers of a flag such as --K 1,2,4 (ValueError naming the flag)."""
+    try:
+        values = tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{flag}: expected comma-separated {kind.__name__}s, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{flag}: no values in {text!r}")
+    return values
+
+
+def _job_record(out: str) -> dict | None:
+    """The job record of an --out folder (None if it has none or is no folder)."""
+    from pathlib import Path
+
+    from adjust.jobstate import read_job
+
+    return read_job(out) if Path(out).is_dir() else None
+
+
+def _already_complete(out: str, before: dict | None) -> str | None:
+    """The 'already complete' line when a rerun into a complete folder found nothing to do."""
+    after = _job_record(out)
+    if before is None or after is None or before["status"] != "complete" or after["done"] != before["done"]:
+        return None
+    return f"{out}: already complete ({after['unit']} {after['done']} of {after['total']}); nothing to do"
+
+
+_RECORD_KEYS = ("testbed", "method", "K", "temperature")
+
+
+def _report(records: list[dict], plot: str | None, metric: str | None = None) -> None:
+    """Print the mean ± sd table and the gap closed of eval records; optionally plot them."""
 
 
 def _text_quality(model, testbed, n: int, top_p, alg: str):
@@ -571,7 +664,6 @@ def _frontier(args, model, sampler, testbed) -> None:
     from adjust.decoding import judge_for_testbed
     from adjust.eval.frontier import FRONTIER_METHODS, NEEDS_JUDGE, NEEDS_SAMPLER, FrontierConfig, run_frontier
 
-    floats = lambda text: tuple(float(v) for v in text.split(",") if v)  # noqa: E731
     methods = tuple(m for m in (args.methods or ",".join(FRONTIER_METHODS)).split(",") if m)
     if sampler is None and any(m in NEEDS_SAMPLER for m in methods):
         methods = tuple(m for m in methods if m not in NEEDS_SAMPLER)
@@ -583,11 +675,12 @@ def _frontier(args, model, sampler, testbed) -> None:
         except ValueError as e:
             methods = tuple(m for m in methods if m not in NEEDS_JUDGE)
             print(f"{e}: skipping {', '.join(NEEDS_JUDGE)}", file=sys.stderr)
-    cfg = FrontierConfig(methods=methods, grid={"K": tuple(int(k) for k in args.K.split(",")), "tau": floats(args.tau),
-                                                "gamma": floats(args.gamma), "weight": floats(args.apd_weight)},
-                         max_tokens=args.max_tokens, temperatures=floats(args.temperature), seeds=args.seeds,
-                         num_samples=args.n, joint_kl=not args.no_joint_kl, block_length=args.block_length,
-                         base_cache=args.base_cache)
+    grid = {"K": _numbers("--K", args.K, int), "tau": _numbers("--tau", args.tau, float),
+            "gamma": _numbers("--gamma", args.gamma, float), "weight": _numbers("--apd-weight", args.apd_weight, float)}
+    cfg = FrontierConfig(methods=methods, grid=grid, max_tokens=args.max_tokens,
+                         temperatures=_numbers("--temperature", args.temperature, float), seeds=args.seeds,
+                         num_samples=args.n, joint_kl=not args.no_joint_kl, allow_base_mismatch=args.allow_base_mismatch,
+                         block_length=args.block_length, base_cache=args.base_cache)
     if testbed.name == "text":
         cfg.extra_metrics.append(_text_quality(model, testbed, args.n, cfg.top_p, cfg.alg))
     _save_and_report(run_frontier(model, sampler, testbed, cfg, judge=judge), args, max_tpf=args.max_tpf)
@@ -632,8 +725,15 @@ def _report(records: list[dict], plot: str | None, metric: str | None = None, ma
 def cmd_report(args) -> None:
     records = []
     for path in args.json:
-        with open(path) as f:
-            records += json.load(f)
+        with open(path, encoding="utf-8") as f:
+            try:
+                got = json.load(f)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ValueError(f"{path}: not a JSON file ({e})") from None
+        if not isinstance(got, list) or not all(isinstance(r, dict) and all(k in r for k in _RECORD_KEYS) for r in got):
+            raise ValueError(f"{path}: not adjust eval records (expected a JSON list of objects with "
+                             f"{', '.join(_RECORD_KEYS)}, as written by adjust eval --json)")
+        records += got
     if not records:
         raise ValueError(f"{', '.join(args.json)}: no records")
     _report(records, args.plot, args.metric, args.max_tpf)
@@ -676,10 +776,21 @@ def main(argv: list[str] | None = None) -> None:
     handler = {"demo": cmd_demo, "train-base": cmd_train_base, "generate": cmd_generate, "data": cmd_data,
                "train-sampler": cmd_train_sampler, "eval": cmd_eval, "train-judge": cmd_train_judge,
                "info": cmd_info, "report": cmd_report}[args.command]
+    from adjust.jobstate import JobInterrupted, release_locks
+
     try:
         handler(args)
+    except JobInterrupted as e:  # checkpointed; a scheduler must not take it for a finished job
+        print(e, file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
     except (ValueError, TypeError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
+    except OSError as e:  # disk full, read-only folder, a folder in use: one line naming the path
+        if e.filename is None and e.strerror and getattr(args, "out", None):
+            raise SystemExit(f"error: {e.strerror} (writing under {args.out})") from None
+        raise SystemExit(f"error: {e.filename + ': ' + e.strerror if e.filename and e.strerror else e}") from None
+    finally:  # a failed job's folder must not stay locked by this process (in-process callers, tests)
+        release_locks()
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ block takes ceil(masked / K) base forwards; the last step of a block may commit 
 from __future__ import annotations
 
 import math
+import warnings
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -29,25 +31,36 @@ import torch
 from adjust.backends import BACKENDS, pass_sampler, resolve_backend
 from adjust.base_cache import BaseForward, check_base_cache
 from adjust.candidates import CandidateRestriction
-from adjust.decoding.fixed import Adjust, Parallel
+from adjust.decoding.fixed import Adjust, Exact, Parallel
 from adjust.decoding.loop import DecodingLoop
 from adjust.decoding.output import GenerationOutput, StepRecord
 from adjust.decoding.policy import DecodingPolicy
 from adjust.models.adapter import DiffusionLMAdapter, as_adapter
+from adjust.schedules import CommitSchedule, as_schedule
 from adjust.unmasking import ALGS, SamplingSettings
 
 __all__ = ["GenerationOutput", "StepRecord", "generate"]
 
+# Below this, logits / temperature overflow fp32 for logits of ordinary size (|z| up to 1e8).
+MIN_TEMPERATURE = 1e-30
+
+
+def _check_batch_size(batch_size: int | None, ids: torch.Tensor) -> None:
+    if batch_size is not None and batch_size != ids.shape[0]:
+        raise ValueError(f"batch_size={batch_size!r} contradicts the {ids.shape[0]} prompts in input_ids "
+                         "(leave batch_size unset when prompts are given)")
+
 
 def _as_prompt_batch(
-    input_ids, attention_mask, batch_size: int, adapter: DiffusionLMAdapter
+    input_ids, attention_mask, batch_size: int | None, adapter: DiffusionLMAdapter
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalise the prompt argument to a left-padded [B, P] id tensor and its mask."""
     pad = adapter.pad_token_id if adapter.pad_token_id is not None else adapter.eos_token_id or 0
     if input_ids is None:
         if attention_mask is not None:
             raise ValueError("attention_mask: given without input_ids")
-        if not isinstance(batch_size, int) or batch_size < 1:
+        batch_size = 1 if batch_size is None else batch_size
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be an int ≥ 1, got {batch_size!r}")
         start = [adapter.bos_token_id] if adapter.bos_token_id is not None else []
         ids = torch.tensor([start] * batch_size, dtype=torch.long).reshape(batch_size, len(start))
@@ -63,6 +76,7 @@ def _as_prompt_batch(
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
         if attention_mask is not None:
             raise ValueError("attention_mask: not accepted with a list of prompts (they are left-padded for you)")
+        _check_batch_size(batch_size, ids)
         return ids, mask
     if not isinstance(input_ids, torch.Tensor):
         raise TypeError(f"input_ids must be a LongTensor [B, P], a list of id lists or None, got {type(input_ids).__name__}")
@@ -75,24 +89,33 @@ def _as_prompt_batch(
     if input_ids.shape[0] == 0:
         raise ValueError("input_ids: empty batch")
     ids = input_ids.long()
+    _check_batch_size(batch_size, ids)
     if attention_mask is None:
+        if (adapter.pad_token_id is not None and adapter.pad_token_id not in (adapter.bos_token_id, adapter.mask_token_id)
+                and ids.shape[1] > 1 and bool((ids[:, 0] == adapter.pad_token_id).any())):
+            warnings.warn(f"input_ids: a row starts with the PAD id {adapter.pad_token_id} but no attention_mask was "
+                          "given, so the padding is read as tokens; pass attention_mask (0 on padding)", stacklevel=3)
         return ids, torch.ones_like(ids)
     if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
         shape = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask).__name__
         raise ValueError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, got {shape}")
-    if attention_mask.dtype.is_floating_point and not torch.all((attention_mask == 0) | (attention_mask == 1)):
-        raise ValueError("attention_mask must hold only 0 and 1")
+    if attention_mask.is_complex() or not torch.all((attention_mask == 0) | (attention_mask == 1)):
+        bad = attention_mask[(attention_mask != 0) & (attention_mask != 1)].flatten()[0].item()
+        raise ValueError(f"attention_mask must hold only 0 and 1, got {bad!r}")
     mask = attention_mask.long()
     if ids.shape[1] and bool((mask.sum(-1) == 0).any()):
         raise ValueError("attention_mask: a row has no real token (all zeros)")
     return ids, mask
 
 
-def _validate_settings(K, temperature, top_p, top_k, alg, alg_temp, backend) -> None:
+def _validate_settings(K, temperature, top_p, top_k, alg, alg_temp, backend, seed=None, sampler=None) -> None:
     if not isinstance(K, int) or isinstance(K, bool) or K < 1:
         raise ValueError(f"K (tokens per base forward) must be an int ≥ 1, got {K!r}")
     if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature must be a finite number ≥ 0, got {temperature!r}")
+    if 0 < temperature < MIN_TEMPERATURE:
+        raise ValueError(f"temperature {temperature!r} is so small that logits / temperature overflow fp32; "
+                         f"use temperature=0 for greedy decoding (any value ≥ {MIN_TEMPERATURE} works)")
     if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
     if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
@@ -103,6 +126,13 @@ def _validate_settings(K, temperature, top_p, top_k, alg, alg_temp, backend) -> 
         raise ValueError(f"alg_temp must be a finite number ≥ 0 or None, got {alg_temp!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    if seed is not None and not -(2**63) <= seed < 2**63:
+        raise ValueError(f"seed must fit in 64 bits (-2**63 ≤ seed < 2**63), got {seed}")
+    if sampler is not None and not callable(getattr(sampler, "check_compatible", None)):
+        hint = f"; load it with AdjustSampler.from_pretrained({sampler!r})" if isinstance(sampler, (str, Path)) else ""
+        raise TypeError(f"sampler must be an AdjustSampler or None, got {type(sampler).__name__}{hint}")
 
 
 @torch.no_grad()
@@ -120,14 +150,17 @@ def generate(
     alg_temp: float | None = None,
     block_length: int | None = None,
     attention_mask: torch.Tensor | None = None,
-    batch_size: int = 1,
+    batch_size: int | None = None,
     seed: int | None = None,
     return_history: bool = False,
     progress: bool = False,
     backend: str = "torch",
     candidate_tokens: int | None = None,
     cache_context: bool = False,
+    allow_base_mismatch: bool = False,
     decoding: DecodingPolicy | None = None,
+    schedule: str | CommitSchedule = "k",
+    sample_mask: bool = False,
     base_cache: str | None = None,
     base_cache_refresh: str = "block",
 ) -> GenerationOutput:
@@ -137,10 +170,13 @@ def generate(
         model: a `MaskedDiffusionLM`, or any model wrapped in a `DiffusionLMAdapter`.
         input_ids: prompts: a LongTensor [B, P] (left-padded, with `attention_mask`),
             a list of id lists of any lengths (left-padded for you), or None for
-            unconditional generation from BOS (`batch_size` rows). Mask tokens inside
-            the prompt are generated too (infilling).
-        K: tokens committed per base forward (1 = exact joint sampling).
-        sampler: an `AdjustSampler` for ADJUST; None = naive parallel sampling.
+            unconditional generation from BOS (`batch_size` rows, default 1). Mask tokens
+            inside the prompt are generated too (infilling). A tensor whose rows start
+            with the PAD id and no `attention_mask` gets a warning.
+        K: tokens committed per base forward (1 = exact joint sampling); values above
+            the number of masked positions act as that number.
+        sampler: an `AdjustSampler` for ADJUST; None = naive parallel sampling. It must
+            have been trained for `model` (vocabulary, tokenizer and weight fingerprint).
         max_new_tokens: mask tokens appended after the prompt (may be 0 when the
             prompt itself holds masks).
         temperature, top_p, top_k: token sampling (Dream's order; T = 0 is greedy).
@@ -163,6 +199,8 @@ def generate(
             rows; the other rows keep the base hidden states and their keys/values are
             computed once per base step (an approximation of g that makes the passes
             cost C rows instead of L; see `adjust.context_cache`). False = exact ADJUST.
+        allow_base_mismatch: accept a sampler whose recorded base fingerprint differs
+            from `model`'s (the same base re-saved); vocabulary and tokenizer must match.
         decoding: a decoding policy of `adjust.decoding` (``Threshold(tau)``, ``EntropyBound(gamma)``,
             ``AdaptiveAdjust(rule, value, K_max)``, ``EDLM(judge, K)``, ``APD(judge, weight)``, or
             ``Exact()`` / ``Parallel(K)`` / ``Adjust(K)``); it replaces ``K``, which must then stay 1.
@@ -176,14 +214,22 @@ def generate(
         base_cache_refresh: ``"block"`` (Fast-dLLM's rule, the default) or ``"forward"``: rebuild the
             cache with a full forward before every windowed one (no speed-up; gives the uncached
             tokens — a check of the cached path).
+        schedule: how many tokens each of a block's ceil(masks / K) base forwards commits
+            (`adjust.schedules`): "k" (exactly K, the remainder last; the default), "dream"
+            (Dream's eps-based counts), "llada" (LLaDA's even split, the remainder first) or a
+            `CommitSchedule`; for the default policies (``decoding=None``; else pass it to
+            ``Parallel(K, schedule)`` / ``Adjust(K, schedule)``). The triton backend's fused
+            ADJUST loop takes "k" only.
+        sample_mask: True keeps the [MASK] logit in the sampling and the scores, as Dream's
+            and LLaDA's own generate do (a committed [MASK] leaves the position masked; it may
+            end so). Parallel sampling only (``Parallel`` / ``Exact``, no sampler: samplers are
+            trained without it).
 
     Returns:
         a `GenerationOutput` with the sequences, the unmask order and pass counts.
     """
     adapter = as_adapter(model)
-    _validate_settings(K, temperature, top_p, top_k, alg, alg_temp, backend)
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    _validate_settings(K, temperature, top_p, top_k, alg, alg_temp, backend, seed, sampler)
     prompt, prompt_mask = _as_prompt_batch(input_ids, attention_mask, batch_size, adapter)
     if max_new_tokens is None:
         max_new_tokens = 0 if bool((prompt == adapter.mask_token_id).any()) else None
@@ -209,7 +255,7 @@ def generate(
             f"the model's context ({adapter.max_seq_len})"
         )
     if sampler is not None:
-        sampler.check_compatible(adapter)
+        sampler.check_compatible(adapter, allow_base_mismatch)
     if candidate_tokens is not None:
         if not isinstance(candidate_tokens, int) or isinstance(candidate_tokens, bool) or candidate_tokens < 1:
             raise ValueError(f"candidate_tokens must be an int ≥ 1 or None, got {candidate_tokens!r}")
@@ -229,9 +275,20 @@ def generate(
         if K != 1:
             raise ValueError(f"K={K} with decoding={decoding!r}: the policy sets the tokens per base forward "
                              "(leave K at 1)")
-    policy = decoding if decoding is not None else (Parallel(K) if sampler is None else Adjust(K))
+    if decoding is not None and as_schedule(schedule).name != "k":
+        raise ValueError(f"schedule={schedule!r} with decoding={decoding!r}: give the schedule to the policy, "
+                         "e.g. Parallel(K, schedule=...)")
+    # More tokens per forward than any row can commit change nothing: clamp (K = 10**9 must not allocate K passes).
+    K = min(K, max(1, max_new_tokens + int(((prompt == adapter.mask_token_id) & real).sum(-1).max())))
+    policy = decoding if decoding is not None else (Parallel(K, schedule) if sampler is None
+                                                    else Adjust(K, schedule))
+    if not isinstance(sample_mask, bool):
+        raise TypeError(f"sample_mask must be a bool, got {type(sample_mask).__name__}")
+    if sample_mask and (sampler is not None or type(policy) not in (Parallel, Exact)):
+        raise ValueError("sample_mask reproduces Dream/LLaDA's own parallel sampling (Parallel / Exact, no sampler): "
+                         "samplers are trained, and the other policies score, with the mask token excluded")
 
-    settings = SamplingSettings(temperature, top_p, top_k, alg, alg_temp)
+    settings = SamplingSettings(temperature, top_p, top_k, alg, alg_temp, sample_mask)
     device = adapter.device
     run_seed = seed if seed is not None else int(torch.seed() % (2**63))
     generator = torch.Generator(device=device)

@@ -12,6 +12,8 @@ from pathlib import Path
 from safetensors import safe_open
 
 from adjust.checkpoint import ASSETS, CONFIG_NAME, WEIGHTS_NAME
+from adjust.identity import trajectories_fingerprint
+from adjust.jobstate import status_line
 from adjust.train.checkpointing import STATE_NAME
 from adjust.train.trajectories import MANIFEST
 
@@ -51,8 +53,10 @@ def _checkpoint(folder: Path) -> dict:
         rec["bytes"] = weights.stat().st_size
     else:
         rec["weights"] = "missing model.safetensors"
+    rec["fingerprint"] = cfg.get("weights_sha256", "unrecorded")
     if kind == "AdjustSampler":
         rec["for_base"] = cfg.get("base", {})
+        rec["data_fingerprint"] = cfg.get("data_fingerprint") or "unrecorded"
         rec["layer"] = cfg.get("layer_config", {})
     else:
         keys = ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
@@ -64,8 +68,11 @@ def _checkpoint(folder: Path) -> dict:
     if kind == "AdjustSampler":
         rec["readiness"] = _readiness(extra.pop("readiness", None))
     rec["extra"] = extra
-    if (folder / STATE_NAME).is_file():
-        rec["resumable"] = f"{STATE_NAME} present: re-running the training command continues it"
+    status = status_line(folder)
+    if status is not None:
+        rec["status"] = status
+    elif (folder / STATE_NAME).is_file():  # written before job.json existed
+        rec["status"] = f"{STATE_NAME} present: re-running the training command continues it"
     last = _last_log(folder)
     if last is not None:
         rec["last_log"] = last
@@ -95,10 +102,16 @@ def _trajectories(folder: Path) -> dict:
     shards = {s["index"]: s for m in manifests for s in json.loads(m.read_text())["shards"]}
     settings = first["settings"]
     rows = sum(s["rows"] for s in shards.values())
-    return {"path": str(folder), "kind": "trajectories",
-            "purpose": "K=1 trajectories: adjust train-sampler --data PATH",
-            "base": first["base"], "settings": settings, "shards": len(shards), "sequences": rows,
-            "complete": rows == settings["num_sequences"] and (folder / MANIFEST).is_file()}
+    rec = {"path": str(folder), "kind": "trajectories",
+           "purpose": "K=1 trajectories: adjust train-sampler --data PATH",
+           "base": first["base"], "settings": settings, "shards": len(shards), "sequences": rows,
+           "complete": rows == settings["num_sequences"] and (folder / MANIFEST).is_file()}
+    if rec["complete"]:
+        rec["fingerprint"] = trajectories_fingerprint(shards.values())
+    status = status_line(folder)
+    if status is not None:
+        rec["status"] = status
+    return rec
 
 
 def describe(path: str | Path) -> list[dict]:

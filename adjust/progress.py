@@ -30,6 +30,14 @@ class _LineWriter:
         self.stream.flush()
 
 
+class _LogBar(tqdm):
+    """A tqdm bar whose `set_postfix` waits for the next throttled line instead of forcing one
+    (tqdm's default `refresh=True` would print a line on every call, i.e. on every step)."""
+
+    def set_postfix(self, ordered_dict=None, refresh=False, **kwargs):
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+
 def progress_bar(iterable=None, **kw) -> tqdm:
     """`tqdm(iterable, **kw)`, throttled to plain periodic lines when stderr is not a terminal."""
     stream = kw.pop("file", sys.stderr)
@@ -37,6 +45,5 @@ def progress_bar(iterable=None, **kw) -> tqdm:
         kw.setdefault("mininterval", LOG_INTERVAL)
         kw.setdefault("maxinterval", LOG_INTERVAL)
         kw.update(file=_LineWriter(stream), dynamic_ncols=False, ncols=100)
-    else:
-        kw["file"] = stream
-    return tqdm(iterable, **kw)
+        return _LogBar(iterable, **kw)
+    return tqdm(iterable, file=stream, **kw)

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from adjust.checkpoint import ASSETS as _ASSETS
-from adjust.checkpoint import load_config, load_weights, resolve, save_checkpoint
+from adjust.checkpoint import CONFIG_NAME, device_and_dtype, load_config, load_weights, resolve, save_checkpoint
+from adjust.identity import check_base
 from adjust.models.adapter import BaseModelInfo, DiffusionLMAdapter, as_adapter
 from adjust.models.layers import DecoderLayer, LayerConfig, RMSNorm, position_ids_from_mask, rope_cos_sin
 
@@ -36,10 +37,14 @@ ASSETS = _ASSETS / "samplers"
 class AdjustSampler(nn.Module):
     """One-layer sampler updating the base model's hidden states with committed tokens."""
 
-    def __init__(self, layer_config: LayerConfig, base: BaseModelInfo, extra: dict | None = None):
+    def __init__(
+        self, layer_config: LayerConfig, base: BaseModelInfo, extra: dict | None = None,
+        data_fingerprint: str | None = None,
+    ):
         super().__init__()
         self.layer_config = layer_config
-        self.base = base
+        self.base = base  # the base it is for, with its weight fingerprint (adjust.identity)
+        self.data_fingerprint = data_fingerprint  # the trajectory set it was trained on
         self.extra = dict(extra or {})
         d = layer_config.hidden_size
         self.norm_e = RMSNorm(d, layer_config.rms_norm_eps)
@@ -99,24 +104,14 @@ class AdjustSampler(nn.Module):
         cos, sin = rope_cos_sin(pos, self.layer_config.head_dim, self.layer_config.rope_theta, dtype)
         return cos, sin, key_mask
 
-    def check_compatible(self, model) -> None:
-        """Refuse a base model this sampler was not trained for (vocab, width, tokenizer), or on another device/dtype."""
-        info = as_adapter(model).info
-        mine = self.base
-        problems = []
-        if info.vocab_size != mine.vocab_size:
-            problems.append(f"vocab_size {mine.vocab_size} vs base {info.vocab_size}")
-        if info.hidden_size != mine.hidden_size:
-            problems.append(f"hidden_size {mine.hidden_size} vs base {info.hidden_size}")
-        if mine.tokenizer_fingerprint and info.tokenizer_fingerprint and (
-            mine.tokenizer_fingerprint != info.tokenizer_fingerprint
-        ):
-            problems.append("tokenizer fingerprints differ")
-        if problems:
-            raise ValueError(
-                f"sampler: trained for base {mine.name!r}, not for {info.name!r}: " + "; ".join(problems)
-            )
+    def check_compatible(self, model, allow_base_mismatch: bool = False) -> None:
+        """Refuse a base model this sampler was not trained for, or one on another device/dtype.
+
+        Vocabulary, width and tokenizer must match; so must the weight fingerprint
+        unless `allow_base_mismatch` (the same base re-saved); see `adjust.identity.check_base`.
+        """
         adapter = as_adapter(model)
+        check_base(self.base, adapter.info, "sampler", allow_base_mismatch)
         w = self.down_proj.weight
         if w.device != adapter.device or w.dtype != adapter.dtype:
             raise ValueError(
@@ -129,16 +124,23 @@ class AdjustSampler(nn.Module):
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Hub-style folder: config.json (base identity, layer config) + model.safetensors."""
-        cfg = {"layer_config": self.layer_config.to_dict(), "base": asdict(self.base), "extra": self.extra}
-        return save_checkpoint(path, self, "AdjustSampler", cfg)
+        cfg = {"layer_config": self.layer_config.to_dict(), "base": asdict(self.base),
+               "data_fingerprint": self.data_fingerprint, "extra": self.extra}
+        save_checkpoint(path, self, "AdjustSampler", cfg)
+        return Path(path)
 
     @classmethod
     def from_pretrained(
         cls, name_or_path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
     ) -> "AdjustSampler":
-        """Load a folder written by `save_pretrained`, or a shipped sampler by name."""
+        """Load a folder written by `save_pretrained`, or a shipped sampler by name (weights checked against config.json)."""
+        device, dtype = device_and_dtype(device, dtype)
         path = resolve(name_or_path, "samplers")
         raw = load_config(path, "AdjustSampler")
-        sampler = cls(LayerConfig(**raw["layer_config"]), BaseModelInfo(**raw["base"]), raw.get("extra"))
+        try:
+            sampler = cls(LayerConfig(**raw["layer_config"]), BaseModelInfo(**raw["base"]), raw.get("extra"),
+                          raw.get("data_fingerprint"))
+        except (TypeError, ValueError, KeyError) as e:
+            raise ValueError(f"{path / CONFIG_NAME}: not a valid sampler config ({e})") from None
         load_weights(sampler, path)
         return sampler.to(device=device, dtype=dtype).eval()

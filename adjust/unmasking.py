@@ -12,51 +12,20 @@ candidate position and each position gets a score (higher = unmask first):
 
 Positions are then chosen by score: the top-n, or, with ``alg_temp > 0``, n draws
 without replacement from softmax(score / alg_temp) (Dream), done here with the
-equivalent Gumbel-top-n trick. The mask token is never sampled.
+equivalent Gumbel-top-n trick. The mask token is never sampled, unless
+``sample_mask`` keeps it as Dream's and LLaDA's own generate do (callers then pass
+``mask_token_id=None``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
+# Defined in the kernel package (the kernels' references share them); adjust.unmasking's names for users.
+from adjust_kernels.sampling_settings import SamplingSettings, filter_logits
+
 ALGS = ("entropy", "confidence", "margin", "low_confidence", "random")
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """Token-sampling and position-selection settings of one generation."""
-
-    temperature: float = 1.0
-    top_p: float | None = None
-    top_k: int | None = None
-    alg: str = "entropy"
-    alg_temp: float | None = None
-
-
-def filter_logits(logits: torch.Tensor, s: SamplingSettings, mask_token_id: int | None) -> torch.Tensor:
-    """fp32 logits of the sampling distribution: /T, top-p, top-k (Dream's order); mask id removed."""
-    z = logits.float()
-    if mask_token_id is not None:
-        z = z.clone()
-        z[..., mask_token_id] = float("-inf")
-    if s.temperature > 0:
-        z = z / s.temperature
-    if s.top_p is not None and s.top_p < 1:
-        sorted_z, order = torch.sort(z, dim=-1, descending=True)
-        cum = torch.cumsum(F.softmax(sorted_z, dim=-1), dim=-1)
-        drop = cum > s.top_p
-        # Shift right: keep the token that crosses the threshold (Dream's top_p_logits).
-        drop[..., 1:] = drop[..., :-1].clone()
-        drop[..., 0] = False
-        z = z.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
-    if s.top_k is not None:
-        k = min(s.top_k, z.shape[-1])
-        kth = torch.topk(z, k, dim=-1).values[..., -1:]
-        z = z.masked_fill(z < kth, float("-inf"))
-    return z
 
 
 def sample_tokens(

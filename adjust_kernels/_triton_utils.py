@@ -9,6 +9,7 @@ bfloat16 inputs wrongly, so the ops upcast bfloat16 operands to fp32 before ``tl
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -58,9 +59,15 @@ def check_float(op: str, name: str, t: Tensor, dtype: torch.dtype | None = None)
         raise TypeError(f"{op}: {name} must have dtype {dtype} (like the activations), got {t.dtype}")
 
 
-def dot_upcast(dtype: torch.dtype) -> bool:
+def dot_upcast(dtype: torch.dtype, interpreting: bool) -> bool:
     """Whether kernels must upcast ``dtype`` operands to fp32 before ``tl.dot`` (bf16 in the interpreter)."""
-    return dtype == torch.bfloat16 and interpreting()
+    return dtype == torch.bfloat16 and interpreting
+
+
+@functools.cache
+def multiprocessor_count(device: torch.device) -> int:
+    """The SM count of a CUDA device, queried once per device and process (launch configs take it as a number)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def rows_view(op: str, name: str, t: Tensor) -> Tensor:

@@ -42,9 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from adjust.candidates import keep_top_ids
-from adjust.models.layers import position_ids_from_mask, rope_cos_sin
 from adjust_kernels._triton_utils import check_seed_offset
+from adjust_kernels.kept_ids import keep_top_ids
 from adjust_kernels.lm_head_sample import (
     SCORES,
     lm_head_sample,
@@ -52,6 +51,7 @@ from adjust_kernels.lm_head_sample import (
 )
 from adjust_kernels.rmsnorm import rmsnorm, rmsnorm_reference
 from adjust_kernels.rope import rope, rope_reference
+from adjust_kernels.rotary import position_ids_from_mask, rope_cos_sin
 from adjust_kernels.sampler_input import sampler_input, sampler_input_reference
 from adjust_kernels.swiglu import swiglu, swiglu_reference
 

@@ -23,8 +23,12 @@ How (two kernels):
    ``[fields, N, splits]`` buffer. W is read once per row block (once per call when N ≤ BLOCK_N);
    row blocks are the fastest grid axis, so the programs sharing a W tile run together and later
    row blocks find it in L2.
-2. ``_finalize_kernel`` merges the splits of each row in a fixed order (deterministic: no atomics) and
-   writes token (int64), score and log q (fp32).
+2. ``_finalize_kernel`` merges the splits of each row in a fixed order (deterministic: no atomics),
+   ``BLOCK_S`` splits at a time (registers bounded at any split count), and writes token (int64),
+   score and log q (fp32).
+
+The launch configuration is the pure function :func:`lm_head_sample_config`; :func:`compile_specs`
+lists the launches at the ahead-of-time problems (``python -m adjust_kernels.aot``).
 
 Randomness: G = −log(−log u) with u from Philox4x32-10 keyed by ``seed`` and counters
 (token, row, offset low, offset high), ``(seed, offset) = seed_offset``, an int64 device tensor the
@@ -52,6 +56,7 @@ With kept ids: bytes = N·k·d·sizeof (gathered rows) + N·d·sizeof + N·k·8 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -59,8 +64,6 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from adjust.candidates import kept_linear
-from adjust.unmasking import SamplingSettings, filter_logits
 from adjust_kernels._triton_utils import (
     GUMBEL_MAX,
     check_float,
@@ -69,9 +72,14 @@ from adjust_kernels._triton_utils import (
     dot_upcast,
     gumbel_noise,
     interpreting,
+    multiprocessor_count,
 )
+from adjust_kernels.aot_shapes import AotProblem
+from adjust_kernels.kept_ids import kept_linear
+from adjust_kernels.launch import CompileSpec, Launch, LaunchConfig, meta_tensor
+from adjust_kernels.sampling_settings import SamplingSettings, filter_logits
 
-__all__ = ["SCORES", "lm_head_sample", "lm_head_sample_reference"]
+__all__ = ["SCORES", "LmHeadPlan", "compile_specs", "lm_head_sample", "lm_head_sample_config", "lm_head_sample_reference"]
 
 SCORES = ("entropy", "confidence", "margin", "low_confidence")
 
@@ -86,6 +94,16 @@ def _token_at(vid, lanes, i, v0, KEPT: tl.constexpr):
     if KEPT:
         return tl.sum(tl.where(lanes[None, :] == i[:, None], vid, 0), axis=1).to(tl.int32)
     return (v0 + i).to(tl.int32)
+
+
+@triton.jit
+def _empty_state(BLOCK_N: tl.constexpr):
+    """The online state of BLOCK_N rows that have seen no token: (m, S, A, top-2 value, top-1 token, Gumbel
+    key, sampled token, its z, its x, untempered max, untempered S)."""
+    ninf = float("-inf")
+    neg_inf, minus_one = tl.full((BLOCK_N,), ninf, tl.float32), tl.full((BLOCK_N,), -1, tl.int32)
+    zero = tl.zeros((BLOCK_N,), tl.float32)
+    return neg_inf, zero, zero, neg_inf, minus_one, neg_inf, minus_one, neg_inf, neg_inf, neg_inf, zero
 
 
 @triton.jit
@@ -106,17 +124,7 @@ def _partials_kernel(
     lanes = tl.arange(0, BLOCK_V)
     ninf = float("-inf")
 
-    m = tl.full((BLOCK_N,), ninf, tl.float32)
-    s = tl.zeros((BLOCK_N,), tl.float32)
-    a = tl.zeros((BLOCK_N,), tl.float32)
-    top2 = tl.full((BLOCK_N,), ninf, tl.float32)
-    top1 = tl.full((BLOCK_N,), -1, tl.int32)
-    key = tl.full((BLOCK_N,), ninf, tl.float32)
-    tok = tl.full((BLOCK_N,), -1, tl.int32)
-    ztok = tl.full((BLOCK_N,), ninf, tl.float32)
-    xtok = tl.full((BLOCK_N,), ninf, tl.float32)
-    mr = tl.full((BLOCK_N,), ninf, tl.float32)
-    sr = tl.zeros((BLOCK_N,), tl.float32)
+    m, s, a, top2, top1, key, tok, ztok, xtok, mr, sr = _empty_state(BLOCK_N)
     if SAMPLE:
         seed = tl.load(so_ptr)
         offset = tl.load(so_ptr + 1)
@@ -239,64 +247,201 @@ def _finalize_kernel(
     ALG: tl.constexpr, SAMPLE: tl.constexpr, RAW: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    js = tl.arange(0, BLOCK_S)
     row_ok = rows < N
-    mask = row_ok[:, None] & (js < n_splits)[None, :]
+    lanes = tl.arange(0, BLOCK_S)
     ninf = float("-inf")
-    idx = rows[:, None].to(tl.int64) * n_splits + js[None, :]
+    base = rows[:, None].to(tl.int64) * n_splits
     stride_f = N * n_splits
-    m = tl.load(pf_ptr + 0 * stride_f + idx, mask=mask, other=ninf)
-    s = tl.load(pf_ptr + 1 * stride_f + idx, mask=mask, other=0.0)
-    a = tl.load(pf_ptr + 2 * stride_f + idx, mask=mask, other=0.0)
-    top2 = tl.load(pf_ptr + 3 * stride_f + idx, mask=mask, other=ninf)
-    top1 = tl.load(pi_ptr + idx, mask=mask, other=-1)
 
-    # Merge the splits; every reduction below has a fixed shape and order: deterministic.
-    big_m = tl.max(m, axis=1)
-    has = s > 0
-    d = tl.where(has, m - tl.where(big_m > ninf, big_m, 0.0)[:, None], 0.0)
-    r = tl.where(has, tl.exp(d), 0.0)
-    big_s = tl.sum(r * s, axis=1)
-    big_a = tl.sum(r * (a + d * s), axis=1)
-    empty = big_s == 0  # no token with a finite logit: (-1, NaN); keep NaN/inf out of the math below
-    big_s = tl.where(empty, 1.0, big_s)
-    big_m = tl.where(empty, 0.0, big_m)
-    j1 = tl.argmax(m, axis=1)  # first split on ties = lowest token: splits are ascending ranges
-    at1 = js[None, :] == j1[:, None]
-    second = tl.maximum(tl.max(tl.where(at1, ninf, m), axis=1), tl.max(top2, axis=1))
+    # The splits' states merged BLOCK_S at a time, in ascending split order: a fixed order whatever the
+    # GPU (deterministic, no atomics), and registers bounded by a [BLOCK_N, BLOCK_S] chunk at any V.
+    # ref: the running max, or 0 while a row is empty, so that no -inf - -inf NaN is ever formed.
+    m, s, a, second, top1, key, token, z_tok, x_tok, mr, sr = _empty_state(BLOCK_N)
+    for j0 in range(0, n_splits, BLOCK_S):
+        mask = row_ok[:, None] & (j0 + lanes < n_splits)[None, :]
+        idx = base + j0 + lanes[None, :]
+        cm = tl.load(pf_ptr + 0 * stride_f + idx, mask=mask, other=ninf)
+        cs = tl.load(pf_ptr + 1 * stride_f + idx, mask=mask, other=0.0)
+        ca = tl.load(pf_ptr + 2 * stride_f + idx, mask=mask, other=0.0)
+        chunk_m = tl.max(cm, axis=1)
+        new_m = tl.maximum(m, chunk_m)
+        ref = tl.where(new_m > ninf, new_m, 0.0)
+        d_old = tl.where(s > 0, m - ref, 0.0)
+        r_old = tl.exp(d_old)
+        has = cs > 0
+        d = tl.where(has, cm - ref[:, None], 0.0)
+        r = tl.where(has, tl.exp(d), 0.0)
+        a = r_old * (a + d_old * s) + tl.sum(r * (ca + d * cs), axis=1)
+        s = r_old * s + tl.sum(r * cs, axis=1)
+        # Top-1 (first split on ties = lowest token: splits are ascending ranges) and the second value.
+        at1 = lanes[None, :] == tl.argmax(cm, axis=1)[:, None]
+        chunk_second = tl.maximum(tl.max(tl.where(at1, ninf, cm), axis=1),
+                                  tl.max(tl.load(pf_ptr + 3 * stride_f + idx, mask=mask, other=ninf), axis=1))
+        second = tl.maximum(tl.minimum(m, chunk_m), tl.maximum(second, chunk_second))
+        top1 = tl.where(chunk_m > m, _pick(tl.load(pi_ptr + idx, mask=mask, other=-1), at1), top1)
+        m = new_m
+        if SAMPLE:
+            ck = tl.load(pf_ptr + 4 * stride_f + idx, mask=mask, other=ninf)
+            atk = lanes[None, :] == tl.argmax(ck, axis=1)[:, None]
+            chunk_key = tl.max(ck, axis=1)
+            better = chunk_key > key  # strict: earlier splits (lower tokens) win ties
+            key = tl.where(better, chunk_key, key)
+            token = tl.where(better, _pick(tl.load(pi_ptr + stride_f + idx, mask=mask, other=-1), atk), token)
+            z_c = tl.load(pf_ptr + 5 * stride_f + idx, mask=mask, other=ninf)
+            z_tok = tl.where(better, tl.max(tl.where(atk, z_c, ninf), axis=1), z_tok)
+            if RAW:  # logsumexp of the untempered logits, and the untempered logit of the token
+                x_c = tl.load(pf_ptr + 6 * stride_f + idx, mask=mask, other=ninf)
+                x_tok = tl.where(better, tl.max(tl.where(atk, x_c, ninf), axis=1), x_tok)
+                cmr = tl.load(pf_ptr + 7 * stride_f + idx, mask=mask, other=ninf)
+                csr = tl.load(pf_ptr + 8 * stride_f + idx, mask=mask, other=0.0)
+                new_mr = tl.maximum(mr, tl.max(cmr, axis=1))
+                ref_r = tl.where(new_mr > ninf, new_mr, 0.0)
+                sr = tl.where(sr > 0, sr * tl.exp(mr - ref_r), 0.0) \
+                    + tl.sum(tl.where(csr > 0, csr * tl.exp(cmr - ref_r[:, None]), 0.0), axis=1)
+                mr = new_mr
+
+    empty = s == 0  # no token with a finite logit: (-1, NaN); keep NaN/inf out of the math below
+    big_s = tl.where(empty, 1.0, s)
+    big_m = tl.where(empty, 0.0, m)
     log_s = tl.log(big_s)
     if SAMPLE:
-        key = tl.load(pf_ptr + 4 * stride_f + idx, mask=mask, other=ninf)
-        jk = tl.argmax(key, axis=1)
-        atk = js[None, :] == jk[:, None]
-        token = _pick(tl.load(pi_ptr + stride_f + idx, mask=mask, other=-1), atk)
-        z_tok = tl.max(tl.where(atk, tl.load(pf_ptr + 5 * stride_f + idx, mask=mask, other=ninf), ninf), axis=1)
         logq = z_tok - big_m - log_s
     else:
-        token = _pick(top1, at1)
+        token = top1
         z_tok = big_m
         logq = tl.zeros((BLOCK_N,), tl.float32)
-    p_tok = tl.exp(z_tok - big_m) / big_s
+    p_tok = tl.div_rn(tl.exp(z_tok - big_m), big_s)
     if ALG == 0:  # entropy: Σ p log p = A/S − log S
-        score = big_a / big_s - log_s
+        score = tl.div_rn(a, big_s) - log_s
     elif ALG == 1:  # confidence
         score = p_tok
     elif ALG == 2:  # margin: (e^0 − e^{top2 − m}) / S
-        score = (1.0 - tl.exp(second - big_m)) / big_s
+        score = tl.div_rn(1.0 - tl.exp(second - big_m), big_s)
     else:  # low_confidence: the untempered softmax at the token (= p_tok at T = 0)
         if RAW:
-            mr = tl.load(pf_ptr + 7 * stride_f + idx, mask=mask, other=ninf)
-            sr = tl.load(pf_ptr + 8 * stride_f + idx, mask=mask, other=0.0)
-            big_mr = tl.where(empty, 0.0, tl.max(mr, axis=1))
-            big_sr = tl.where(empty, 1.0, tl.sum(tl.where(sr > 0, sr * tl.exp(mr - big_mr[:, None]), 0.0), axis=1))
-            x_tok = tl.max(tl.where(atk, tl.load(pf_ptr + 6 * stride_f + idx, mask=mask, other=ninf), ninf), axis=1)
-            score = tl.exp(x_tok - big_mr) / big_sr
+            score = tl.div_rn(tl.exp(x_tok - tl.where(empty, 0.0, mr)), tl.where(empty, 1.0, sr))
         else:
             score = p_tok
     nan = float("nan")
     tl.store(tok_ptr + rows, tl.where(empty, -1, token).to(tl.int64), mask=row_ok)
     tl.store(score_ptr + rows, tl.where(empty, nan, score), mask=row_ok)
     tl.store(logq_ptr + rows, tl.where(empty, nan, logq), mask=row_ok)
+
+
+@dataclass(frozen=True)
+class LmHeadPlan:
+    """The launches of one call: the partials kernel over (row blocks, vocabulary splits), then the
+    finalize kernel over row blocks, and the split of each row's vocabulary they share."""
+
+    partials: LaunchConfig
+    finalize: LaunchConfig
+    v_per_split: int  # columns of a row's vocabulary per split (a multiple of BLOCK_V)
+    n_splits: int
+
+
+def lm_head_sample_config(
+    n_rows: int, n_cols: int, d: int, dtype: torch.dtype, *, alg: str, temperature: float, kept: bool, store: bool,
+    has_bias: bool, sm_count: int, interpreting: bool, num_splits: int | None = None,
+) -> LmHeadPlan:
+    """How ``lm_head_sample`` launches for ``n_rows`` candidate rows over ``n_cols`` vocabulary columns
+    (V, or the kept count with ``kept``) of width ``d`` on a GPU with ``sm_count`` SMs.
+
+    Vocabulary splits: ``num_splits`` per row block, or by default enough programs for 4 per SM (4 in all
+    when interpreting: the interpreter runs programs one by one, and each op is a numpy call, so it also
+    gets fewer, bigger blocks). Block sizes and warps are the largest that compile without spills for
+    sm_90 and sm_80 (``python -m adjust_kernels.aot``, docs/kernels_triton.md): with kept ids a tile is
+    [rows, columns, d-slice] of gathered W rows, so blocks are small; over the full vocabulary the
+    [BLOCK_N, BLOCK_V] logits tile and its online state take 8 warps, and at T > 0 the Philox state
+    halves BLOCK_V; fp32 ``tl.dot`` runs on FMA units, which hold both operands in registers: smaller
+    tiles. The finalize kernel merges the splits in chunks of BLOCK_S (2 when interpreting, so that the
+    tests' few splits take several chunks).
+    """
+    sample = temperature > 0
+    wide = dtype != torch.float32
+    if interpreting:
+        block_n = min(128 if kept else 256, max(1 if kept else 16, triton.next_power_of_2(n_rows)))
+        block_v = min(32 if kept else 128, max(16, triton.next_power_of_2(n_cols)))
+        block_d = min(32 if kept else 64, max(16, triton.next_power_of_2(d)))
+    elif kept:
+        block_n = min(2, triton.next_power_of_2(n_rows))
+        block_v = min(32, max(16, triton.next_power_of_2(n_cols)))
+        block_d = min(128 if wide else 32, max(16, triton.next_power_of_2(d)))
+    else:
+        block_n = min(64 if wide else 32, max(16, triton.next_power_of_2(n_rows)))
+        block_v = min(64 if sample or not wide else 128, max(16, triton.next_power_of_2(n_cols)))
+        block_d = min(64 if wide else 32, max(16, triton.next_power_of_2(d)))
+    row_blocks = triton.cdiv(n_rows, block_n)
+    if num_splits is None:
+        num_splits = max(1, triton.cdiv(4 if interpreting else 4 * sm_count, row_blocks))
+    v_per_split = triton.cdiv(triton.cdiv(n_cols, min(num_splits, triton.cdiv(n_cols, block_v))), block_v) * block_v
+    n_splits = triton.cdiv(n_cols, v_per_split)
+    raw = sample and alg == "low_confidence"
+    partials = LaunchConfig(
+        grid=(row_blocks, n_splits),
+        constexprs={"HAS_BIAS": has_bias, "KEPT": kept, "STORE": store, "SAMPLE": sample, "RAW": raw,
+                    "UPCAST": dot_upcast(dtype, interpreting), "GMAX": GUMBEL_MAX,
+                    "BLOCK_N": block_n, "BLOCK_V": block_v, "BLOCK_D": block_d},
+        num_warps=4 if kept or interpreting else 8,
+    )
+    fin_n = min(64 if interpreting else 16, triton.next_power_of_2(n_rows))
+    finalize = LaunchConfig(
+        grid=(triton.cdiv(n_rows, fin_n),),
+        constexprs={"ALG": SCORES.index(alg), "SAMPLE": sample, "RAW": raw, "BLOCK_N": fin_n,
+                    "BLOCK_S": min(2 if interpreting else 32, triton.next_power_of_2(n_splits))},
+    )
+    return LmHeadPlan(partials, finalize, v_per_split, n_splits)
+
+
+def _launches(
+    h: Tensor, weight: Tensor, bias: Tensor | None, seed_offset: Tensor, kept_ids: Tensor | None,
+    logits_out: Tensor | None, *, temperature: float, alg: str, exclude_token: int, num_splits: int | None,
+    sm_count: int,
+) -> tuple[list[Launch], tuple[Tensor, Tensor, Tensor]]:
+    """The two kernel calls for checked, unit-strided arguments, and the outputs they write."""
+    (N, D), dev = h.shape, h.device
+    kept = kept_ids is not None
+    n_cols = kept_ids.shape[1] if kept else weight.shape[0]
+    plan = lm_head_sample_config(N, n_cols, D, h.dtype, alg=alg, temperature=temperature, kept=kept,
+                                 store=logits_out is not None, has_bias=bias is not None, sm_count=sm_count,
+                                 interpreting=interpreting(), num_splits=num_splits)
+    pf = torch.empty((_NF, N, plan.n_splits), dtype=torch.float32, device=dev)
+    pi = torch.empty((_NI, N, plan.n_splits), dtype=torch.int32, device=dev)
+    outputs = (torch.empty(N, dtype=torch.int64, device=dev), torch.empty(N, dtype=torch.float32, device=dev),
+               torch.empty(N, dtype=torch.float32, device=dev))
+    partials = Launch(_partials_kernel, plan.partials, (
+        h, weight, bias if bias is not None else h, kept_ids if kept else pi, seed_offset, pf, pi,
+        logits_out if logits_out is not None else pf,
+        N, n_cols, D, h.stride(0), weight.stride(0), kept_ids.stride(0) if kept else 0, plan.v_per_split,
+        plan.n_splits, float(temperature), exclude_token,
+    ))
+    finalize = Launch(_finalize_kernel, plan.finalize, (pf, pi, *outputs, N, plan.n_splits))
+    return [partials, finalize], outputs
+
+
+def compile_specs(problem: AotProblem, sm_count: int) -> list[CompileSpec]:
+    """Every launch of an ADJUST pass's LM head at ``problem``: T = 0 and T > 0, each score, over the full
+    vocabulary, the full vocabulary with ``logits_out`` (pass 0 of candidate-restricted passes) and the
+    kept ids (passes k >= 1), with the LM-head bias of the model (none for Dream and LLaDA)."""
+    m, dt, N = problem.model, problem.dtype, problem.candidate_rows
+    h, w = meta_tensor((N, m.hidden_size), dt), meta_tensor((m.vocab_size, m.hidden_size), dt)
+    so = meta_tensor((2,), torch.int64)
+    modes = {
+        "full": {},
+        "logits_out": {"logits_out": meta_tensor((N, m.vocab_size), dt)},
+        "kept": {"kept_ids": meta_tensor((N, problem.kept_tokens), torch.int64)},
+    }
+    specs = []
+    for mode, extra in modes.items():
+        for temperature in (0.0, 1.0):
+            for alg in SCORES:
+                launches, _ = _launches(h, w, None, so, extra.get("kept_ids"), extra.get("logits_out"),
+                                        temperature=temperature, alg=alg, exclude_token=m.vocab_size - 1,
+                                        num_splits=None, sm_count=sm_count)
+                t = "T>0" if temperature > 0 else "T=0"
+                raw = " raw" if temperature > 0 and alg == "low_confidence" else ""
+                specs.append(CompileSpec(problem, f"{mode} {t}{raw}", launches[0]))
+                specs.append(CompileSpec(problem, f"{mode} {t} {alg}", launches[1]))
+    return specs
 
 
 def _check(
@@ -399,57 +544,21 @@ def lm_head_sample(
         )
     if num_splits is not None and (not isinstance(num_splits, int) or num_splits < 1):
         raise ValueError(f"lm_head_sample: num_splits must be an int >= 1 or None, got {num_splits!r}")
-    N, D = h.shape
     dev = h.device
-    tokens = torch.empty(N, dtype=torch.int64, device=dev)
-    scores = torch.empty(N, dtype=torch.float32, device=dev)
-    logq = torch.empty(N, dtype=torch.float32, device=dev)
-    if N == 0:
-        return tokens, scores, logq
+    if h.shape[0] == 0:
+        return (torch.empty(0, dtype=torch.int64, device=dev), torch.empty(0, device=dev), torch.empty(0, device=dev))
     if h.stride(-1) != 1:
         h = h.contiguous()
     if weight.stride(-1) != 1:
         weight = weight.contiguous()
-    kept = kept_ids is not None
-    if kept and kept_ids.stride(-1) != 1:
+    if kept_ids is not None and kept_ids.stride(-1) != 1:
         kept_ids = kept_ids.contiguous()
-
-    # The interpreter runs programs one by one and each op is a numpy call: fewer, bigger blocks there.
-    # With kept ids a tile is [rows, columns, d-slice] of gathered W rows: smaller blocks keep it in registers.
-    if kept:
-        block_n = min(128 if interpreting() else 2, triton.next_power_of_2(N))
-        block_v = min(32, max(16, triton.next_power_of_2(n_cols)))
-        block_d = min(32 if interpreting() else 128, max(16, triton.next_power_of_2(D)))
-    else:
-        block_n = min(256 if interpreting() else 64, max(16, triton.next_power_of_2(N)))
-        block_v = min(128, max(16, triton.next_power_of_2(n_cols)))
-        block_d = min(64, max(16, triton.next_power_of_2(D)))
-    row_blocks = triton.cdiv(N, block_n)
-    if num_splits is None:
-        # Enough programs to fill the GPU a few times over; the interpreter runs them one by one.
-        target = 4 if interpreting() or dev.type != "cuda" else 4 * torch.cuda.get_device_properties(dev).multi_processor_count
-        num_splits = max(1, triton.cdiv(target, row_blocks))
-    v_per_split = triton.cdiv(triton.cdiv(n_cols, min(num_splits, triton.cdiv(n_cols, block_v))), block_v) * block_v
-    n_splits = triton.cdiv(n_cols, v_per_split)
-
-    pf = torch.empty((_NF, N, n_splits), dtype=torch.float32, device=dev)
-    pi = torch.empty((_NI, N, n_splits), dtype=torch.int32, device=dev)
-    sample = temperature > 0
-    raw = sample and alg == "low_confidence"
-    _partials_kernel[(row_blocks, n_splits)](
-        h, weight, bias if bias is not None else h, kept_ids if kept else pi, seed_offset, pf, pi,
-        logits_out if logits_out is not None else pf,
-        N, n_cols, D, h.stride(0), weight.stride(0), kept_ids.stride(0) if kept else 0, v_per_split, n_splits,
-        float(temperature), exclude_token,
-        HAS_BIAS=bias is not None, KEPT=kept, STORE=logits_out is not None, SAMPLE=sample, RAW=raw,
-        UPCAST=dot_upcast(h.dtype), GMAX=GUMBEL_MAX, BLOCK_N=block_n, BLOCK_V=block_v, BLOCK_D=block_d,
-    )
-    fin_n = min(64, triton.next_power_of_2(N))
-    _finalize_kernel[(triton.cdiv(N, fin_n),)](
-        pf, pi, tokens, scores, logq, N, n_splits,
-        ALG=SCORES.index(alg), SAMPLE=sample, RAW=raw, BLOCK_N=fin_n, BLOCK_S=triton.next_power_of_2(n_splits),
-    )
-    return tokens, scores, logq
+    sm_count = multiprocessor_count(dev) if dev.type == "cuda" else 1
+    launches, outputs = _launches(h, weight, bias, seed_offset, kept_ids, logits_out, temperature=temperature, alg=alg,
+                                  exclude_token=exclude_token, num_splits=num_splits, sm_count=sm_count)
+    for launch in launches:
+        launch()
+    return outputs
 
 
 def lm_head_sample_reference(
@@ -469,8 +578,8 @@ def lm_head_sample_reference(
     check_ids: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Pure-PyTorch twin of :func:`lm_head_sample`: materialises the logits (``F.linear`` in h's dtype,
-    or ``adjust.candidates.kept_linear`` with ``kept_ids``, then fp32, as the engine does), filters them with
-    ``adjust.unmasking.filter_logits`` and samples argmax(z + G) with the kernel's Philox noise G, so it
+    or ``adjust_kernels.kept_ids.kept_linear`` with ``kept_ids``, then fp32, as the engine does), filters them with
+    ``adjust_kernels.sampling_settings.filter_logits`` and samples argmax(z + G) with the kernel's Philox noise G, so it
     draws the same tokens. ``num_splits`` is accepted for signature parity and ignored."""
     _check(h, weight, bias, seed_offset, temperature, alg, exclude_token, top_p, top_k, kept_ids, logits_out, check_ids)
     if kept_ids is None:

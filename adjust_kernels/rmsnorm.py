@@ -17,8 +17,10 @@ import triton.language as tl
 from torch import Tensor
 
 from adjust_kernels._triton_utils import check_float, check_runnable, rows_view
+from adjust_kernels.aot_shapes import AotProblem
+from adjust_kernels.launch import CompileSpec, Launch, LaunchConfig, meta_tensor
 
-__all__ = ["rmsnorm", "rmsnorm_reference"]
+__all__ = ["compile_specs", "rmsnorm", "rmsnorm_config", "rmsnorm_reference"]
 
 
 @triton.jit
@@ -32,7 +34,8 @@ def _rmsnorm_kernel(
     mask = (rows < M)[:, None] & (cols < D)[None, :]
     dt = y_ptr.dtype.element_ty
     x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    rstd = 1.0 / tl.sqrt_rn(tl.sum(x * x, axis=1) / D + eps)
+    # Exactly rounded / and sqrt (a plain / is div.full.f32, approximate); D * 1.0 also when D is the constant 1.
+    rstd = tl.div_rn(1.0, tl.sqrt_rn(tl.div_rn(tl.sum(x * x, axis=1), D * 1.0) + eps))
     w = tl.load(w_ptr + cols, mask=cols < D, other=0.0).to(tl.float32)
     # Round where torch rounds: the normalised row to x's dtype, then the weight product.
     y = ((x * rstd[:, None]).to(dt).to(tl.float32) * w[None, :]).to(dt)
@@ -55,6 +58,36 @@ def _check(x: Tensor, weight: Tensor, eps: float, residual: Tensor | None) -> No
         raise ValueError(f"rmsnorm: eps must be a number > 0, got {eps!r}")
 
 
+def rmsnorm_config(rows: int, d: int, *, residual: bool) -> LaunchConfig:
+    """The launch of ``rows`` rows of width ``d``: whole rows per program, ``BLOCK_M`` rows at a time.
+    No FMA contraction: every rounding is the one written (and PyTorch's)."""
+    block_d = triton.next_power_of_2(d)
+    block_m = max(1, min(16, 4096 // block_d))  # a [BLOCK_M, BLOCK_D] fp32 tile fits in registers
+    return LaunchConfig(
+        grid=(triton.cdiv(rows, block_m),),
+        constexprs={"HAS_RESIDUAL": residual, "BLOCK_M": block_m, "BLOCK_D": block_d},
+        fp_fusion=False,
+    )
+
+
+def _launch(x2: Tensor, weight: Tensor, r2: Tensor | None, y: Tensor, eps: float) -> Launch:
+    """The kernel call for the rows ``x2`` [M, D] (and ``r2``) into ``y``."""
+    M, D = x2.shape
+    r = r2 if r2 is not None else x2
+    return Launch(_rmsnorm_kernel, rmsnorm_config(M, D, residual=r2 is not None),
+                  (x2, weight, r, y, M, D, x2.stride(0), r.stride(0), y.stride(0), float(eps)))
+
+
+def compile_specs(problem: AotProblem, sm_count: int) -> list[CompileSpec]:
+    """What the sampler layer launches at ``problem``: the two norms, and ``h + Norm_out(y)``."""
+    del sm_count  # one program per row block whatever the GPU
+    shape, dt = (problem.rows, problem.model.hidden_size), problem.dtype
+    x, w = meta_tensor(shape, dt), meta_tensor(shape[1:], dt)
+    return [CompileSpec(problem, "residual" if res else "plain",
+                        _launch(x, w, meta_tensor(shape, dt) if res else None, meta_tensor(shape, dt), 1e-6))
+            for res in (False, True)]
+
+
 def rmsnorm(x: Tensor, weight: Tensor, eps: float, residual: Tensor | None = None) -> Tensor:
     """``weight * x / sqrt(mean(x²) + eps)`` over the last dimension, plus ``residual`` when given.
 
@@ -71,15 +104,10 @@ def rmsnorm(x: Tensor, weight: Tensor, eps: float, residual: Tensor | None = Non
     check_runnable("rmsnorm", *(t for t in (x, weight, residual) if t is not None))
     D = x.shape[-1]
     x2 = rows_view("rmsnorm", "x", x)
-    r2 = rows_view("rmsnorm", "residual", residual) if residual is not None else x2
+    r2 = rows_view("rmsnorm", "residual", residual) if residual is not None else None
     y = torch.empty((x2.shape[0], D), dtype=x.dtype, device=x.device)
     if y.numel():
-        block_d = triton.next_power_of_2(D)
-        block_m = max(1, min(16, 4096 // block_d))  # a [BLOCK_M, BLOCK_D] fp32 tile fits in registers
-        _rmsnorm_kernel[(triton.cdiv(x2.shape[0], block_m),)](
-            x2, weight, r2, y, x2.shape[0], D, x2.stride(0), r2.stride(0), y.stride(0), float(eps),
-            HAS_RESIDUAL=residual is not None, BLOCK_M=block_m, BLOCK_D=block_d,
-        )
+        _launch(x2, weight, r2, y, eps)()
     return y.view(x.shape)
 
 

@@ -1,7 +1,7 @@
-"""rope: rotary position embedding of q and k, half-rotation layout (Llama/Qwen2, ``adjust.models.layers``).
+"""rope: rotary position embedding of q and k, half-rotation layout (Llama/Qwen2, ``adjust_kernels.rotary``).
 
 ``out = x * cos + rotate_half(x) * sin`` with ``rotate_half(x) = cat(-x2, x1)`` over the head dim,
-and cos/sin the ``[B, L, D]`` tables of ``adjust.models.layers.rope_cos_sin`` (computed from the
+and cos/sin the ``[B, L, D]`` tables of ``adjust_kernels.rotary.rope_cos_sin`` (computed from the
 positions once per base forward and shared by every sampler pass of that step; a table rather than
 in-kernel ``sin``/``cos`` because Triton's fast fp32 trigonometry is inaccurate at large arguments, and
 the table costs B·L·D elements, nothing next to q).
@@ -22,10 +22,12 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from adjust.models.layers import apply_rope
 from adjust_kernels._triton_utils import check_float, check_runnable
+from adjust_kernels.aot_shapes import AotProblem
+from adjust_kernels.launch import CompileSpec, Launch, LaunchConfig, meta_tensor
+from adjust_kernels.rotary import apply_rope
 
-__all__ = ["rope", "rope_reference"]
+__all__ = ["compile_specs", "rope", "rope_config", "rope_reference"]
 
 
 @triton.jit
@@ -74,18 +76,40 @@ def _check(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> None:
         raise ValueError(f"rope: cos and sin must be [B, L, D] = {(B, L, D)}, got {tuple(cos.shape)} and {tuple(sin.shape)}")
 
 
-def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+def rope_config(batch: int, heads: int, seq_len: int, head_dim: int) -> LaunchConfig:
+    """The launch over x [B, H, L, D]: one program per (sequence, block of positions) and head, each
+    rotating a [BLOCK_L, D] tile of at most 4096 elements. No FMA contraction: each product is rounded
+    to the dtype before the sum, as PyTorch does (exact in fp32 for fp16/bf16 inputs anyway)."""
+    block_half = triton.next_power_of_2(head_dim // 2)
+    block_l = max(1, min(triton.next_power_of_2(seq_len), 2048 // block_half))
+    return LaunchConfig(grid=(batch * triton.cdiv(seq_len, block_l), heads),
+                        constexprs={"BLOCK_L": block_l, "BLOCK_HALF": block_half}, fp_fusion=False)
+
+
+def _launch(x: Tensor, cos: Tensor, sin: Tensor, y: Tensor) -> Launch:
     B, H, L, D = x.shape
-    y = torch.empty((B, H, L, D), dtype=x.dtype, device=x.device)
+    cfg = rope_config(B, H, L, D)
+    n_lblocks = triton.cdiv(L, cfg.constexprs["BLOCK_L"])
+    return Launch(_rope_kernel, cfg, (x, cos, sin, y, L, D // 2, n_lblocks, *x.stride(), *cos.stride(), *sin.stride()))
+
+
+def compile_specs(problem: AotProblem, sm_count: int) -> list[CompileSpec]:
+    """q and k at ``problem``, read through the transposed views of the q / k projection outputs."""
+    del sm_count  # one program per tile whatever the GPU
+    m, (B, L) = problem.model, (problem.batch, problem.seq_len)
+    cos, sin = (meta_tensor((B, L, m.head_dim), problem.dtype) for _ in range(2))
+    specs = []
+    for what, heads in (("q", m.num_heads), ("k", m.num_kv_heads)):
+        x = meta_tensor((B, L, heads * m.head_dim), problem.dtype).view(B, L, heads, m.head_dim).transpose(1, 2)
+        y = meta_tensor((B, heads, L, m.head_dim), problem.dtype)
+        specs.append(CompileSpec(problem, what, _launch(x, cos, sin, y)))
+    return specs
+
+
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     if y.numel():
-        half = D // 2
-        block_half = triton.next_power_of_2(half)
-        block_l = max(1, min(triton.next_power_of_2(L), 2048 // block_half))
-        n_lblocks = triton.cdiv(L, block_l)
-        _rope_kernel[(B * n_lblocks, H)](
-            x, cos, sin, y, L, half, n_lblocks, *x.stride(), *cos.stride(), *sin.stride(),
-            BLOCK_L=block_l, BLOCK_HALF=block_half,
-        )
+        _launch(x, cos, sin, y)()
     return y
 
 
@@ -95,7 +119,7 @@ def rope(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor
     Args:
         q: ``[B, H, L, D]`` queries, any strides (e.g. the transposed view of a projection output).
         k: ``[B, H_kv, L, D]`` keys, any strides.
-        cos, sin: ``[B, L, D]`` tables from ``adjust.models.layers.rope_cos_sin``, in q's dtype.
+        cos, sin: ``[B, L, D]`` tables from ``adjust_kernels.rotary.rope_cos_sin``, in q's dtype.
 
     Returns:
         Rotated ``(q, k)`` as new contiguous ``[B, H, L, D]`` / ``[B, H_kv, L, D]`` tensors.
@@ -106,6 +130,6 @@ def rope(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor
 
 
 def rope_reference(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
-    """Pure-PyTorch twin of :func:`rope`: ``adjust.models.layers.apply_rope`` on q and on k."""
+    """Pure-PyTorch twin of :func:`rope`: ``adjust_kernels.rotary.apply_rope`` on q and on k."""
     _check(q, k, cos, sin)
     return apply_rope(q, cos, sin), apply_rope(k, cos, sin)

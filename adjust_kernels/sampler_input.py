@@ -27,10 +27,12 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from adjust_kernels._triton_utils import check_float, check_runnable, dot_upcast
+from adjust_kernels._triton_utils import check_float, check_runnable, dot_upcast, interpreting
+from adjust_kernels.aot_shapes import AotProblem
+from adjust_kernels.launch import CompileSpec, Launch, LaunchConfig, meta_tensor
 from adjust_kernels.rmsnorm import rmsnorm_reference
 
-__all__ = ["sampler_input", "sampler_input_reference"]
+__all__ = ["compile_specs", "sampler_input", "sampler_input_config", "sampler_input_reference"]
 
 
 @triton.jit
@@ -69,8 +71,9 @@ def _sampler_input_kernel(
         h = tl.load(h_rows + ks[None, :], mask=m, other=0.0).to(tl.float32)
         sse += tl.sum(e * e, axis=1)
         ssh += tl.sum(h * h, axis=1)
-    rstd_e = 1.0 / tl.sqrt_rn(sse / D + eps)
-    rstd_h = 1.0 / tl.sqrt_rn(ssh / D + eps)
+    # Exactly rounded / and sqrt, as in rmsnorm.
+    rstd_e = tl.div_rn(1.0, tl.sqrt_rn(tl.div_rn(sse, D * 1.0) + eps))
+    rstd_h = tl.div_rn(1.0, tl.sqrt_rn(tl.div_rn(ssh, D * 1.0) + eps))
 
     # Sweep 2: the split GEMM, columns [0, d) of Wd against Norm_e(E[x]), [d, 2d) against Norm_h(h).
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -117,6 +120,40 @@ def _check(
         raise ValueError(f"{op}: eps must be a number > 0, got {eps!r}")
 
 
+def sampler_input_config(rows: int, d: int, dtype: torch.dtype, *, interpreting: bool) -> LaunchConfig:
+    """The launch for ``rows`` rows of width ``d`` in ``dtype``: one [BLOCK_M, BLOCK_N] tile of u per
+    program, the reduction in BLOCK_K chunks. fp32 (IEEE products, so FMA instead of tensor cores) takes
+    [64, 64] tiles, 16-wide chunks and 8 warps: the 16-bit tiles would ask fp32 for 214 KB of shared
+    memory (over sm_80's 163 KB) and spill. No FMA contraction outside the products: the norms round
+    where PyTorch's RMSNorm does."""
+    wide = dtype != torch.float32
+    block_m = min(64, max(16, triton.next_power_of_2(rows)))
+    block_n = min(128 if wide else 64, max(16, triton.next_power_of_2(d)))
+    block_k = min(64 if wide else 16, max(16, triton.next_power_of_2(d)))
+    return LaunchConfig(
+        grid=(triton.cdiv(rows, block_m), triton.cdiv(d, block_n)),
+        constexprs={"UPCAST": dot_upcast(dtype, interpreting), "BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k},
+        num_warps=4 if wide else 8,
+        fp_fusion=False,
+    )
+
+
+def _launch(ids: Tensor, e: Tensor, h2: Tensor, we: Tensor, wh: Tensor, wd: Tensor, u: Tensor, eps: float) -> Launch:
+    M, d = h2.shape
+    return Launch(_sampler_input_kernel, sampler_input_config(M, d, h2.dtype, interpreting=interpreting()),
+                  (ids, e, h2, we, wh, wd, u, M, d, e.stride(0), h2.stride(0), wd.stride(0), u.stride(0), float(eps)))
+
+
+def compile_specs(problem: AotProblem, sm_count: int) -> list[CompileSpec]:
+    """The sampler's input projection over its B·L rows at ``problem`` (embedding in the same dtype)."""
+    del sm_count  # one program per output tile whatever the GPU
+    m, dt, M = problem.model, problem.dtype, problem.rows
+    d = m.hidden_size
+    args = (meta_tensor((M,), torch.int64), meta_tensor((m.vocab_size, d), dt), meta_tensor((M, d), dt),
+            meta_tensor((d,), dt), meta_tensor((d,), dt), meta_tensor((d, 2 * d), dt), meta_tensor((M, d), dt))
+    return [CompileSpec(problem, "", _launch(*args, 1e-6))]
+
+
 def sampler_input(
     x: Tensor, h: Tensor, embed_weight: Tensor, norm_e_weight: Tensor, norm_h_weight: Tensor,
     down_weight: Tensor, eps: float,
@@ -149,16 +186,7 @@ def sampler_input(
     M = h2.shape[0]
     u = torch.empty((M, d), dtype=h.dtype, device=h.device)
     if M:
-        block_m = min(64, max(16, triton.next_power_of_2(M)))
-        block_n = min(128, max(16, triton.next_power_of_2(d)))
-        block_k = min(64, max(16, triton.next_power_of_2(d)))
-        grid = (triton.cdiv(M, block_m), triton.cdiv(d, block_n))
-        _sampler_input_kernel[grid](
-            ids, e, h2, norm_e_weight, norm_h_weight, wd, u,
-            M, d, e.stride(0), h2.stride(0), wd.stride(0), u.stride(0), float(eps),
-            UPCAST=dot_upcast(h.dtype),
-            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-        )
+        _launch(ids, e, h2, norm_e_weight, norm_h_weight, wd, u, eps)()
     return u.view(h.shape)
 
 

@@ -18,8 +18,10 @@ import triton.language as tl
 from torch import Tensor
 
 from adjust_kernels._triton_utils import check_float, check_runnable, rows_view
+from adjust_kernels.aot_shapes import AotProblem
+from adjust_kernels.launch import CompileSpec, Launch, LaunchConfig, meta_tensor
 
-__all__ = ["swiglu", "swiglu_reference"]
+__all__ = ["compile_specs", "swiglu", "swiglu_config", "swiglu_reference"]
 
 
 @triton.jit
@@ -33,7 +35,7 @@ def _swiglu_kernel(
     dt = y_ptr.dtype.element_ty
     g = tl.load(g_ptr + rows[:, None] * stride_g + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     u = tl.load(u_ptr + rows[:, None] * stride_u + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    s = (g / (1.0 + tl.exp(-g))).to(dt).to(tl.float32)
+    s = tl.div_rn(g, 1.0 + tl.exp(-g)).to(dt).to(tl.float32)
     tl.store(y_ptr + rows[:, None] * stride_y + cols[None, :], (s * u).to(dt), mask=mask)
 
 
@@ -42,6 +44,28 @@ def _check(gate: Tensor, up: Tensor) -> None:
     check_float("swiglu", "up", up, gate.dtype)
     if gate.shape != up.shape or gate.dim() < 1:
         raise ValueError(f"swiglu: gate and up must have one shape, got {tuple(gate.shape)} and {tuple(up.shape)}")
+
+
+def swiglu_config(rows: int, width: int) -> LaunchConfig:
+    """The launch over a [rows, width] problem: [BLOCK_M, BLOCK_N] tiles of at most 4096 elements.
+    No FMA contraction: every rounding is the one written."""
+    block_n = min(1024, triton.next_power_of_2(width))
+    block_m = max(1, min(16, 4096 // block_n))
+    return LaunchConfig(grid=(triton.cdiv(rows, block_m), triton.cdiv(width, block_n)),
+                        constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n}, fp_fusion=False)
+
+
+def _launch(g2: Tensor, u2: Tensor, y: Tensor) -> Launch:
+    M, N = g2.shape
+    return Launch(_swiglu_kernel, swiglu_config(M, N), (g2, u2, y, M, N, g2.stride(0), u2.stride(0), y.stride(0)))
+
+
+def compile_specs(problem: AotProblem, sm_count: int) -> list[CompileSpec]:
+    """The MLP's ``silu(gate) * up`` over the sampler layer's rows at ``problem``."""
+    del sm_count  # one program per tile whatever the GPU
+    shape = (problem.rows, problem.model.intermediate_size)
+    g, u, y = (meta_tensor(shape, problem.dtype) for _ in range(3))
+    return [CompileSpec(problem, "", _launch(g, u, y))]
 
 
 def swiglu(gate: Tensor, up: Tensor) -> Tensor:
@@ -57,13 +81,9 @@ def swiglu(gate: Tensor, up: Tensor) -> Tensor:
     _check(gate, up)
     check_runnable("swiglu", gate, up)
     g2, u2 = rows_view("swiglu", "gate", gate), rows_view("swiglu", "up", up)
-    M, N = g2.shape
-    y = torch.empty((M, N), dtype=gate.dtype, device=gate.device)
+    y = torch.empty(g2.shape, dtype=gate.dtype, device=gate.device)
     if y.numel():
-        block_n = min(1024, triton.next_power_of_2(N))
-        block_m = max(1, min(16, 4096 // block_n))
-        grid = (triton.cdiv(M, block_m), triton.cdiv(N, block_n))
-        _swiglu_kernel[grid](g2, u2, y, M, N, g2.stride(0), u2.stride(0), y.stride(0), BLOCK_M=block_m, BLOCK_N=block_n)
+        _launch(g2, u2, y)()
     return y.view(gate.shape)
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from adjust import AdjustSampler, MaskedDiffusionLM, MDLMConfig
 from adjust.models.adapter import BaseModelInfo, DiffusionLMAdapter
 from adjust.models.layers import LayerConfig
+from adjust_kernels.aot_shapes import DREAM_7B, LLADA_8B, ModelDims
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if HAS_CUDA else "cpu")
@@ -89,6 +90,12 @@ class ModelShape:
                           max_seq_len=max_seq_len, mask_token_id=self.mask_token_id, name=f"bench-{self.name}")
 
 
+def _real(dims: ModelDims, num_layers: int, **kw) -> ModelShape:
+    """A real model's shape from its dimensions (shared with the ahead-of-time compile check)."""
+    return ModelShape(dims.name, dims.vocab_size, dims.hidden_size, num_layers, dims.num_heads, dims.num_kv_heads,
+                      dims.head_dim, dims.intermediate_size, **kw)
+
+
 SHAPES: dict[str, ModelShape] = {s.name: s for s in (
     # The shipped model and its trained sampler (adjust/assets): vocab 36, 4 layers × d128.
     ModelShape("synthetic", 36, 128, 4, 4, 2, 32, 384, pretrained="synthetic", prompt_len=0, gen_lengths=(16, 32)),
@@ -99,10 +106,8 @@ SHAPES: dict[str, ModelShape] = {s.name: s for s in (
     # Kernel-only CPU shape: an LM head (64 MB fp32) that no cache holds.
     ModelShape("kern-512", 32768, 512, 1, 8, 2, 64, 1536),
     # GPU-only, random bf16 weights.
-    ModelShape("dream7b", 152064, 3584, 28, 28, 4, 128, 18944, qkv_bias=True, gpu_only=True,
-               gen_lengths=(128, 256), mask_token_id=151666),
-    ModelShape("llada8b", 126464, 4096, 32, 32, 32, 128, 12288, gpu_only=True,
-               gen_lengths=(128, 256), mask_token_id=126336),
+    _real(DREAM_7B, 28, qkv_bias=True, gpu_only=True, gen_lengths=(128, 256), mask_token_id=151666),
+    _real(LLADA_8B, 32, gpu_only=True, gen_lengths=(128, 256), mask_token_id=126336),
 )}
 
 

@@ -156,6 +156,8 @@ def _policies(sampler):
         "adjust_adaptive": dict(decoding=AdaptiveAdjust("threshold", 0.7, 3), sampler=sampler, alg="confidence"),
         "apd": dict(decoding=APD(judge, weight=0.5)),
         "adjust_ctx": dict(K=3, sampler=sampler, cache_context=True),
+        "parallel_dream_schedule": dict(K=2, schedule="dream", sample_mask=True),  # Dream's own sampling
+        "adjust_llada_schedule": dict(K=3, sampler=sampler, schedule="llada"),
     }
 
 

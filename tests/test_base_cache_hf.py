@@ -82,20 +82,21 @@ def test_llada_cache_from_its_forward_equals_the_submodule_path(name):
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
 
 
-def _policies(ad):
+def _policies(ad, schedule: str):
     sampler = adjust.AdjustSampler.from_base(ad)
     g = torch.Generator().manual_seed(0)
     for p in sampler.parameters():  # away from the parallel-baseline init, so the passes matter
         p.add_(0.2 * torch.randn(p.shape, generator=g))
     return {"parallel": dict(K=2), "adjust": dict(K=3, sampler=sampler),
-            "threshold": dict(decoding=Threshold(0.5), alg="confidence")}
+            "threshold": dict(decoding=Threshold(0.5), alg="confidence"),
+            "own_schedule": dict(K=2, schedule=schedule, sample_mask=True)}  # the model's own generate's sampling
 
 
 @pytest.mark.parametrize("mode", ["prefix", "dual"])
 @pytest.mark.parametrize("name", ["dream", "llada"])
 def test_refresh_every_forward_gives_the_uncached_tokens(name, mode):
     ad = as_adapter(MODELS[name]())
-    for policy, kw in _policies(ad).items():
+    for policy, kw in _policies(ad, name).items():
         kw = dict(max_new_tokens=12, block_length=4, temperature=0.0, **kw)
         want = adjust.generate(ad, PROMPTS, **kw)
         got = adjust.generate(ad, PROMPTS, base_cache=mode, base_cache_refresh="forward", **kw)

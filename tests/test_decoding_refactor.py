@@ -4,6 +4,10 @@ The references (`tests/fixtures/generate_reference.json`) were made by the old e
 command in `tests/generate_reference.py`; each case is re-run here and every output compared:
 tokens, attention mask, commit order, base forwards, sampler passes and the full history
 (positions in commit order, tokens, log q).
+
+One allowance: the fused triton loop's log q may differ in the last fp32 ulp, because the kernels
+now divide with exact rounding (`tl.div_rn`) and set FP fusion explicitly (the AOT-compile work
+that landed after the references were made); its tokens, order and counts are still bit-equal.
 """
 
 import json
@@ -28,4 +32,16 @@ def test_refactor_reproduces_the_old_engine(model_and_sampler, name):
     ref = REFERENCE[name]
     got = run_case(ref["case"], *model_and_sampler)
     for key, want in ref["out"].items():
-        assert got[key] == want, f"{name}: {key} differs from the pre-refactor engine"
+        if key == "history" and name.startswith("triton"):
+            assert _without_logq(got[key]) == _without_logq(want), f"{name}: history differs"
+            assert _logq(got[key]) == pytest.approx(_logq(want), rel=1e-6, abs=1e-6), f"{name}: log q differs"
+        else:
+            assert got[key] == want, f"{name}: {key} differs from the pre-refactor engine"
+
+
+def _without_logq(history: list) -> list:
+    return [rec[:-1] for rec in history]
+
+
+def _logq(history: list) -> list[float]:
+    return [v for rec in history for row in rec[-1] for v in row]

@@ -1,12 +1,13 @@
 """Engine behaviour: determinism, pass counts, blocks, padding, infilling, bad input."""
 
 import math
+import warnings
 
 import pytest
 import torch
 
 import adjust
-from conftest import tiny_mdlm
+from conftest import perturbed_sampler, tiny_mdlm
 
 MASK = 3
 
@@ -128,6 +129,16 @@ BAD = [
     (dict(batch_size=0), ValueError, "batch_size"),
     (dict(seed="x"), TypeError, "seed"),
     (dict(backend="cuda-magic"), ValueError, "backend"),
+    # issue 17
+    (dict(input_ids=[[1], [1, 5]], batch_size=3), ValueError, "batch_size=3 contradicts the 2 prompts"),
+    (dict(input_ids=torch.tensor([[1, 5]]), batch_size=2), ValueError, "batch_size=2 contradicts the 1 prompts"),
+    (dict(input_ids=torch.tensor([[1, 5]]), attention_mask=torch.tensor([[1, 2]])), ValueError,
+     "attention_mask must hold only 0 and 1, got 2"),
+    (dict(input_ids=torch.tensor([[1, 5]]), attention_mask=torch.tensor([[-1, 1]])), ValueError, "attention_mask"),
+    (dict(temperature=1e-40), ValueError, "temperature 1e-40 is so small"),
+    (dict(sampler="tasks"), TypeError, r"sampler must be an AdjustSampler.*from_pretrained\('tasks'\)"),
+    (dict(seed=2**64), ValueError, "seed must fit in 64 bits"),
+    (dict(seed=-(2**63) - 1), ValueError, "seed must fit in 64 bits"),
 ]
 
 
@@ -152,3 +163,28 @@ def test_nan_logits_are_reported_not_sampled(model):
         broken.lm_head.weight[5, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="NaN"):
         adjust.generate(broken, max_new_tokens=3)
+
+
+def test_the_smallest_accepted_temperature_is_greedy(model):
+    greedy = adjust.generate(model, K=2, max_new_tokens=6, batch_size=3, temperature=0)
+    tiny = adjust.generate(model, K=2, max_new_tokens=6, batch_size=3, temperature=1e-30, seed=5)
+    assert torch.equal(greedy.sequences, tiny.sequences)
+
+
+def test_k_far_above_the_generation_length_is_clamped(model):
+    sampler = perturbed_sampler(model)
+    for s in (None, sampler):
+        huge = adjust.generate(model, [[1, 3, 5], [1]], K=10**9, sampler=s, max_new_tokens=5, seed=2)
+        full = adjust.generate(model, [[1, 3, 5], [1]], K=6, sampler=s, max_new_tokens=5, seed=2)  # 5 + 1 infill mask
+        assert torch.equal(huge.sequences, full.sequences) and huge.base_forwards == 1
+        assert huge.sampler_passes == full.sampler_passes
+
+
+def test_left_padding_without_attention_mask_warns(model):
+    padded = torch.tensor([[0, 0, 1, 5], [1, 5, 6, 7]])
+    with pytest.warns(UserWarning, match="starts with the PAD id 0 but no attention_mask"):
+        adjust.generate(model, padded, K=2, max_new_tokens=2, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        adjust.generate(model, padded, attention_mask=(padded != 0).long(), K=2, max_new_tokens=2, seed=0)
+        adjust.generate(model, padded[1:], K=2, max_new_tokens=2, seed=0)

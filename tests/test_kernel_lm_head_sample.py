@@ -19,6 +19,7 @@ from scipy import stats
 
 from kernel_common import DEVICE, KERNEL_TEST, SEED
 from adjust_kernels._triton_utils import assert_no_worse, gumbel_noise, interpreting, philox_uint32
+from adjust_kernels.launch import Launch, LaunchConfig
 from adjust_kernels.lm_head_sample import (
     SCORES,
     lm_head_sample,
@@ -49,7 +50,7 @@ def test_philox_spec_is_bit_equal_to_tl_philox() -> None:
     for seed, offset in ((SEED, 0), (-SEED, 2**40 + 7), (2**62 + 11, -1)):
         so = torch.tensor([seed, offset], device=DEVICE)
         got = torch.empty(16, 32, dtype=torch.int64, device=DEVICE)
-        _philox_kernel[(1,)](so, got, BN=16, BV=32)
+        Launch(_philox_kernel, LaunchConfig(grid=(1,), constexprs={"BN": 16, "BV": 32}), (so, got))()
         want = philox_uint32(so[0], torch.arange(32, device=DEVICE)[None], torch.arange(16, device=DEVICE)[:, None],
                              so[1] & m32, (so[1] >> 32) & m32)
         assert torch.equal(got, want)

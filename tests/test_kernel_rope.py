@@ -1,4 +1,4 @@
-"""rope (Triton) against its PyTorch twin (adjust.models.layers.apply_rope) and a float64 truth;
+"""rope (Triton) against its PyTorch twin (adjust_kernels.rotary.apply_rope) and a float64 truth;
 runs under TRITON_INTERPRET=1 on CPU.
 
 Fresh random inputs each run; the seed is printed (ADJUST_TEST_SEED=<seed> replays it).

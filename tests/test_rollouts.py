@@ -1,5 +1,7 @@
 """Training states: on-policy rollouts follow ADJUST's own choices; windows share base forwards."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -51,9 +53,14 @@ def test_windows_are_consecutive_and_share_base_forwards(tmp_path):
     tr = load_trajectories(tmp_path)
     rows, ts = _draw(tr, torch.arange(len(tr)), 3, torch.Generator().manual_seed(0), 20, windows=4)
     assert len(rows) == 20
-    for i in range(0, 20, 4):
-        assert len(set(rows[i : i + 4])) == 1 and ts[i : i + 4] == list(range(ts[i], ts[i] + 4))
-        assert 0 <= ts[i] and ts[i + 3] < 8 - 3
+    runs = [(r, list(g)) for r, g in itertools.groupby(zip(rows, ts), key=lambda p: p[0])]
+    for r, pairs in runs:  # consecutive starts of one trajectory, inside [0, L − 1)
+        starts = [t for _, t in pairs]
+        assert starts == list(range(starts[0], starts[0] + len(starts))) and 0 <= starts[0] and starts[-1] < 7
+    # every start t in 0..6 is equally likely, the first and last included (windows cut at the edges)
+    _, many = _draw(tr, torch.arange(len(tr)), 3, torch.Generator().manual_seed(1), 28000, windows=4)
+    counts = torch.bincount(torch.tensor(many), minlength=7).double()
+    assert len(counts) == 7 and float(((counts - 4000) ** 2 / 4000).sum()) < 30  # chi-square, 6 dof
     xs, attn = rollout_states(tr, rows, ts, 3, MASK, 0)
     ad = as_adapter(model)
     calls = []
@@ -62,7 +69,7 @@ def test_windows_are_consecutive_and_share_base_forwards(tmp_path):
     sampler = perturbed_sampler(model)
     loss, base = rollout_kl(sampler, ad, xs, attn)
     assert calls == [len(torch.unique(torch.cat([xs.reshape(-1, xs.shape[-1]), attn.repeat(4, 1)], 1), dim=0))]
-    assert calls[0] <= 5 * 7  # 5 trajectories × (4 windows + 3) states, not 20 × 4
+    assert calls[0] <= len(runs) * 7  # ≤ (4 windows + 3) states per trajectory drawn, not 4 per start
     # the same loss as one forward per state (no sharing)
     ad.hidden = hidden
     expect, expect_base = _loss_without_sharing(sampler, ad, xs, attn)

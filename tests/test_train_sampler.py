@@ -142,3 +142,32 @@ def test_trained_sampler_stops_parallel_mixing_on_a_toy_joint(tmp_path):
     par, adj = mixed(None), mixed(g)
     assert par > 0.4  # product of marginals mixes the sentences half the time
     assert adj < 0.05
+
+
+def test_the_saved_sampler_is_the_best_readout(tmp_path, monkeypatch):
+    from adjust.train import readiness, sampler as sampler_module
+
+    scores = iter([0.2, 0.9, 0.4, 0.9, 0.1])  # closed(K) of the 5 evaluations: the 2nd is best (ties keep the first)
+
+    class FakeProbe:  # the readout's numbers are given, the selection is what is tested
+        def __init__(self, *args, **kw):
+            self.Ks = (4, 8)
+
+        def __call__(self, g, step):
+            c = next(scores)
+            return readiness.Readout(step, self.Ks, {4: 1 - c, 8: 1 - c}, {4: 1.0, 8: 1.0})
+
+    monkeypatch.setattr(sampler_module, "ReadinessProbe", FakeProbe)
+    model = tiny_mdlm(vocab_size=12, sharpen=3.0, mix=20.0)
+    generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=40, gen_length=6),
+                          progress=False)
+    cfg = SamplerTrainConfig(steps=10, batch_size=4, eval_every=2, heldout_examples=8, lr=3e-2)
+    g = train_sampler(model, load_trajectories(tmp_path / "d"), tmp_path / "s", cfg, progress=False)
+    recs = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()][1:]
+    assert [r["kept_step"] for r in recs] == [2, 4, 4, 4, 4]
+    saved = AdjustSampler.from_pretrained(tmp_path / "s")
+    assert saved.extra["readiness"]["step"] == 4 == g.extra["readiness"]["step"] == saved.extra["steps"]
+    assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), g.state_dict().values()))
+    # the saved weights are step 4's, not the last step's (train_state.pt holds those)
+    last = torch.load(tmp_path / "s" / "train_state.pt", weights_only=False)["sampler"]
+    assert any(not torch.equal(v, last[k]) for k, v in saved.state_dict().items())

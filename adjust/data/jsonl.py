@@ -137,8 +137,9 @@ class JsonlDataset:
         if not self.path.is_file():
             raise FileNotFoundError(f"no JSONL file at {self.path}")
         records = []
-        with self.path.open(encoding="utf-8") as f:
+        with self.path.open("rb") as f:
             for line, raw in enumerate(f, start=1):
+                raw = decode_line(raw, self.path, line)
                 if not raw.strip():
                     continue
                 where = f"{self.path}:{line}"
@@ -206,6 +207,15 @@ class JsonlDataset:
     def score(self, prompt: Prompt, completion: list[int]) -> dict[str, float]:
         """No metric for arbitrary user data: returns ``{}``."""
         return {}
+
+
+def decode_line(raw: bytes, path: str | Path, line: int) -> str:
+    """A line of a JSONL file as text; JsonlDataError names the file and line of bytes that are not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise JsonlDataError(f"{path}:{line}: not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1}); "
+                             "save the file as UTF-8") from None
 
 
 def to_data_ids(model_ids: list[int], id_offset: int) -> list[int | None]:

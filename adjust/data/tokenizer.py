@@ -115,8 +115,14 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     file = _tokenizer_path(path)
     if not file.is_file():
         raise FileNotFoundError(f"no tokenizer file at {file}")
-    tok = Tokenizer.from_file(str(file))
-    _check_specials(tok)
+    try:
+        tok = Tokenizer.from_file(str(file))
+    except Exception as e:  # tokenizers raises a bare Exception with serde's message
+        raise ValueError(f"{file}: not a valid tokenizer file ({str(e).splitlines()[0]})") from None
+    try:
+        _check_specials(tok)
+    except ValueError as e:
+        raise ValueError(f"{file}: {e}") from None
     return tok
 
 

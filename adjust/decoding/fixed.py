@@ -8,7 +8,9 @@
 - :class:`Exact`: one token per base forward, i.e. exact sampling from the model's joint.
 
 ``generate(model, K=K, sampler=g)`` without ``decoding=`` runs ``Adjust(K)`` (``Parallel(K)``
-without a sampler), exactly as the engine did before the policies existed.
+without a sampler), exactly as the engine did before the policies existed. ``schedule=``
+(`adjust.schedules`) changes how many of a block's ceil(masks / K) base steps commit: exactly
+K (``"k"``, the default) or Dream's / LLaDA's own counts.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from adjust.decoding.policy import Decision, DecodingPolicy, PassView, StepState, top_by_score
+from adjust.schedules import CommitSchedule, as_schedule
 
 
 def _check_k(K) -> None:
@@ -24,19 +27,33 @@ def _check_k(K) -> None:
 
 
 class Parallel(DecodingPolicy):
-    """K tokens per base forward from one forward's marginals (K = 1: exact)."""
+    """K tokens per base forward from one forward's marginals (K = 1: exact); ``schedule``: the
+    per-step counts of `adjust.schedules` (default ``"k"``: exactly K, the remainder last)."""
 
     name = "parallel"
 
-    def __init__(self, K: int) -> None:
+    def __init__(self, K: int, schedule: str | CommitSchedule = "k") -> None:
         _check_k(K)
         self.K = K
+        self.schedule = as_schedule(schedule)
+
+    def counts(self, step: StepState) -> torch.Tensor:
+        """[B] tokens each row commits in this base step."""
+        n = self.schedule.counts(step.block_step, step.block_steps, self.K, step.block_masks, step.remaining)
+        if bool(((n < 0) | (n > step.remaining)).any()):  # a custom schedule broke its contract
+            raise ValueError(f"schedule {self.schedule.name!r} asked for {n.tolist()} commits with "
+                             f"{step.remaining.tolist()} candidates left")
+        return n
 
     def commit(self, view: PassView, step: StepState) -> Decision:
-        return Decision.of(view, top_by_score(view, step.remaining.clamp(max=self.K)))
+        return Decision.of(view, top_by_score(view, self.counts(step)))
+
+    def block_steps(self, block_size: int) -> int:
+        return self.schedule.steps(block_size, self.K)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(K={self.K})"
+        schedule = "" if self.schedule.name == "k" else f", schedule={self.schedule.name!r}"
+        return f"{type(self).__name__}(K={self.K}{schedule})"
 
 
 class Exact(Parallel):
@@ -57,12 +74,18 @@ class Adjust(Parallel):
     name = "adjust"
     uses_sampler = True
 
+    def check(self, settings, sampler, backend: str, block_length: int | None) -> None:
+        super().check(settings, sampler, backend, block_length)
+        if backend == "triton" and self.schedule.name != "k":
+            raise ValueError(f"schedule={self.schedule.name!r}: the triton backend's fused ADJUST loop commits "
+                             "K per base step (use backend='torch' or 'cpp')")
+
     def commit(self, view: PassView, step: StepState) -> Decision:
-        n = (step.remaining.clamp(max=self.K) > view.k).long()
+        n = (self.counts(step) > view.k).long()
         return Decision.of(view, top_by_score(view, n))
 
     def another_pass(self, step: StepState, k: int) -> bool:
-        return bool((step.remaining.clamp(max=self.K) > k + 1).any())
+        return bool((self.counts(step) > k + 1).any())
 
     def fused_rule(self) -> dict | None:
         return {}

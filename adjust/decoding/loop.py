@@ -1,6 +1,7 @@
 """The one decoding loop: base forward, then passes, then commit — the policy decides the rest.
 
-Per semi-autoregressive block, while the block has masked positions: one base forward
+Per semi-autoregressive block, while the block has masked positions (and for at most the
+policy's `block_steps` base steps: a [MASK] committed under ``sample_mask`` stays masked): one base forward
 ``h = f(x)`` (with ``base_cache``, a forward over the block's window with the other positions'
 keys/values from the block cache, `adjust.base_cache`); pass 0 samples a token and a score at every candidate (masked, inside the
 block) from ``W h``; the policy (`adjust.decoding.policy`) names the positions to commit; while
@@ -14,6 +15,7 @@ ADJUST-adaptive) run as one static-shape call per base step instead (`FusedAdjus
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -69,22 +71,25 @@ class DecodingLoop:
         bar = progress_bar(total=int(is_masked.sum()), desc=f"generate {self.policy!r}", disable=not self.progress,
                            unit="tok")
         t0 = time.perf_counter()
+        entered = torch.zeros(x.shape[0], dtype=torch.long, device=device)
         start = prompt_length
         for end in block_ends:
-            first_of_block = True
-            while True:
+            in_block = (is_masked & (positions < end)).sum(-1)
+            block_masks, entered = in_block - entered, in_block
+            block_steps = self.policy.block_steps(int(block_masks.max()))
+            for block_step in itertools.count():
                 candidates = (x == mask_id) & attn.bool() & (positions < end)
-                if not bool(candidates.any()):
+                if not bool(candidates.any()) or (block_steps is not None and block_step == block_steps):
                     break
-                h = self.base(x, attn_arg, start, end, first_of_block)
-                first_of_block = False
+                h = self.base(x, attn_arg, start, end, block_step == 0)
                 self.base_forwards += 1
                 row_forwards += candidates.any(-1)
                 before = int(candidates.sum())
                 if fused is not None:
                     self._fused_step(fused, h, x, candidates)
                 else:
-                    x = self._step(h, x, attn, attn_arg, candidates)
+                    step = StepState.start(candidates, block_step, block_steps, block_masks)
+                    x = self._step(h, x, attn, attn_arg, candidates, step)
                 bar.update(before - int(((x == mask_id) & candidates).sum()))
             start = end
         bar.close()
@@ -97,9 +102,8 @@ class DecodingLoop:
                                 cached_forwards=self.base.cached_forwards)
 
     def _step(self, h: torch.Tensor, x: torch.Tensor, attn: torch.Tensor, attn_arg: torch.Tensor | None,
-              candidates: torch.Tensor) -> torch.Tensor:
+              candidates: torch.Tensor, step: StepState) -> torch.Tensor:
         """One base step of the eager loop: pass 0, then sampler passes while the policy asks."""
-        step = StepState.start(candidates)
         context, k = None, 0
         while True:
             if k > 0:

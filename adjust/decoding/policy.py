@@ -65,16 +65,21 @@ class PassView:
 @dataclass
 class StepState:
     """The current base step, per row: candidates at its start, tokens committed so far, and
-    whether the row still takes passes (a row leaves when a sampler pass commits nothing)."""
+    whether the row still takes passes (a row leaves when a sampler pass commits nothing); and
+    where the step lies in its block (for the commit schedules of `adjust.schedules`)."""
 
     remaining: torch.Tensor  # [B] candidates when the base forward ran
     committed: torch.Tensor  # [B] tokens committed in this step so far
     active: torch.Tensor  # [B] bool
+    block_step: int  # index of this base step in its block
+    block_steps: int | None  # the block's base steps at most (`DecodingPolicy.block_steps`), None: unbounded
+    block_masks: torch.Tensor  # [B] masks that entered the block at its start
 
     @classmethod
-    def start(cls, candidates: torch.Tensor) -> StepState:
+    def start(cls, candidates: torch.Tensor, block_step: int, block_steps: int | None,
+              block_masks: torch.Tensor) -> StepState:
         remaining = candidates.sum(-1)
-        return cls(remaining, torch.zeros_like(remaining), remaining > 0)
+        return cls(remaining, torch.zeros_like(remaining), remaining > 0, block_step, block_steps, block_masks)
 
     def update(self, commit: torch.Tensor, k: int) -> None:
         n = commit.sum(-1)
@@ -133,6 +138,11 @@ class DecodingPolicy:
     def max_passes(self) -> int:
         """Passes per base step at most (the fused loop's static count)."""
         return 1
+
+    def block_steps(self, block_size: int) -> int | None:
+        """Base steps a block whose fullest row has ``block_size`` masks runs at most (None: until it has no
+        candidates left; a bound is what ends a block where a committed [MASK] stays masked)."""
+        return None
 
 
 def top_by_score(view: PassView, n: torch.Tensor) -> torch.Tensor:

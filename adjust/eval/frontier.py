@@ -71,6 +71,7 @@ class FrontierConfig:
     cache_context: bool = False
     block_length: int | None = None
     base_cache: str | None = None
+    allow_base_mismatch: bool = False  # a sampler recorded for a base with other weights (adjust.identity)
     extra_metrics: list = field(default_factory=list)
 
 

@@ -193,7 +193,8 @@ class Judge(nn.Module, ARJudge):
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write config.json + model.safetensors to the folder `path`."""
-        return save_checkpoint(path, self, "Judge", asdict(self.config))
+        save_checkpoint(path, self, "Judge", asdict(self.config))
+        return Path(path)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "text") -> Judge:

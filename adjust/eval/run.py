@@ -43,10 +43,13 @@ class EvalConfig:
     cache_context: bool = False  # the adjust method's context-cached passes (adjust.context_cache)
     block_length: int | None = None  # semi-AR blocks (every method)
     base_cache: str | None = None  # every method's base-model block cache (adjust.base_cache); needs block_length
+    allow_base_mismatch: bool = False  # a sampler recorded for a base with other weights (adjust.identity)
     extra_metrics: list = field(default_factory=list)  # callables(records, completions) -> None
 
 
 def _runs(cfg: EvalConfig, has_sampler: bool) -> list[tuple[str, int]]:
+    if cfg.num_samples < 1 or cfg.seeds < 1:
+        raise ValueError(f"num_samples and seeds must be ≥ 1, got {cfg.num_samples} and {cfg.seeds}")
     runs = []
     for method in cfg.methods:
         if method not in METHODS:
@@ -114,7 +117,8 @@ def run_one(model, sampler, testbed, prompts: list[Prompt], bos, K, settings, se
                        seed=seed * 7919 + i, return_history=cfg.joint_kl,
                        candidate_tokens=cfg.candidate_tokens if sampler is not None else None,
                        cache_context=cfg.cache_context and sampler is not None, decoding=decoding,
-                       block_length=cfg.block_length, base_cache=cfg.base_cache)
+                       allow_base_mismatch=cfg.allow_base_mismatch, block_length=cfg.block_length,
+                       base_cache=cfg.base_cache)
         base_forwards += out.base_forwards
         sampler_passes += out.sampler_passes
         tokens += out.tokens_generated

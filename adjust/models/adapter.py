@@ -29,12 +29,17 @@ from adjust.models.mdlm import MaskedDiffusionLM
 
 @dataclass(frozen=True)
 class BaseModelInfo:
-    """Identity of a base model, stored in sampler checkpoints to refuse mismatches."""
+    """Identity of a base model, stored in sampler checkpoints and trajectory manifests to refuse mismatches.
+
+    `fingerprint` identifies the weights (see `adjust.identity`); None where unknown
+    (weights never saved, files older than fingerprints, custom adapters).
+    """
 
     name: str
     vocab_size: int
     hidden_size: int
     tokenizer_fingerprint: str | None
+    fingerprint: str | None = None
 
 
 class DiffusionLMAdapter:
@@ -118,7 +123,7 @@ class MDLMAdapter(DiffusionLMAdapter):
         self.hidden_size = c.hidden_size
         self.max_seq_len = c.max_seq_len
         self.layer_config = c.layer_config
-        self.info = BaseModelInfo(c.name, c.vocab_size, c.hidden_size, c.tokenizer_fingerprint)
+        self.info = BaseModelInfo(c.name, c.vocab_size, c.hidden_size, c.tokenizer_fingerprint, model.fingerprint)
 
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.model.hidden(input_ids, attention_mask)

@@ -16,8 +16,8 @@ What the adapter does:
   non-empty (an all-masked row is NaN on some SDPA kernels). Real positions get exactly
   Dream's results.
 - **ids**: read from ``model.config`` then ``model.generation_config``, falling back to
-  Dream's defaults (mask 151666, eos = pad = bos = 151643, ``<|endoftext|>``). Small test
-  models set their own ids in their config.
+  Dream's defaults (mask 151666, eos = pad = bos = 151643, ``<|endoftext|>``); an id
+  outside the LM head's rows is refused (small models set their own ids in their config).
 
 Only the inner ``model.model`` runs: the LM head is applied by the engine on the
 masked rows alone, never on all [B, L, V] positions.
@@ -31,6 +31,7 @@ import json
 import torch
 from torch import nn
 
+from adjust.identity import hf_weights_fingerprint
 from adjust.models.adapter import BaseModelInfo, DiffusionLMAdapter
 from adjust.models.kv_cache import BlockKVCache
 from adjust.models.layers import LayerConfig, position_ids_from_mask
@@ -39,18 +40,28 @@ DREAM_MASK_TOKEN_ID = 151666
 DREAM_EOS_TOKEN_ID = 151643  # <|endoftext|>: also Dream's pad and bos
 
 
-def hf_token_id(model: nn.Module, name: str, default: int | None) -> int | None:
-    """A special id (``"mask_token_id"``, ...) from the model's config, then its generation config.
+def hf_token_id(model: nn.Module, name: str, default: int | None, vocab_size: int | None = None) -> int | None:
+    """A special id (``"mask_token_id"``, ...) from the model's config, then its generation config, then `default`.
 
-    A list (several eos ids) gives its first entry.
+    A list (several eos ids) gives its first entry. With `vocab_size`, an id outside
+    [0, vocab_size) raises ValueError naming where it came from: a family default that a
+    small or re-tokenised model does not have must be set in its config, not carried along.
     """
-    for source in (getattr(model, "config", None), getattr(model, "generation_config", None)):
-        value = getattr(source, name, None)
-        if isinstance(value, (list, tuple)):
-            value = value[0] if value else None
-        if value is not None:
-            return int(value)
-    return default
+    value, source = default, "the family default (not in model.config nor model.generation_config)"
+    for where in ("config", "generation_config"):
+        found = getattr(getattr(model, where, None), name, None)
+        if isinstance(found, (list, tuple)):
+            found = found[0] if found else None
+        if found is not None:
+            value, source = found, f"model.{where}.{name}"
+            break
+    if value is None:
+        return None
+    value = int(value)
+    if vocab_size is not None and not 0 <= value < vocab_size:
+        raise ValueError(f"{name}={value} ({source}) is outside the model's vocabulary [0, {vocab_size}); "
+                         f"set model.config.{name} to the id this model uses")
+    return value
 
 
 def hf_tokenizer_fingerprint(tokenizer) -> str:
@@ -84,12 +95,12 @@ class DreamAdapter(DiffusionLMAdapter):
     def __init__(self, model: nn.Module, tokenizer=None):
         c = model.config
         self.model = model
-        self.mask_token_id = hf_token_id(model, "mask_token_id", DREAM_MASK_TOKEN_ID)
-        self.eos_token_id = hf_token_id(model, "eos_token_id", DREAM_EOS_TOKEN_ID)
-        self.pad_token_id = hf_token_id(model, "pad_token_id", self.eos_token_id)
-        self.bos_token_id = hf_token_id(model, "bos_token_id", self.eos_token_id)
         # The LM head's rows, not config.vocab_size: they are what the logits index.
-        self.vocab_size = model.lm_head.weight.shape[0]
+        self.vocab_size = V = model.lm_head.weight.shape[0]
+        self.mask_token_id = hf_token_id(model, "mask_token_id", DREAM_MASK_TOKEN_ID, V)
+        self.eos_token_id = hf_token_id(model, "eos_token_id", DREAM_EOS_TOKEN_ID, V)
+        self.pad_token_id = hf_token_id(model, "pad_token_id", self.eos_token_id, V)
+        self.bos_token_id = hf_token_id(model, "bos_token_id", self.eos_token_id, V)
         self.hidden_size = c.hidden_size
         self.max_seq_len = getattr(c, "max_position_embeddings", None)
         heads = c.num_attention_heads
@@ -104,7 +115,8 @@ class DreamAdapter(DiffusionLMAdapter):
             qkv_bias=model.model.layers[-1].self_attn.q_proj.bias is not None,
         )
         fingerprint = None if tokenizer is None else hf_tokenizer_fingerprint(tokenizer)
-        self.info = BaseModelInfo(getattr(c, "_name_or_path", "") or "Dream", self.vocab_size, c.hidden_size, fingerprint)
+        self.info = BaseModelInfo(getattr(c, "_name_or_path", "") or "Dream", self.vocab_size, c.hidden_size, fingerprint,
+                                  hf_weights_fingerprint(model))
 
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         if attention_mask is None:
@@ -114,7 +126,9 @@ class DreamAdapter(DiffusionLMAdapter):
             B, L = keep.shape
             mask = keep[:, None, None, :].expand(B, 1, L, L)
             positions = position_ids_from_mask(attention_mask)
-        h = self.model.model(input_ids=input_ids, attention_mask=mask, position_ids=positions)[0]
+        # Every option explicit: nothing is read from the config (transformers 5 configs lack `use_cache`).
+        h = self.model.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False,
+                             output_attentions=False, output_hidden_states=False, return_dict=False)[0]
         return torch.cat([h[:, :1], h[:, :-1]], dim=1)
 
     @property

@@ -13,7 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adjust.fields import check_positive, check_types
 from adjust.models.kv_cache import BlockKVCache
+
+# Defined in the kernel package (the rope kernel's reference shares them); re-exported for the models.
+from adjust_kernels.rotary import apply_rope, position_ids_from_mask, rope_cos_sin  # noqa: F401
 
 
 @dataclass
@@ -28,6 +32,15 @@ class LayerConfig:
     rms_norm_eps: float = 1e-6
     rope_theta: float = 10000.0
     qkv_bias: bool = False
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        check_positive(self, "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
+                       "rms_norm_eps", "rope_theta")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim must be even (RoPE rotates pairs of dimensions), got {self.head_dim}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,28 +57,6 @@ class RMSNorm(nn.Module):
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * xf.to(x.dtype)
-
-
-def rope_cos_sin(
-    position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables [B, L, head_dim] for integer positions [B, L] (half-rotation layout)."""
-    inv_freq = 1.0 / (
-        theta ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float32) / head_dim)
-    )
-    freqs = position_ids.float()[..., None] * inv_freq
-    emb = torch.cat([freqs, freqs], dim=-1)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([-x2, x1], dim=-1)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [B, H, L, D] by cos/sin [B, L, D]."""
-    return x * cos[:, None] + _rotate_half(x) * sin[:, None]
 
 
 class Attention(nn.Module):
@@ -147,8 +138,3 @@ class DecoderLayer(nn.Module):
     ) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, key_mask, kv_cache, layer_idx)
         return x + self.mlp(self.post_attention_layernorm(x))
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that skip left padding (Dream's `tok_idx`): 0 at the first real token."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)

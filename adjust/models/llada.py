@@ -16,7 +16,8 @@ What the adapter does:
   the same result as alone (up to rounding).
 - **ids**: read from ``model.config`` then ``model.generation_config``, falling back to
   LLaDA's defaults (mask 126336, eos = pad 126081 ``<|endoftext|>``, bos 126080
-  ``<|startoftext|>``; ``eot_token_id`` 126348 ``<|eot_id|>`` ends Instruct turns).
+  ``<|startoftext|>``; ``eot_token_id`` 126348 ``<|eot_id|>`` ends Instruct turns); an id
+  outside the LM head's rows is refused (small models set their own ids in their config).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from adjust.identity import hf_weights_fingerprint
 from adjust.models.adapter import BaseModelInfo, DiffusionLMAdapter
 from adjust.models.dream import hf_token_id, hf_tokenizer_fingerprint, rope_theta
 from adjust.models.kv_cache import BlockKVCache
@@ -115,13 +117,14 @@ class LLaDAAdapter(DiffusionLMAdapter):
             raise ValueError("LLaDA config.scale_logits=True is not supported: the logits would not be W·h")
         self.model = model
         self.transformer = model.model.transformer
-        self.mask_token_id = hf_token_id(model, "mask_token_id", LLADA_MASK_TOKEN_ID)
-        self.eos_token_id = hf_token_id(model, "eos_token_id", LLADA_EOS_TOKEN_ID)
-        self.pad_token_id = hf_token_id(model, "pad_token_id", self.eos_token_id)
-        self.bos_token_id = hf_token_id(model, "bos_token_id", LLADA_BOS_TOKEN_ID)
-        self.eot_token_id = hf_token_id(model, "eot_token_id", LLADA_EOT_TOKEN_ID)
         # The LM head's rows (config.embedding_size when set), not config.vocab_size.
-        self.vocab_size = self.lm_head_weight.shape[0]
+        self.vocab_size = V = self.lm_head_weight.shape[0]
+        self.mask_token_id = hf_token_id(model, "mask_token_id", LLADA_MASK_TOKEN_ID, V)
+        self.eos_token_id = hf_token_id(model, "eos_token_id", LLADA_EOS_TOKEN_ID, V)
+        self.pad_token_id = hf_token_id(model, "pad_token_id", self.eos_token_id, V)
+        # LLaDA-8B's config has no bos id: the default is its tokenizer's <|startoftext|>.
+        self.bos_token_id = hf_token_id(model, "bos_token_id", LLADA_BOS_TOKEN_ID, V)
+        self.eot_token_id = hf_token_id(model, "eot_token_id", LLADA_EOT_TOKEN_ID, V)
         self.hidden_size = c.d_model
         self.max_seq_len = getattr(c, "max_sequence_length", None)
         block = self._last_block
@@ -136,7 +139,8 @@ class LLaDAAdapter(DiffusionLMAdapter):
             qkv_bias=getattr(getattr(block, "q_proj", None), "bias", None) is not None,
         )
         fingerprint = None if tokenizer is None else hf_tokenizer_fingerprint(tokenizer)
-        self.info = BaseModelInfo(getattr(c, "_name_or_path", "") or "LLaDA", self.vocab_size, c.d_model, fingerprint)
+        self.info = BaseModelInfo(getattr(c, "_name_or_path", "") or "LLaDA", self.vocab_size, c.d_model, fingerprint,
+                                  hf_weights_fingerprint(model))
 
     @property
     def _last_block(self) -> nn.Module:
@@ -146,7 +150,9 @@ class LLaDAAdapter(DiffusionLMAdapter):
         return self.transformer.block_groups[-1][-1]
 
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        # use_cache/return_dict explicit: LLaDA reads them from the config otherwise (transformers 5 drops use_cache).
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                         output_hidden_states=True, return_dict=True)
         return out.hidden_states[-1]
 
     @property

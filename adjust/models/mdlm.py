@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from adjust.checkpoint import ASSETS as _ASSETS
-from adjust.checkpoint import load_config, load_weights, resolve, save_checkpoint
+from adjust.checkpoint import CONFIG_NAME, device_and_dtype, load_config, load_weights, resolve, save_checkpoint
+from adjust.fields import check_id, check_positive, check_types
 from adjust.models.kv_cache import BlockKVCache
 from adjust.models.layers import DecoderLayer, LayerConfig, RMSNorm, position_ids_from_mask, rope_cos_sin
 
@@ -44,6 +45,13 @@ class MDLMConfig:
     tokenizer_fingerprint: str | None = None
     extra: dict = field(default_factory=dict)  # provenance: testbed, training command, ...
 
+    def __post_init__(self) -> None:
+        check_types(self)
+        check_positive(self, "vocab_size", "num_layers", "max_seq_len")
+        for name in ("mask_token_id", "bos_token_id", "eos_token_id", "pad_token_id"):
+            check_id(self, name, self.vocab_size)
+        self.layer_config  # noqa: B018 (validates the layer fields)
+
     @property
     def layer_config(self) -> LayerConfig:
         return LayerConfig(
@@ -70,6 +78,9 @@ class MaskedDiffusionLM(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.apply(self._init_weights)
+        # SHA-256 of the checkpoint these weights were loaded from or last saved to (adjust.identity);
+        # None for weights that never touched a file.
+        self.fingerprint: str | None = None
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -156,24 +167,43 @@ class MaskedDiffusionLM(nn.Module):
 
             self.config.tokenizer_fingerprint = tokenizer_fingerprint(tokenizer)
             save_tokenizer(tokenizer, path / TOKENIZER_NAME)
-        return save_checkpoint(path, self, "MaskedDiffusionLM", asdict(self.config))
+        self.fingerprint = save_checkpoint(path, self, "MaskedDiffusionLM", asdict(self.config))
+        return path
 
     @classmethod
     def from_pretrained(
         cls, name_or_path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
     ) -> "MaskedDiffusionLM":
-        """Load a folder written by `save_pretrained`, or a shipped model by name."""
+        """Load a folder written by `save_pretrained`, or a shipped model by name.
+
+        The weights are checked against the SHA-256 in config.json; `device` and `dtype`
+        may be strings ("cuda:0", "bf16").
+        """
+        device, dtype = device_and_dtype(device, dtype)
         path = resolve(name_or_path, "models")
-        model = cls(MDLMConfig(**load_config(path, "MaskedDiffusionLM")))
-        load_weights(model, path)
+        raw = load_config(path, "MaskedDiffusionLM")
+        try:
+            config = MDLMConfig(**raw)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{path / CONFIG_NAME}: {e}") from None
+        model = cls(config)
+        model.fingerprint = load_weights(model, path)
         model.checkpoint_path = path
         return model.to(device=device, dtype=dtype).eval()
 
     def load_tokenizer(self):
-        """The tokenizer saved beside the checkpoint (None if there is none)."""
-        from adjust.data.tokenizer import load_tokenizer
+        """The tokenizer saved beside the checkpoint (None if there is none).
+
+        Refused (ValueError) when it is not the tokenizer config.json's fingerprint names.
+        """
+        from adjust.data.tokenizer import load_tokenizer, tokenizer_fingerprint
 
         path = getattr(self, "checkpoint_path", None)
         if path is None or not (path / TOKENIZER_NAME).is_file():
             return None
-        return load_tokenizer(path / TOKENIZER_NAME)
+        tok = load_tokenizer(path / TOKENIZER_NAME)
+        want, got = self.config.tokenizer_fingerprint, tokenizer_fingerprint(tok)
+        if want is not None and got != want:
+            raise ValueError(f"{path / TOKENIZER_NAME}: not this model's tokenizer (fingerprint {got[:12]}, "
+                             f"{CONFIG_NAME} records {want[:12]}); was it copied from another model?")
+        return tok

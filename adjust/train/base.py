@@ -15,11 +15,13 @@ from pathlib import Path
 import torch
 
 from adjust.data.testbed import Testbed
-from adjust.data.tokenizer import BOS_ID, EOS_ID, MASK_ID, PAD_ID
+from adjust.data.tokenizer import BOS_ID, EOS_ID, MASK_ID, PAD_ID, tokenizer_fingerprint
+from adjust.identity import examples_fingerprint
+from adjust.jobstate import Job
 from adjust.models.mdlm import MaskedDiffusionLM, MDLMConfig
 from adjust.progress import progress_bar
 from adjust.train.batching import collate
-from adjust.train.checkpointing import GracefulStop, load_state, save_state
+from adjust.train.checkpointing import LENGTH_FIELDS, GracefulStop, load_state, save_state
 from adjust.train.schedule import warmup_cosine
 
 
@@ -57,14 +59,16 @@ def train_base(
 ) -> MaskedDiffusionLM:
     """Train a base model on `testbed` and save it (with its tokenizer) to `out_dir`.
 
-    Resumes from `out_dir/train_state.pt` when present (same settings required);
-    SIGTERM/SIGINT or `stop_after` steps end the run with a checkpoint.
+    Resumes from `out_dir/train_state.pt` when present: the same data (by content),
+    model shape and settings are required (`adjust.jobstate`); a larger `steps`
+    extends a complete run, and a complete run rerun as it was returns its model.
+    `stop_after` steps end the run with a checkpoint; SIGTERM/SIGINT do too, then
+    raise `adjust.jobstate.JobInterrupted`.
     """
     cfg = train or BaseTrainConfig()
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError(f"steps and batch_size must be ≥ 1, got {cfg.steps} and {cfg.batch_size}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tok = testbed.tokenizer
     vocab_size = tok.get_vocab_size() if tok is not None else getattr(testbed, "vocab_size", None)
     if vocab_size is None:
@@ -82,9 +86,17 @@ def train_base(
                **({"id_offset": testbed.id_offset} if getattr(testbed, "id_offset", 0) else {}), **(provenance or {})},
         **(model_config or {}),
     )
+    train_set = testbed.examples(cfg.num_examples, seed=cfg.seed)
+    shape = {k: v for k, v in asdict(mc).items() if k != "extra"}
+    inputs = {"data": examples_fingerprint(train_set, tokenizer_fingerprint(tok) if tok is not None else None),
+              "model": {**shape, "testbed": testbed.name, "gen_length": testbed.gen_length},
+              "train": {k: v for k, v in asdict(cfg).items() if k != "steps"}}
+    job = Job.begin(out, "train-base", inputs, cfg.steps, length_fields=LENGTH_FIELDS)
+    if job.already_complete:
+        job.end()
+        return MaskedDiffusionLM.from_pretrained(out)
     torch.manual_seed(cfg.seed)
     model = MaskedDiffusionLM(mc)
-    train_set = testbed.examples(cfg.num_examples, seed=cfg.seed)
     eval_set = testbed.examples(cfg.eval_examples, seed=cfg.seed + 1_000_003)
     eval_batches = [
         collate(eval_set[i : i + cfg.batch_size], BOS_ID, PAD_ID) for i in range(0, len(eval_set), cfg.batch_size)
@@ -132,8 +144,10 @@ def train_base(
                 model.save_pretrained(out, tokenizer=tok)
                 save_state(out, model=model.state_dict(), optimizer=opt.state_dict(), generator=g.get_state(),
                            step=step + 1, config=asdict(cfg))
+                job.checkpoint(step + 1)
             if stopping:
                 break
     log.close()
+    job.end(stop)
     model.eval()
     return model

@@ -60,6 +60,11 @@ class Readout:
         par = self.parallel_kl[K]
         return 1.0 - self.adjust_kl[K] / par if par > 0 else math.nan
 
+    def score(self) -> float:
+        """The number checkpoints are ranked by: the mean of closed(K) over the readout's Ks."""
+        vals = [self.closed(K) for K in self.Ks]
+        return -math.inf if any(math.isnan(v) for v in vals) else sum(vals) / len(vals)
+
     def metric_closed(self, K: int) -> float | None:
         """Share of the parallel → K = 1 gap of the testbed metric closed at K (None without a scorer)."""
         if self.adjust_metric is None or self.exact_metric is None:

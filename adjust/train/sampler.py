@@ -15,6 +15,7 @@ held-out KL is far below that (an under-trained sampler is worse than parallel).
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -22,10 +23,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from adjust.identity import check_base
+from adjust.jobstate import Job
 from adjust.models.adapter import DiffusionLMAdapter, as_adapter
 from adjust.progress import progress_bar
 from adjust.sampler import AdjustSampler
-from adjust.train.checkpointing import GracefulStop, load_state, save_state
+from adjust.train.checkpointing import LENGTH_FIELDS, GracefulStop, load_state, save_state
 from adjust.train.config import SamplerTrainConfig
 from adjust.train.distributed import Rank
 from adjust.train.readiness import ReadinessProbe
@@ -107,12 +110,13 @@ def rollout_kl(
 
 def _draw(traj: Trajectories, rows: torch.Tensor, rollout: int, g: torch.Generator, n: int,
           windows: int = 1) -> tuple[list, list]:
-    """n (row, t) pairs: t over the steps that leave x_{t+R} (or the last state) still masked.
+    """n (row, t) pairs, t uniform over the states x_0 .. x_{L−2} of each trajectory (every state
+    that has a commit after it; a rollout that runs past the last state stops there).
 
-    With `windows` = W > 1, each drawn trajectory gives W consecutive starts t0 .. t0 + W − 1
-    (fewer where it is short): their states overlap, and `rollout_kl` runs the base once per
-    distinct state, so a batch costs about (W + R) / (W (R + 1)) of the base forwards of W
-    independent draws.
+    With `windows` = W > 1, each drawn trajectory gives the starts t0 .. t0 + W − 1 that fall in
+    range, t0 uniform over [−(W − 1), L − 2]: every t stays equally likely, the first and last
+    states included, and the windows' states overlap, so `rollout_kl` runs the base once per
+    distinct state — about (W + R) / (W (R + 1)) of the base forwards of W independent draws.
     """
     steps = traj.num_steps[rows]
     rows = rows[steps > 1]
@@ -122,12 +126,12 @@ def _draw(traj: Trajectories, rows: torch.Tensor, rollout: int, g: torch.Generat
     while len(picked_rows) < n:
         k = -(-(n - len(picked_rows)) // windows)
         picked = rows[torch.randint(len(rows), (k,), generator=g)]
-        hi = (traj.num_steps[picked] - rollout).clamp(min=1)
-        w = hi.clamp(max=windows)
-        t0 = (torch.rand(k, generator=g) * (hi - w + 1)).long().clamp(max=hi - w)
-        for r, t, m in zip(picked.tolist(), t0.tolist(), w.tolist()):
-            picked_rows += [r] * m
-            picked_ts += range(t, t + m)
+        hi = traj.num_steps[picked] - 1  # starts t ∈ [0, hi)
+        t0 = (torch.rand(k, generator=g) * (hi + windows - 1)).long() - (windows - 1)
+        for r, t, top in zip(picked.tolist(), t0.tolist(), hi.tolist()):
+            ts = range(max(t, 0), min(t + windows, top))
+            picked_rows += [r] * len(ts)
+            picked_ts += ts
     return picked_rows[:n], picked_ts[:n]
 
 
@@ -152,6 +156,7 @@ def train_sampler(
     provenance: dict | None = None,
     stop_after: int | None = None,
     rank: Rank | None = None,
+    allow_base_mismatch: bool = False,
     testbed=None,
 ) -> AdjustSampler:
     """Train (or resume training) a sampler for `model` and save it to `out_dir`.
@@ -164,9 +169,16 @@ def train_sampler(
     (see `adjust.train.distributed`); rank 0 alone writes the log and checkpoints,
     and every rank resumes from them, so `out_dir` must be on a shared filesystem.
     On CUDA the forward passes run under bf16 autocast (KLs in fp32).
+    Identity (`adjust.jobstate`): `traj` must come from `model` (by weight fingerprint,
+    unless `allow_base_mismatch`: the same base re-saved), a resumed run must have the
+    same base, data and settings; a larger `cfg.steps` extends a complete run. A stop
+    signal raises `adjust.jobstate.JobInterrupted` after the checkpoint.
     At every evaluation rank 0 also runs the readiness readout (`adjust.train.readiness`)
-    on held-out prompts — scored with `testbed` when it has a per-sample metric; the
-    last one is kept in the sampler's `extra["readiness"]` with its verdict.
+    on held-out prompts — scored with `testbed` when it has a per-sample metric. The
+    saved (and returned) sampler is the one of the best readout so far, with that readout
+    and its verdict in `extra["readiness"]`: generation quality can drop between two
+    evaluations while the teacher-forced KL does not move, so the last weights are not
+    always the best ones. (`train_state.pt` holds the current weights, to resume.)
     """
     cfg = (cfg or SamplerTrainConfig()).resolved()
     rank = rank or Rank()
@@ -181,7 +193,11 @@ def train_sampler(
     for p in adapter.model.parameters():
         p.requires_grad_(False)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_base(traj.base, adapter.info, "data", allow_base_mismatch)
+    inputs = {"base": asdict(adapter.info), "data": traj.fingerprint,
+              "train": {k: v for k, v in asdict(cfg).items() if k != "steps"}}
+    job = Job.begin(out, "train-sampler", inputs, cfg.steps, writer=rank.is_main, allow_base_mismatch=allow_base_mismatch,
+                    length_fields=LENGTH_FIELDS)
     n_held = max(1, int(len(traj) * cfg.heldout_fraction))
     if len(traj) <= n_held:
         raise ValueError(f"data: {len(traj)} trajectories are too few to hold out {n_held} for validation")
@@ -200,17 +216,18 @@ def train_sampler(
     policy_settings = SamplingSettings(ts_["temperature"], ts_.get("top_p"), ts_.get("top_k"), ts_.get("alg", "entropy"))
 
     sampler = AdjustSampler.from_base(adapter, extra={"rollout": cfg.rollout, **(provenance or {})})
+    sampler.data_fingerprint = traj.fingerprint
     opt = torch.optim.AdamW(sampler.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
     policy_g = torch.Generator(device=adapter.device).manual_seed(cfg.seed + 2)
-    start, pool = 0, None
+    start, pool, best = 0, None, (-math.inf, 0)  # best readout score and its step
     state = load_state(out, cfg)
     if state is not None:
         sampler.load_state_dict(state["sampler"])
         opt.load_state_dict(state["optimizer"])
         g.set_state(state["generator"])
         policy_g.set_state(state["policy_generator"])
-        start = state["step"]
+        start, best = state["step"], tuple(state["best"])
         if state.get("pool") is not None:  # the self-generated pool in use when the run stopped
             pool = Trajectories(*state["pool"], settings=dict(traj.settings))
     log = (out / "train_log.jsonl").open("a") if rank.is_main else None
@@ -273,27 +290,39 @@ def train_sampler(
                 rec = {"step": step + 1, "train_kl": round(ema, 5), "heldout_kl": round(held_kl, 5),
                        "parallel_kl": round(parallel_kl, 5)}
                 line = f"step {step + 1}: train KL {ema:.4f}  held-out KL {held_kl:.4f} (parallel {parallel_kl:.4f})"
+                keep = True  # without a readout every evaluation's weights are kept, as before
                 if probe is not None:
                     t_probe = time.perf_counter()
                     readout = probe(sampler, step + 1)
                     rec["readiness"] = readout.to_record()
                     rec["readout_seconds"] = round(time.perf_counter() - t_probe, 1)
-                    sampler.extra["readiness"] = rec["readiness"]
                     line += "  " + readout.summary()
+                    score = readout.score()
+                    keep = score > best[0]
+                    if keep:
+                        best = (score, step + 1)
+                        sampler.extra["readiness"] = rec["readiness"]
+                    rec["kept_step"] = best[1]
                 rec["seconds"] = round(time.perf_counter() - t0, 1)
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 if progress:
-                    bar.write(line)
-                sampler.extra.update(heldout_kl=round(held_kl, 5), parallel_kl=round(parallel_kl, 5), steps=step + 1)
-                sampler.save_pretrained(out)
+                    bar.write(line + ("" if keep else f"  (keeping step {best[1]})"))
+                if keep:
+                    sampler.extra.update(heldout_kl=round(held_kl, 5), parallel_kl=round(parallel_kl, 5),
+                                         steps=step + 1)
+                    sampler.save_pretrained(out)
                 save_state(out, sampler=sampler.state_dict(), optimizer=opt.state_dict(), generator=g.get_state(),
-                           policy_generator=policy_g.get_state(), step=step + 1, config=asdict(cfg),
+                           policy_generator=policy_g.get_state(), step=step + 1, config=asdict(cfg), best=best,
                            pool=None if pool is None else (pool.input_ids, pool.attention_mask, pool.rank))
+                job.checkpoint(step + 1)
             if stopping:
                 break
     if log is not None:
         log.close()
     rank.barrier()  # the other ranks return once rank 0's checkpoint is on disk
+    job.end(stop)
+    if probe is not None:  # the weights of the best readout, as saved
+        sampler = AdjustSampler.from_pretrained(out, device=adapter.device, dtype=adapter.dtype)
     sampler.eval()
     return sampler
