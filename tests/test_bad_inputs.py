@@ -153,10 +153,12 @@ def test_non_utf8_jsonl_names_file_and_line(tmp_path, saved):
 
 
 def _eval_error(capsys, *args) -> str:
+    """The error `adjust ARGS` exits with: its SystemExit message (exit status 1) or argparse's (status 2)."""
     from adjust.cli import main
 
     with pytest.raises(SystemExit) as e:
         main([str(a) for a in args])
+    assert e.value.code not in (0, None)
     return f"{e.value.code} {capsys.readouterr().err}"
 
 
