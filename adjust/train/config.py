@@ -27,10 +27,10 @@ class SamplerTrainConfig:
     budget: int = 400_000
     batch_size: int | None = None
     steps: int | None = None
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.0
     warmup: int | None = None
-    windows: int = 1
+    windows: int = 4
     on_policy: float = 0.0
     on_policy_mode: str = "pool"
     pool_size: int = 512
