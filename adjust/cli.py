@@ -601,8 +601,8 @@ def cmd_eval(args) -> None:
     methods = tuple(m for m in (args.methods or default).split(",") if m)
     if sampler is None and "adjust" in methods:
         raise ValueError("--methods adjust needs a --sampler (or drop adjust from --methods)")
-    cfg = EvalConfig(methods=methods, Ks=_numbers("--K", args.K, int), temperatures=_numbers("--temperature",
-                     args.temperature, float), seeds=args.seeds, num_samples=args.n, joint_kl=not args.no_joint_kl,
+    cfg = EvalConfig(methods=methods, Ks=_numbers("--K", args.K, int, 1), temperatures=_numbers("--temperature",
+                     args.temperature, float, 0), seeds=args.seeds, num_samples=args.n, joint_kl=not args.no_joint_kl,
                      candidate_tokens=args.candidate_tokens, cache_context=args.cache_context,
                      allow_base_mismatch=args.allow_base_mismatch, block_length=args.block_length,
                      base_cache=args.base_cache)
@@ -618,14 +618,17 @@ def _save_and_report(records: list[dict], args, **report) -> None:
     _report(records, args.plot, **report)
 
 
-def _numbers(flag: str, text: str, kind: type) -> tuple:
-    """The comma-separated numbers of a flag such as --K 1,2,4 (ValueError naming the flag)."""
+def _numbers(flag: str, text: str, kind: type, minimum: float | None = None) -> tuple:
+    """The comma-separated numbers of a flag such as --K 1,2,4, each ≥ `minimum` if given (ValueError naming the flag)."""
     try:
         values = tuple(kind(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise ValueError(f"{flag}: expected comma-separated {kind.__name__}s, got {text!r}") from None
     if not values:
         raise ValueError(f"{flag}: no values in {text!r}")
+    bad = [v for v in values if minimum is not None and not v >= minimum]  # `not >=`: NaN is bad too
+    if bad:
+        raise ValueError(f"{flag}: every value must be ≥ {minimum}, got {bad[0]}")
     return values
 
 
@@ -675,10 +678,10 @@ def _frontier(args, model, sampler, testbed) -> None:
         except ValueError as e:
             methods = tuple(m for m in methods if m not in NEEDS_JUDGE)
             print(f"{e}: skipping {', '.join(NEEDS_JUDGE)}", file=sys.stderr)
-    grid = {"K": _numbers("--K", args.K, int), "tau": _numbers("--tau", args.tau, float),
+    grid = {"K": _numbers("--K", args.K, int, 1), "tau": _numbers("--tau", args.tau, float),
             "gamma": _numbers("--gamma", args.gamma, float), "weight": _numbers("--apd-weight", args.apd_weight, float)}
     cfg = FrontierConfig(methods=methods, grid=grid, max_tokens=args.max_tokens,
-                         temperatures=_numbers("--temperature", args.temperature, float), seeds=args.seeds,
+                         temperatures=_numbers("--temperature", args.temperature, float, 0), seeds=args.seeds,
                          num_samples=args.n, joint_kl=not args.no_joint_kl, allow_base_mismatch=args.allow_base_mismatch,
                          block_length=args.block_length, base_cache=args.base_cache)
     if testbed.name == "text":

@@ -27,6 +27,7 @@ from torch import nn
 
 from adjust.checkpoint import ASSETS as _ASSETS
 from adjust.checkpoint import CONFIG_NAME, device_and_dtype, load_config, load_weights, resolve, save_checkpoint
+from adjust.fields import check_types
 from adjust.identity import check_base
 from adjust.models.adapter import BaseModelInfo, DiffusionLMAdapter, as_adapter
 from adjust.models.layers import DecoderLayer, LayerConfig, RMSNorm, position_ids_from_mask, rope_cos_sin
@@ -138,8 +139,9 @@ class AdjustSampler(nn.Module):
         path = resolve(name_or_path, "samplers")
         raw = load_config(path, "AdjustSampler")
         try:
-            sampler = cls(LayerConfig(**raw["layer_config"]), BaseModelInfo(**raw["base"]), raw.get("extra"),
-                          raw.get("data_fingerprint"))
+            base = BaseModelInfo(**raw["base"])
+            check_types(base)  # a "vocab_size": "12" would read "vocab_size 12 vs base 12" at the base check
+            sampler = cls(LayerConfig(**raw["layer_config"]), base, raw.get("extra"), raw.get("data_fingerprint"))
         except (TypeError, ValueError, KeyError) as e:
             raise ValueError(f"{path / CONFIG_NAME}: not a valid sampler config ({e})") from None
         load_weights(sampler, path)

@@ -100,12 +100,17 @@ def test_config_values_out_of_range_or_of_the_wrong_type(saved, key, value, err,
         adjust.MaskedDiffusionLM.from_pretrained(saved)
 
 
-def test_sampler_config_of_the_wrong_type(saved, tmp_path):
+@pytest.mark.parametrize("section, key, value, words", [
+    ("layer_config", "head_dim", "16", "head_dim must be an int"),
+    ("base", "vocab_size", "12", "vocab_size must be an int, got str '12'"),
+    ("base", "fingerprint", 7, "fingerprint must be a string or null, got int 7"),
+])
+def test_sampler_config_of_the_wrong_type(saved, tmp_path, section, key, value, words):
     AdjustSampler.from_base(adjust.MaskedDiffusionLM.from_pretrained(saved)).save_pretrained(tmp_path / "s")
     cfg = json.loads((tmp_path / "s" / "config.json").read_text())
-    cfg["layer_config"]["head_dim"] = "16"
+    cfg[section][key] = value
     (tmp_path / "s" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="config.json: not a valid sampler config .*head_dim must be an int"):
+    with pytest.raises(ValueError, match=f"config.json: not a valid sampler config .*{words}"):
         AdjustSampler.from_pretrained(tmp_path / "s")
 
 
@@ -153,10 +158,12 @@ def test_non_utf8_jsonl_names_file_and_line(tmp_path, saved):
 
 
 def _eval_error(capsys, *args) -> str:
+    """The error `adjust ARGS` exits with: its SystemExit message (exit status 1) or argparse's (status 2)."""
     from adjust.cli import main
 
     with pytest.raises(SystemExit) as e:
         main([str(a) for a in args])
+    assert e.value.code not in (0, None)
     return f"{e.value.code} {capsys.readouterr().err}"
 
 
@@ -166,12 +173,27 @@ def _eval_error(capsys, *args) -> str:
     (["eval", "--base", "tasks", "--methods", "joint,adjust"], "--methods adjust needs a --sampler"),
     (["eval", "--base", "tasks", "--K", "a,b"], "--K: expected comma-separated ints, got 'a,b'"),
     (["eval", "--base", "tasks", "--temperature", "hot"], "--temperature: expected comma-separated floats"),
+    (["eval", "--base", "tasks", "--K", "0,2"], "--K: every value must be ≥ 1, got 0"),  # was silently dropped
+    (["eval", "--base", "tasks", "--K", "-2", "--frontier"], "--K: every value must be ≥ 1, got -2"),
+    (["eval", "--base", "tasks", "--temperature", "-1"], "--temperature: every value must be ≥ 0, got -1.0"),
+    (["eval", "--base", "tasks", "--K", "1", "--methods", "parallel"], "nothing to evaluate: parallel at K in [1]"),
     (["generate", "--model", "tasks", "--n", "0"], "argument --n: must be ≥ 1, got 0"),
     (["generate", "--model", "tasks", "--seed", str(2**64)], "argument --seed: must be in [0, 2**63)"),
     (["data", "--base", "tasks", "--n", "4", "--out", "x", "--seed", "-1"], "argument --seed: must be in"),
 ])
 def test_cli_arguments_out_of_range(capsys, args, words):
     assert words in _eval_error(capsys, *args)
+
+
+@pytest.mark.parametrize("Ks, words", [((0, 2), "Ks: every K must be an int ≥ 1, got 0"), ((2.5,), "got 2.5"),
+                                       ((1,), "nothing to evaluate: parallel at K in")])
+def test_evaluate_refuses_ks_it_would_skip(Ks, words):
+    """K < 1 (and parallel at K = 1 only) used to be skipped without a word: an empty table."""
+    from adjust.data import get_testbed
+    from adjust.eval import EvalConfig, evaluate
+
+    with pytest.raises(ValueError, match=words):
+        evaluate(tiny_mdlm(vocab_size=12), None, get_testbed("tasks"), EvalConfig(methods=("parallel",), Ks=Ks))
 
 
 @pytest.mark.parametrize("content, words", [

@@ -8,7 +8,9 @@ import torch
 
 import adjust
 from adjust.checkpoint import ASSETS
+from adjust.cli import main
 from adjust.data.tokenizer import save_tokenizer, tokenizer_fingerprint, word_tokenizer
+from adjust.eval.judge import Judge, JudgeConfig
 from adjust.fileio import file_sha256
 from adjust.identity import check_base, hf_weights_fingerprint, stamp_shipped, trajectories_fingerprint
 from adjust.models.adapter import as_adapter
@@ -34,15 +36,20 @@ def test_saved_model_records_and_loads_its_weight_fingerprint(tmp_path):
     assert other.fingerprint != model.fingerprint
 
 
-@pytest.mark.parametrize("kind", ["model", "sampler"])
+@pytest.mark.parametrize("kind", ["model", "sampler", "judge"])
 def test_flipped_byte_in_the_weights_is_refused(tmp_path, kind):
     model = tiny_mdlm(vocab_size=12)
     if kind == "model":
         model.save_pretrained(tmp_path / "c")
         load = adjust.MaskedDiffusionLM.from_pretrained
-    else:
+    elif kind == "sampler":
         AdjustSampler.from_base(model).save_pretrained(tmp_path / "c")
         load = AdjustSampler.from_pretrained
+    else:
+        Judge(JudgeConfig(vocab_size=12, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+              ).save_pretrained(tmp_path / "c")
+        load = Judge.from_pretrained
+    load(tmp_path / "c")  # the intact file loads
     w = tmp_path / "c" / "model.safetensors"
     data = bytearray(w.read_bytes())
     data[-5] ^= 0x01  # inside the last tensor: still a readable safetensors file
@@ -75,6 +82,34 @@ def test_sampler_for_another_base_of_the_same_shape_is_refused(tmp_path):
     assert out.tokens_generated == 4
     with pytest.raises(ValueError, match="vocab_size 12 vs base 14"):  # the override never covers the shape
         adjust.generate(tiny_mdlm(vocab_size=14), sampler=sampler, K=2, max_new_tokens=4, allow_base_mismatch=True)
+
+
+def _cli_error(capsys, *args) -> str:
+    """The one-line error `adjust ARGS` exits with (it must exit non-zero)."""
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    capsys.readouterr()
+    assert isinstance(e.value.code, str) and "\n" not in e.value.code  # SystemExit(str): exit status 1
+    return e.value.code
+
+
+def test_cli_sampler_for_another_base_of_the_same_shape_is_refused(tmp_path, capsys):
+    """`adjust generate --sampler` / `adjust eval --sampler` with a same-shape base of other weights."""
+    a, b = tiny_mdlm(vocab_size=12, seed=0), tiny_mdlm(vocab_size=12, seed=1)
+    b.config.extra["gen_length"] = 4
+    pa, pb = a.save_pretrained(tmp_path / "a"), b.save_pretrained(tmp_path / "b")
+    AdjustSampler.from_base(a).save_pretrained(tmp_path / "s")
+    want = (f"error: sampler: made for base 'mdlm' with weights {a.fingerprint[:12]}, but the base given is 'mdlm' "
+            f"with weights {b.fingerprint[:12]}")
+    for args in (["generate", "--model", pb, "--K", 2], ["eval", "--base", pb, "--testbed", "tasks"]):
+        msg = _cli_error(capsys, *args, "--sampler", tmp_path / "s", "--threads", 1)
+        assert msg.startswith(want) and "--allow-base-mismatch" in msg, msg
+    main([str(x) for x in ("generate", "--model", pb, "--K", 2, "--sampler", tmp_path / "s", "--allow-base-mismatch",
+                           "--threads", 1)])
+    assert capsys.readouterr().out.strip()  # the override generates
+    main([str(x) for x in ("generate", "--model", pa, "--K", 2, "--max-new-tokens", 4, "--sampler", tmp_path / "s",
+                           "--threads", 1)])  # its own base needs no override
+    assert capsys.readouterr().out.strip()
 
 
 def test_check_base_skips_what_either_side_does_not_record():

@@ -90,6 +90,14 @@ def test_train_base_resumed_on_other_data_is_refused(tmp_path, capsys):
     assert code == 0 and "already complete (step 6 of 6)" in out and snapshot(tmp_path / "y") == done
     code, _, err = cli(capsys, "train-base", "--data", b, *BASE_FLAGS, "--steps", 6, "--out", tmp_path / "y")
     assert code == 1 and "other data" in err and snapshot(tmp_path / "y") == done
+    # extending the finished run: it continues from step 6 to 9 (not a fresh start), and the rerun is complete
+    code, out, _ = cli(capsys, "train-base", "--data", a, *BASE_FLAGS, "--steps", 9, "--out", tmp_path / "y")
+    assert code == 0 and "saved" in out
+    assert torch.load(tmp_path / "y" / "train_state.pt", weights_only=False)["step"] == 9
+    job = read_job(tmp_path / "y")
+    assert job["status"] == "complete" and [e["event"] for e in job["history"]] == ["start", "extend"]
+    log = [json.loads(line) for line in (tmp_path / "y" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "step" in r] == [3, 6, 9]
 
 
 def test_data_resumed_with_another_base_is_refused(tmp_path, bases, capsys, monkeypatch):
@@ -118,6 +126,8 @@ def test_data_resumed_with_another_base_is_refused(tmp_path, bases, capsys, monk
     assert stop.value.exit_code == 143
     monkeypatch.undo()
     before = snapshot(tmp_path / "t")
+    with pytest.raises(ValueError, match=r"incomplete \(4 of 8 sequences\)"):  # not yet usable as --data
+        load_trajectories(tmp_path / "t")
     code, _, err = cli(capsys, "data", "--base", b, "--n", 8, "--shard-size", 2, "--out", tmp_path / "t")
     assert code == 1 and "made for base 'mdlm' with weights" in err and "--allow-base-mismatch" in err
     assert snapshot(tmp_path / "t") == before
@@ -196,6 +206,10 @@ def test_train_sampler_resumed_with_another_base_or_data_is_refused(tmp_path, ba
     assert code == 1 and "data: made for base" in err
     code, _, err = cli(capsys, "train-sampler", "--base", a, "--data", ta, *args[:-2], "--lr", 0.01, *args[-2:])
     assert code == 1 and "other training settings (lr: 0.001 recorded, 0.01 given)" in err
+    # other trajectories of the same base: the resume compares the data fingerprint
+    assert cli(capsys, "data", "--base", a, "--n", 24, "--seed", 1, "--out", tmp_path / "ta2")[0] == 0
+    code, _, err = cli(capsys, "train-sampler", "--base", a, "--data", tmp_path / "ta2", *args)
+    assert code == 1 and f"{tmp_path / 's'}: was trained on other data" in err
     assert snapshot(tmp_path / "s") == before
     code, out, _ = cli(capsys, "info", tmp_path / "s")
     assert "interrupted at step 2 of 6" in out
@@ -213,6 +227,10 @@ def test_finished_sampler_folder_reruns_extends_and_refuses(tmp_path, bases, tra
     code, _, err = cli(capsys, "train-sampler", "--base", b, "--data", tb, *SAMPLER, "--out", tmp_path / "s",
                        "--steps", 4)
     assert code == 1 and "made for base" in err and snapshot(tmp_path / "s") == done
+    assert cli(capsys, "data", "--base", a, "--n", 24, "--seed", 1, "--out", tmp_path / "ta2")[0] == 0
+    code, _, err = cli(capsys, "train-sampler", "--base", a, "--data", tmp_path / "ta2", *SAMPLER, "--out",
+                       tmp_path / "s", "--steps", 4)  # the same base, other trajectories
+    assert code == 1 and "was trained on other data" in err and snapshot(tmp_path / "s") == done
     code, _, err = cli(capsys, *args, "--steps", 3)
     assert code == 1 and "--steps 3 is fewer" in err
     code, out, _ = cli(capsys, *args, "--steps", 8)  # extending a finished run is supported
@@ -233,6 +251,15 @@ def test_out_folder_of_another_kind_or_a_file_is_refused(tmp_path, bases, traj, 
         assert code == 1 and what in err and str(out) in err, err
     code, _, err = cli(capsys, "data", "--base", a, "--n", 4, "--out", a)
     assert code == 1 and "holds a base model (adjust train-base), not the output of adjust data" in err
+    sampler = adjust.AdjustSampler.from_base(adjust.MaskedDiffusionLM.from_pretrained(a)).save_pretrained(
+        tmp_path / "sampler")
+    before = snapshot(sampler)
+    code, _, err = cli(capsys, "data", "--base", a, "--n", 4, "--out", sampler)
+    assert code == 1 and f"output folder {sampler} holds an ADJUST sampler (adjust train-sampler)" in err
+    code, _, err = cli(capsys, "train-base", "--data", _jsonl(tmp_path / "d.jsonl", 0), *BASE_FLAGS, "--steps", 3,
+                       "--out", sampler)
+    assert code == 1 and "holds an ADJUST sampler (adjust train-sampler), not the output of adjust train-base" in err
+    assert snapshot(sampler) == before
 
 
 def test_a_second_writer_is_refused_and_a_dead_holder_is_not(tmp_path):
@@ -283,3 +310,15 @@ def test_checkpoint_state_is_left_for_a_rerun_in_the_same_process(tmp_path, base
                       progress=False)
     assert read_job(tmp_path / "s")["status"] == "complete" and s.data_fingerprint == tr.fingerprint
     assert adjust.AdjustSampler.from_pretrained(tmp_path / "s").data_fingerprint == tr.fingerprint
+
+
+def test_info_tells_a_running_job_from_a_killed_one(tmp_path):
+    """A job.json left at "running" by a killed process reads as interrupted once nobody holds the lock."""
+    job = Job.begin(tmp_path / "j", "train-sampler", {"x": 1}, 4)
+    job.checkpoint(2)
+    running = f"running: at step 2 of 4 (pid {os.getpid()} on {socket.gethostname()})"
+    assert jobstate.status_line(tmp_path / "j") == running
+    job.lock.release()  # as the kernel does for a SIGKILLed process: the record still says "running"
+    assert read_job(tmp_path / "j")["status"] == "running"
+    line = "interrupted at step 2 of 4 (its process was killed or failed); rerun the same command to continue"
+    assert jobstate.status_line(tmp_path / "j") == line

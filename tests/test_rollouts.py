@@ -7,43 +7,12 @@ import torch
 
 import adjust
 from adjust.models.adapter import as_adapter
-from adjust.train.rollouts import block_candidates, policy_states, rollout_states, self_generated
+from adjust.train.rollouts import rollout_states, self_generated
 from adjust.train.sampler import _draw, rollout_kl
 from adjust.train.trajectories import TrajectorySettings, generate_trajectories, load_trajectories
-from adjust.unmasking import SamplingSettings
 from conftest import perturbed_sampler, tiny_mdlm
 
 MASK = 3
-
-
-@pytest.mark.parametrize("R", [1, 3])
-def test_policy_states_are_the_states_of_an_adjust_step(R):
-    model = tiny_mdlm(vocab_size=11, sharpen=3.0, mix=20.0)
-    sampler = perturbed_sampler(model, seed=1)
-    x0 = torch.tensor([[0, 0, 1, 7, MASK, 8, MASK, MASK, MASK, MASK], [1, 5, MASK, MASK, 9, MASK, MASK, MASK, 6, MASK]])
-    attn = torch.tensor([[0, 0] + [1] * 8, [1] * 10])
-    states = policy_states(sampler, as_adapter(model), x0, attn, R, SamplingSettings(temperature=0.0),
-                           torch.Generator().manual_seed(0), gen_length=5)
-    out = adjust.generate(model, [x0[0, 2:].tolist(), x0[1].tolist()], K=R, sampler=sampler, max_new_tokens=0,
-                          temperature=0.0, return_history=True)
-    x = x0.clone()
-    assert torch.equal(states[0], x0)
-    for j, rec in enumerate(r for r in out.history if r.base_forward == 0):
-        for b in range(2):
-            for p, t in zip(rec.positions[b], rec.tokens[b]):
-                x[b, p] = t
-        assert torch.equal(states[j + 1], x), j
-    assert ((states[R] != MASK) & (x0 == MASK)).sum(-1).tolist() == [R, R]
-
-
-def test_block_candidates_follow_the_current_block():
-    x = torch.tensor([[1, MASK, 9, 9, MASK, MASK, MASK, MASK, MASK]])  # prompt of 3 (an infill mask), gen 6
-    attn = torch.ones_like(x)
-    got = block_candidates(x, attn, MASK, gen_length=6, block_length=2)
-    assert got.nonzero()[:, 1].tolist() == [1, 4]  # the prompt's mask and the first block's masks
-    x[0, 4] = 7
-    assert block_candidates(x, attn, MASK, 6, 2).nonzero()[:, 1].tolist() == [1, 5, 6]  # the second block
-    assert block_candidates(x, attn, MASK, 6, None).nonzero()[:, 1].tolist() == [1, 5, 6, 7, 8]
 
 
 def test_windows_are_consecutive_and_share_base_forwards(tmp_path):

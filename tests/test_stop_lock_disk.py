@@ -99,29 +99,44 @@ def _same_weights(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_second_writer_fails_at_once_and_the_first_equals_a_single_run(tmp_path, base_and_data, capsys):
+def test_second_writer_fails_at_once_and_the_first_equals_a_single_run(tmp_path, base_and_data):
     base, traj = base_and_data
     args = ["train-sampler", "--base", base, "--data", traj, "--steps", 10, *TRAIN]
     first = subprocess.Popen(_cmd(*args, "--out", tmp_path / "s"), env=ENV, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     _wait(first, lambda: (FolderLock.holder(tmp_path / "s") or {}).get("pid") == first.pid)
     first.send_signal(signal.SIGSTOP)  # holds the lock while the second one tries
-    threads = torch.get_num_threads()
-    try:  # the second writer: this process
+    try:  # the second writer: another process
         t0 = time.time()
-        msg = _cli_error(capsys, *args, "--out", tmp_path / "s")
+        second = subprocess.run(_cmd(*args, "--out", tmp_path / "s"), env=ENV, capture_output=True, text=True,
+                                timeout=120)
         waited = time.time() - t0
     finally:
         first.send_signal(signal.SIGCONT)
-    assert msg.startswith(f"error: {tmp_path / 's'}: in use by another job (pid {first.pid} on ")
-    assert waited < 30  # it did not wait for the first one (which is stopped)
+    assert second.returncode == 1 and "Traceback" not in second.stderr
+    msg = _lines(second.stderr)[-1]
+    assert msg.startswith(f"error: {tmp_path / 's'}: in use by another job (pid {first.pid} on "), second.stderr
+    assert waited < 60  # it did not wait for the first one (which is stopped): only its start-up
     first.communicate(timeout=300)
     assert first.returncode == 0
-    try:
-        main([str(a) for a in (*args, "--out", tmp_path / "single")])
-    finally:
-        torch.set_num_threads(threads)
+    # the single run as its own process too: in this one, earlier tests may have left global torch state
+    subprocess.run(_cmd(*args, "--out", tmp_path / "single"), env=ENV, check=True, capture_output=True)
     _same_weights(tmp_path / "s", tmp_path / "single")
+
+
+def test_two_writers_of_one_file_use_their_own_temp_files(tmp_path):
+    """A second write of a file, started while the first is under way, leaves the first one's temp file alone."""
+    target, temps = tmp_path / "manifest.json", []
+
+    def first(tmp):
+        tmp.write_bytes(b"first")
+        fileio.atomic_write(target, lambda t: (temps.append(t), t.write_bytes(b"second")))  # the other writer
+        temps.append(tmp)
+        assert tmp.read_bytes() == b"first"
+
+    fileio.atomic_write(target, first)
+    assert temps[0] != temps[1] and {t.parent for t in temps} == {tmp_path}
+    assert target.read_bytes() == b"first" and sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
 
 
 def _cli_error(capsys, *args) -> str:
@@ -157,6 +172,30 @@ def test_full_disk_at_the_state_write_is_one_line_and_resumable(tmp_path, base_a
     main([str(a) for a in (*args, "--out", tmp_path / "s")])
     main([str(a) for a in (*args, "--out", tmp_path / "ref")])
     _same_weights(tmp_path / "s", tmp_path / "ref")
+
+
+TORCH_FULL = "[enforce fail at inline_container.cc:595] . unexpected pos 64 vs 0"  # torch.save on a full disk
+
+
+@pytest.mark.parametrize("free, reason", [(0, "no space left on the device"), (1 << 30, TORCH_FULL)])
+def test_a_full_disk_hidden_by_torch_save_is_recognised(tmp_path, monkeypatch, free, reason):
+    """torch.save reports a full disk as a bare RuntimeError ("unexpected pos"): the free space tells.
+
+    With space left, the same error is reported as it is (its first line): not taken for a full disk.
+    """
+    usage = shutil.disk_usage(tmp_path)._replace(free=free)
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda path: usage)
+    (tmp_path / "train_state.pt").write_bytes(b"old")
+
+    def torch_save_on_a_full_disk(tmp):
+        tmp.write_bytes(b"\0" * 64)
+        raise RuntimeError(f"{TORCH_FULL}\nframe #0: c10::Error::Error")
+
+    with pytest.raises(fileio.WriteError) as e:
+        fileio.atomic_write(tmp_path / "train_state.pt", torch_save_on_a_full_disk)
+    assert str(e.value) == f"cannot write {tmp_path / 'train_state.pt'}: {reason}"  # one line
+    assert (e.value.errno == errno.ENOSPC) == (free == 0)
+    assert (tmp_path / "train_state.pt").read_bytes() == b"old" and not list(tmp_path.glob(".*.tmp"))
 
 
 def test_full_disk_at_a_shard_write_is_one_line_and_resumable(tmp_path, base_and_data, monkeypatch, capsys):

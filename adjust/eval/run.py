@@ -50,6 +50,9 @@ class EvalConfig:
 def _runs(cfg: EvalConfig, has_sampler: bool) -> list[tuple[str, int]]:
     if cfg.num_samples < 1 or cfg.seeds < 1:
         raise ValueError(f"num_samples and seeds must be ≥ 1, got {cfg.num_samples} and {cfg.seeds}")
+    bad = [k for k in cfg.Ks if isinstance(k, bool) or not isinstance(k, int) or k < 1]
+    if bad:
+        raise ValueError(f"Ks: every K must be an int ≥ 1, got {bad[0]!r}")
     runs = []
     for method in cfg.methods:
         if method not in METHODS:
@@ -58,6 +61,9 @@ def _runs(cfg: EvalConfig, has_sampler: bool) -> list[tuple[str, int]]:
             raise ValueError("methods: 'adjust' needs a sampler")
         Ks = [1] if method == "joint" else [k for k in cfg.Ks if k > 1]
         runs += [(method, K) for K in Ks]
+    if not runs:  # e.g. parallel at K = 1 only: that run is joint's
+        raise ValueError(f"nothing to evaluate: {', '.join(cfg.methods) or 'no methods'} at K in {list(cfg.Ks)} "
+                         "(parallel and adjust run at the K > 1; K = 1 is the joint method)")
     return runs
 
 

@@ -13,8 +13,9 @@ class SamplerTrainConfig:
         the one knob that sets the run's length. steps = budget / batch_size.
     windows: consecutive start states drawn from each trajectory of a batch (they share base
         forwards; see `adjust.train.sampler._draw`).
-    on_policy: share of each batch whose rollout states come from the sampler's own
-        choices (`adjust.train.rollouts.policy_states`); the rest are teacher-forced.
+    on_policy: share of each batch drawn from a pool of ADJUST's own generations with the
+        current sampler (`adjust.train.rollouts.self_generated`, refreshed every `pool_every`
+        steps); the rest are teacher-forced.
     focus: weight moved from the plain mean over masked positions onto the positions the
         unmasking rule is about to commit (see `rollout_kl`); 0 = the paper's objective.
     reverse: weight of the reverse KL(q ‖ p) in the objective (0 = the paper's forward KL(p ‖ q);
@@ -27,12 +28,11 @@ class SamplerTrainConfig:
     budget: int = 400_000
     batch_size: int | None = None
     steps: int | None = None
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.0
     warmup: int | None = None
-    windows: int = 1
+    windows: int = 4
     on_policy: float = 0.0
-    on_policy_mode: str = "pool"
     pool_size: int = 512
     pool_every: int | None = None
     focus: float = 0.0

@@ -38,7 +38,7 @@ from adjust.train.trajectories import Trajectories, trajectory_prompt
 from adjust.unmasking import SamplingSettings
 
 # closed(K) needed at K = R + 1 and at K = 2(R + 1) for the "ready" verdict.
-READY_CLOSED = (0.9, 0.75)
+READY_CLOSED = (0.97, 0.95)
 READOUT_SEED = 4242  # generation seeds of the readout: the same at every evaluation
 
 

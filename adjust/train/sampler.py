@@ -32,10 +32,9 @@ from adjust.train.checkpointing import LENGTH_FIELDS, GracefulStop, load_state, 
 from adjust.train.config import SamplerTrainConfig
 from adjust.train.distributed import Rank
 from adjust.train.readiness import ReadinessProbe
-from adjust.train.rollouts import policy_states, rollout_states, self_generated
+from adjust.train.rollouts import rollout_states, self_generated
 from adjust.train.schedule import warmup_cosine
 from adjust.train.trajectories import Trajectories
-from adjust.unmasking import SamplingSettings
 
 NEG = -1e4  # "log 0" that keeps 0 · (log p − log q) finite
 FOCUS_TEMPERATURE = 0.1  # nats: how sharply `focus` picks the positions about to be committed
@@ -212,21 +211,17 @@ def train_sampler(
     probe = None
     if rank.is_main and cfg.readout_prompts > 0:
         probe = ReadinessProbe(adapter, traj, held_rows, cfg.rollout, cfg.readout_prompts, testbed)
-    ts_ = traj.settings
-    policy_settings = SamplingSettings(ts_["temperature"], ts_.get("top_p"), ts_.get("top_k"), ts_.get("alg", "entropy"))
 
     sampler = AdjustSampler.from_base(adapter, extra={"rollout": cfg.rollout, **(provenance or {})})
     sampler.data_fingerprint = traj.fingerprint
     opt = torch.optim.AdamW(sampler.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
-    policy_g = torch.Generator(device=adapter.device).manual_seed(cfg.seed + 2)
     start, pool, best = 0, None, (-math.inf, 0)  # best readout score and its step
     state = load_state(out, cfg)
     if state is not None:
         sampler.load_state_dict(state["sampler"])
         opt.load_state_dict(state["optimizer"])
         g.set_state(state["generator"])
-        policy_g.set_state(state["policy_generator"])
         start, best = state["step"], tuple(state["best"])
         if state.get("pool") is not None:  # the self-generated pool in use when the run stopped
             pool = Trajectories(*state["pool"], settings=dict(traj.settings))
@@ -252,7 +247,7 @@ def train_sampler(
     with GracefulStop() as stop:
         for step in bar:
             mine = slice(rank.rank, None, rank.world_size)
-            n_pool = round(cfg.on_policy * cfg.batch_size) if cfg.on_policy_mode == "pool" else 0
+            n_pool = round(cfg.on_policy * cfg.batch_size)
             if n_pool and (pool is None or step % cfg.pool_every == 0):
                 with autocast:
                     pool = self_generated(sampler, adapter, traj, train_rows[torch.randint(
@@ -265,12 +260,6 @@ def train_sampler(
                 pxs, pattn = rollout_states(pool, prow[mine], pts[mine], cfg.rollout, adapter.mask_token_id, pad)
                 xs, attn = _concat_batches((xs, attn), (pxs, pattn), pad)
             xs, attn = xs.to(adapter.device), attn.to(adapter.device)
-            n_policy = round(cfg.on_policy * xs.shape[1]) if cfg.on_policy_mode == "step" else 0
-            if n_policy:  # the first rows of a random batch: a random share of it
-                with autocast:
-                    xs[:, :n_policy] = policy_states(sampler, adapter, xs[0, :n_policy], attn[:n_policy], cfg.rollout,
-                                                     policy_settings, policy_g, ts_["gen_length"],
-                                                     ts_.get("block_length"))
             for group in opt.param_groups:
                 group["lr"] = warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr)
             with autocast:
@@ -313,7 +302,7 @@ def train_sampler(
                                          steps=step + 1)
                     sampler.save_pretrained(out)
                 save_state(out, sampler=sampler.state_dict(), optimizer=opt.state_dict(), generator=g.get_state(),
-                           policy_generator=policy_g.get_state(), step=step + 1, config=asdict(cfg), best=best,
+                           step=step + 1, config=asdict(cfg), best=best,
                            pool=None if pool is None else (pool.input_ids, pool.attention_mask, pool.rank))
                 job.checkpoint(step + 1)
             if stopping:
