@@ -80,7 +80,7 @@ def test_base_cache_rows_render(tmp_path: Path) -> None:
                                       "floor_speedup": 3.0})}
             for m in ("parallel", "adjust") for c, t in ((None, 4.0), ("dual", 2.0))]
     results = {"environment": report.environment(), "base_cache": rows, "command": "x"}
-    jpath, mpath = report.finish(results, tmp_path, "t")
+    _, mpath = report.finish(results, tmp_path, "t")
     text = mpath.read_text()
     assert "## Base-model block cache" in text and "| long-8L | 384 | 128 | 32 | adjust | 4 | cpp | dual | 5 |" in text
     assert any(line.startswith("dual base cache, adjust K=4 (long-8L") and "2.00x" in line
