@@ -58,13 +58,13 @@ def run(args) -> dict:
 
 def table(path: str) -> str:
     """The results file as markdown: one row per run, readout beside the measured metric."""
-    head = ("| run | testbed | settings | train min | held-out KL (parallel) | readout: joint KL closed K=4 / K=8 "
-            "| ADJUST metric K=2 / 4 / 8 |")
+    head = ("| run | testbed | settings | train min | held-out KL (parallel) "
+            "| readout: joint KL closed K=2 / 4 / 8 (older runs: K=4 / 8) | ADJUST metric K=2 / 4 / 8 |")
     lines = [head, "|" + "---|" * 7]
     for line in Path(path).read_text().splitlines():
         r = json.loads(line)
         rd = r["readiness"] or {}
-        closed = " / ".join(f"{100 * rd[k]['closed']:.0f}%" for k in ("K4", "K8") if k in rd) or "–"
+        closed = " / ".join(f"{100 * rd[k]['closed']:.0f}%" for k in ("K2", "K4", "K8") if k in rd) or "–"
         got = " / ".join(f"{r['adjust'][k]:.3f}" for k in ("2", "4", "8"))
         lines.append(f"| {r['name']} | {r['testbed']} | `{json.dumps(r['cfg'])}` | {r['train_s'] / 60:.0f} | "
                      f"{r['heldout_kl']} ({r['parallel_kl']}) | {closed} | {r['metric']} {got} |")

@@ -88,6 +88,9 @@ def test_verdict_thresholds():
     v, why = verdict({4: need4 - 0.01, 8: 0.99})
     assert v == "not ready" and "K=4" in why and "K=8" not in why
     assert verdict({4: math.nan, 8: 1.0})[0] == "not ready"
+    v, why = verdict({2: need4 - 0.01, 4: 1.0, 8: 1.0})  # K=2 (first passes only) is held to the first threshold
+    assert v == "not ready" and "K=2" in why and "K=4" not in why
+    assert verdict({2: need4, 4: need4, 8: need8})[0] == "ready"
 
 
 def test_readout_scores_with_the_testbed(tmp_path):
@@ -98,6 +101,7 @@ def test_readout_scores_with_the_testbed(tmp_path):
     generate_trajectories(model, None, tmp_path, TrajectorySettings(num_sequences=40, gen_length=4), progress=False)
     traj = load_trajectories(tmp_path)
     probe = ReadinessProbe(as_adapter(model), traj, torch.arange(30, 40), rollout=1, num_prompts=64, testbed=tb)
+    assert ReadinessProbe(as_adapter(model), traj, torch.arange(30, 40), rollout=3, num_prompts=4).Ks == (2, 4, 8)
     assert probe.metric == "valid"
     finals = [traj.input_ids[r][-4:].tolist() for r in list(range(30, 40)) * 7][:64]
     assert probe.exact_metric == pytest.approx(sum(tb.score(None, f)["valid"] for f in finals) / 64)

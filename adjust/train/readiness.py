@@ -3,7 +3,7 @@
 Teacher-forced held-out KL ranks samplers poorly: a KL 8× below parallel's has gone with
 ADJUST closing only 38% of the parallel → K = 1 gap in generated validity. So at each
 evaluation `train_sampler` also runs real ADJUST generation on held-out prompts, at
-K = R + 1 and K = 2(R + 1), and measures the per-step joint KL against exact sampling
+K = 2, R + 1 and 2(R + 1), and measures the per-step joint KL against exact sampling
 (`adjust.eval.joint_kl`: log q − log p* of the committed tokens, nats/token). The
 readout is
 
@@ -37,7 +37,8 @@ from adjust.models.adapter import DiffusionLMAdapter
 from adjust.train.trajectories import Trajectories, trajectory_prompt
 from adjust.unmasking import SamplingSettings
 
-# closed(K) needed at K = R + 1 and at K = 2(R + 1) for the "ready" verdict.
+# closed(K) needed for the "ready" verdict: at every K up to R + 1, and at K = 2(R + 1) (the
+# passes past R are not trained, so a little more loss is allowed there).
 READY_CLOSED = (0.97, 0.95)
 READOUT_SEED = 4242  # generation seeds of the readout: the same at every evaluation
 
@@ -99,8 +100,10 @@ class Readout:
 
 
 def verdict(closed: dict[int, float]) -> tuple[str, str]:
-    """(``"ready"`` | ``"not ready"``, a sentence saying why) from closed(K) at K = R + 1, 2(R + 1)."""
-    need = dict(zip(closed, READY_CLOSED))
+    """(``"ready"`` | ``"not ready"``, a sentence saying why) from closed(K) at the readout's Ks
+    (ascending; the largest, 2(R + 1), is held to the second threshold, every other to the first)."""
+    Ks = sorted(closed)
+    need = {K: READY_CLOSED[1] if K == Ks[-1] and len(Ks) > 1 else READY_CLOSED[0] for K in Ks}
     short = [f"K={K}: {100 * closed[K]:.0f}% < {100 * t:.0f}%" for K, t in need.items() if not closed[K] >= t]
     if short:
         return "not ready", ("ADJUST removes too little of parallel's joint KL (" + "; ".join(short) +
@@ -116,7 +119,9 @@ class ReadinessProbe:
     Args:
         adapter: the base model.
         traj: the trajectories; `rows` selects the held-out ones whose prompts are used.
-        rollout: R of the run: the readout uses K = R + 1 and 2(R + 1).
+        rollout: R of the run: the readout uses K = 2, R + 1 and 2(R + 1) (K = 2 runs only the
+            first pass after each base forward, at states the other Ks rarely visit; it was the
+            weakest K on the testbeds of docs/training.md).
         num_prompts: prompts generated per K (cycled over the held-out rows).
         testbed: the base's built-in testbed, for its scorer (None, or no per-sample scorer: joint KL only).
         batch_size: rows per generate call.
@@ -126,7 +131,7 @@ class ReadinessProbe:
                  num_prompts: int = 256, testbed=None, batch_size: int = 256):
         s = traj.settings
         self.adapter = adapter
-        self.Ks = (rollout + 1, 2 * (rollout + 1))
+        self.Ks = tuple(sorted({2, rollout + 1, 2 * (rollout + 1)}))
         self.settings = SamplingSettings(temperature=s["temperature"], top_p=s.get("top_p"), top_k=s.get("top_k"),
                                          alg=s.get("alg", "entropy"))
         self.gen_length, self.block_length = s["gen_length"], s.get("block_length")
