@@ -205,7 +205,7 @@ def test_train_sampler_resumed_with_another_base_or_data_is_refused(tmp_path, ba
     code, _, err = cli(capsys, "train-sampler", "--base", a, "--data", tb, *args)  # base a, data of b
     assert code == 1 and "data: made for base" in err
     code, _, err = cli(capsys, "train-sampler", "--base", a, "--data", ta, *args[:-2], "--lr", 0.01, *args[-2:])
-    assert code == 1 and "other training settings (lr: 0.001 recorded, 0.01 given)" in err
+    assert code == 1 and "other training settings (lr: 0.003 recorded, 0.01 given)" in err
     # other trajectories of the same base: the resume compares the data fingerprint
     assert cli(capsys, "data", "--base", a, "--n", 24, "--seed", 1, "--out", tmp_path / "ta2")[0] == 0
     code, _, err = cli(capsys, "train-sampler", "--base", a, "--data", tmp_path / "ta2", *args)

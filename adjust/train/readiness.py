@@ -43,6 +43,11 @@ READY_CLOSED = (0.97, 0.95)
 READOUT_SEED = 4242  # generation seeds of the readout: the same at every evaluation
 
 
+def readout_Ks(rollout: int) -> tuple[int, ...]:
+    """The Ks ADJUST is checked (and, on-policy, trained) at: 2, R + 1 and 2(R + 1)."""
+    return tuple(sorted({2, rollout + 1, 2 * (rollout + 1)}))
+
+
 @dataclass
 class Readout:
     """One readiness measurement (see the module docstring)."""
@@ -62,9 +67,10 @@ class Readout:
         return 1.0 - self.adjust_kl[K] / par if par > 0 else math.nan
 
     def score(self) -> float:
-        """The number checkpoints are ranked by: the mean of closed(K) over the readout's Ks."""
-        vals = [self.closed(K) for K in self.Ks]
-        return -math.inf if any(math.isnan(v) for v in vals) else sum(vals) / len(vals)
+        """The number checkpoints are ranked by: the mean of closed(K) over the readout's Ks (a K where
+        parallel is already exact, closed = nan, has nothing to rank by and is left out)."""
+        vals = [v for v in (self.closed(K) for K in self.Ks) if not math.isnan(v)]
+        return sum(vals) / len(vals) if vals else -math.inf
 
     def metric_closed(self, K: int) -> float | None:
         """Share of the parallel → K = 1 gap of the testbed metric closed at K (None without a scorer)."""
@@ -131,7 +137,7 @@ class ReadinessProbe:
                  num_prompts: int = 256, testbed=None, batch_size: int = 256):
         s = traj.settings
         self.adapter = adapter
-        self.Ks = tuple(sorted({2, rollout + 1, 2 * (rollout + 1)}))
+        self.Ks = readout_Ks(rollout)
         self.settings = SamplingSettings(temperature=s["temperature"], top_p=s.get("top_p"), top_k=s.get("top_k"),
                                          alg=s.get("alg", "entropy"))
         self.gen_length, self.block_length = s["gen_length"], s.get("block_length")

@@ -31,7 +31,7 @@ from adjust.sampler import AdjustSampler
 from adjust.train.checkpointing import LENGTH_FIELDS, GracefulStop, load_state, save_state
 from adjust.train.config import SamplerTrainConfig
 from adjust.train.distributed import Rank
-from adjust.train.readiness import ReadinessProbe
+from adjust.train.readiness import ReadinessProbe, readout_Ks
 from adjust.train.rollouts import rollout_states, self_generated
 from adjust.train.schedule import warmup_cosine
 from adjust.train.trajectories import Trajectories
@@ -243,7 +243,7 @@ def train_sampler(
     bar = progress_bar(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train-sampler",
                        disable=not progress)
     sampler.train()
-    t0, ema = time.perf_counter(), None
+    t0, ema, done = time.perf_counter(), None, start
     with GracefulStop() as stop:
         for step in bar:
             mine = slice(rank.rank, None, rank.world_size)
@@ -252,7 +252,7 @@ def train_sampler(
                 with autocast:
                     pool = self_generated(sampler, adapter, traj, train_rows[torch.randint(
                         len(train_rows), (cfg.pool_size,), generator=g)].tolist(),
-                        (cfg.rollout + 1, 2 * (cfg.rollout + 1)), seed=cfg.seed + 7 * step)
+                        readout_Ks(cfg.rollout), seed=cfg.seed + 7 * step)
             rows, ts = _draw(traj, train_rows, cfg.rollout, g, cfg.batch_size - n_pool, cfg.windows)
             xs, attn = rollout_states(traj, rows[mine], ts[mine], cfg.rollout, adapter.mask_token_id, pad)
             if n_pool:
@@ -274,7 +274,10 @@ def train_sampler(
             ema = value if ema is None else 0.98 * ema + 0.02 * value
             bar.set_postfix(kl=f"{ema:.4f}")
             stopping = rank.any(stop.requested or (stop_after is not None and step + 1 - start >= stop_after))
-            if rank.is_main and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or stopping):
+            # Evaluations run on their schedule only: one more at a stop would change which readout is
+            # the best, so a resumed run would keep other weights than an uninterrupted one.
+            scheduled = (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps
+            if rank.is_main and scheduled:
                 held_kl, parallel_kl = evaluate()
                 rec = {"step": step + 1, "train_kl": round(ema, 5), "heldout_kl": round(held_kl, 5),
                        "parallel_kl": round(parallel_kl, 5)}
@@ -287,7 +290,7 @@ def train_sampler(
                     rec["readout_seconds"] = round(time.perf_counter() - t_probe, 1)
                     line += "  " + readout.summary()
                     score = readout.score()
-                    keep = score > best[0]
+                    keep = score > best[0] or best[1] == 0  # the first readout is kept whatever its score
                     if keep:
                         best = (score, step + 1)
                         sampler.extra["readiness"] = rec["readiness"]
@@ -301,17 +304,19 @@ def train_sampler(
                     sampler.extra.update(heldout_kl=round(held_kl, 5), parallel_kl=round(parallel_kl, 5),
                                          steps=step + 1)
                     sampler.save_pretrained(out)
+            if rank.is_main and (scheduled or stopping):
                 save_state(out, sampler=sampler.state_dict(), optimizer=opt.state_dict(), generator=g.get_state(),
                            step=step + 1, config=asdict(cfg), best=best,
                            pool=None if pool is None else (pool.input_ids, pool.attention_mask, pool.rank))
                 job.checkpoint(step + 1)
+            done = step + 1
             if stopping:
                 break
     if log is not None:
         log.close()
     rank.barrier()  # the other ranks return once rank 0's checkpoint is on disk
     job.end(stop)
-    if probe is not None:  # the weights of the best readout, as saved
+    if probe is not None and done >= cfg.steps:  # the weights of the best readout, as saved
         sampler = AdjustSampler.from_pretrained(out, device=adapter.device, dtype=adapter.dtype)
     sampler.eval()
     return sampler
