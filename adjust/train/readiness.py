@@ -125,9 +125,9 @@ class ReadinessProbe:
     Args:
         adapter: the base model.
         traj: the trajectories; `rows` selects the held-out ones whose prompts are used.
-        rollout: R of the run: the readout uses K = 2, R + 1 and 2(R + 1) (K = 2 runs only the
-            first pass after each base forward, at states the other Ks rarely visit; it was the
-            weakest K on the testbeds of docs/training.md).
+        rollout: R of the run: the readout uses K = 2, R + 1 and 2(R + 1) (K = 2 leans on the
+            first pass after each base forward alone; it was the weakest K on the testbeds of
+            docs/training.md).
         num_prompts: prompts generated per K (cycled over the held-out rows).
         testbed: the base's built-in testbed, for its scorer (None, or no per-sample scorer: joint KL only).
         batch_size: rows per generate call.
