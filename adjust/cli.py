@@ -554,7 +554,8 @@ def cmd_train_sampler(args) -> None:
                              readout_prompts=args.readout_prompts, seed=args.seed).resolved()
     if rank.is_main:
         print(f"training {cfg.steps} steps of batch {cfg.batch_size} (budget {cfg.budget:,} examples, rollout "
-              f"{cfg.rollout}, lr {cfg.lr}) on {len(traj)} trajectories", file=sys.stderr)
+              f"{cfg.rollout}, lr {cfg.lr}, on-policy share {cfg.on_policy}) on {len(traj)} trajectories",
+              file=sys.stderr)
     t0 = time.perf_counter()
     before = _job_record(args.out)
     sampler = train_sampler(model, traj, args.out, cfg, provenance={"command": " ".join(["adjust", *sys.argv[1:]])},

@@ -15,7 +15,7 @@ class SamplerTrainConfig:
         forwards; see `adjust.train.sampler._draw`).
     on_policy: share of each batch drawn from a pool of ADJUST's own generations with the
         current sampler (`adjust.train.rollouts.self_generated`, refreshed every `pool_every`
-        steps); the rest are teacher-forced.
+        steps, `pool_size` prompts, default twice the batch); the rest are teacher-forced.
     focus: weight moved from the plain mean over masked positions onto the positions the
         unmasking rule is about to commit (see `rollout_kl`); 0 = the paper's objective.
     reverse: weight of the reverse KL(q ‖ p) in the objective (0 = the paper's forward KL(p ‖ q);
@@ -32,8 +32,8 @@ class SamplerTrainConfig:
     weight_decay: float = 0.0
     warmup: int | None = None
     windows: int = 4
-    on_policy: float = 0.0
-    pool_size: int = 512
+    on_policy: float = 0.5
+    pool_size: int | None = None
     pool_every: int | None = None
     focus: float = 0.0
     reverse: float = 0.0
@@ -51,4 +51,5 @@ class SamplerTrainConfig:
         return replace(self, batch_size=batch, steps=steps, budget=batch * steps,
                        warmup=self.warmup if self.warmup is not None else max(1, steps // 20),
                        eval_every=self.eval_every or max(1, steps // 8),
+                       pool_size=self.pool_size or 2 * batch,
                        pool_every=self.pool_every or max(1, steps // 16))

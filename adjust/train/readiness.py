@@ -39,7 +39,7 @@ from adjust.unmasking import SamplingSettings
 
 # closed(K) needed for the "ready" verdict: at every K up to R + 1, and at K = 2(R + 1) (the
 # passes past R are not trained, so a little more loss is allowed there).
-READY_CLOSED = (0.97, 0.95)
+READY_CLOSED = (0.99, 0.98)
 READOUT_SEED = 4242  # generation seeds of the readout: the same at every evaluation
 
 
