@@ -60,12 +60,18 @@ def _loss_without_sharing(sampler, ad, xs, attn):
     return loss, base
 
 
-def test_focus_moves_weight_onto_the_next_commits(tmp_path):
+def _two_step_states(tmp_path, num_sequences: int, gen_length: int, ts: list[int]):
+    """A tiny model's trajectories, R = 2 teacher-forced states of rows 0..2 at starts `ts`, its adapter
+    and a perturbed sampler."""
     model = tiny_mdlm(vocab_size=12, sharpen=3.0, mix=20.0)
-    generate_trajectories(model, None, tmp_path, TrajectorySettings(num_sequences=6, gen_length=8), progress=False)
-    tr = load_trajectories(tmp_path)
-    xs, attn = rollout_states(tr, [0, 1, 2], [0, 2, 4], 2, MASK, 0)
-    ad, sampler = as_adapter(model), perturbed_sampler(model)
+    generate_trajectories(model, None, tmp_path, TrajectorySettings(num_sequences=num_sequences,
+                                                                    gen_length=gen_length), progress=False)
+    xs, attn = rollout_states(load_trajectories(tmp_path), [0, 1, 2], ts, 2, MASK, 0)
+    return xs, attn, as_adapter(model), perturbed_sampler(model)
+
+
+def test_focus_moves_weight_onto_the_next_commits(tmp_path):
+    xs, attn, ad, sampler = _two_step_states(tmp_path, 6, 8, [0, 2, 4])
     plain, _ = rollout_kl(sampler, ad, xs, attn)
     assert rollout_kl(sampler, ad, xs, attn, focus=0.0)[0].item() == plain.item()
     tau = 0.1
@@ -108,11 +114,7 @@ def test_self_generated_trajectories_are_adjust_generations(tmp_path):
 
 
 def test_reverse_weight_mixes_forward_and_reverse_kl(tmp_path):
-    model = tiny_mdlm(vocab_size=12, sharpen=3.0, mix=20.0)
-    generate_trajectories(model, None, tmp_path, TrajectorySettings(num_sequences=4, gen_length=6), progress=False)
-    tr = load_trajectories(tmp_path)
-    xs, attn = rollout_states(tr, [0, 1, 2], [0, 1, 2], 2, MASK, 0)
-    ad, sampler = as_adapter(model), perturbed_sampler(model)
+    xs, attn, ad, sampler = _two_step_states(tmp_path, 4, 6, [0, 1, 2])
     with torch.no_grad():
         fwd, fwd0 = rollout_kl(sampler, ad, xs, attn)
         rev, rev0 = rollout_kl(sampler, ad, xs, attn, reverse=1.0)
