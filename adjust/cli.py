@@ -149,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "token-id --data: the number of data ids, which sets the model's output size "
                         "(default: the largest id + 1; ids 0..3 of the model are reserved, data ids are "
                         "shifted past them, see docs/testbeds.md)")
-    p.add_argument("--gen-length", type=int, default=None, help="completion length (default: the testbed's)")
+    p.add_argument("--gen-length", type=int, default=None,
+                   help="completion length (default: the testbed's; --data: the longest record's target, "
+                        "32-token windows for {text} records)")
     p.add_argument("--out", required=True, help="output checkpoint folder")
     p.add_argument("--steps", type=int, default=3000, help="a larger --steps extends a complete --out")
     p.add_argument("--batch-size", type=int, default=64)
@@ -382,7 +384,8 @@ def cmd_train_base(args) -> None:
     before = _job_record(args.out)
     model = train_base(testbed, args.out, model_config, train, provenance={"command": " ".join(["adjust", *sys.argv[1:]])})
     print(_already_complete(args.out, before)
-          or f"saved {model.num_parameters() / 1e6:.2f}M-param model to {args.out} in {time.perf_counter() - t0:.0f}s")
+          or f"saved {model.num_parameters() / 1e6:.2f}M-param model to {args.out} in {time.perf_counter() - t0:.0f}s "
+             f"(gen_length {testbed.gen_length})")
 
 
 def _prompt_ids(text: str, offset: int, flag: str) -> list[int]:

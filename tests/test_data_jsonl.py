@@ -17,7 +17,7 @@ from adjust.data import (
     testbed,
     word_tokenizer,
 )
-from adjust.data.jsonl import ID_OFFSET, to_data_ids
+from adjust.data.jsonl import DEFAULT_TEXT_GEN_LENGTH, ID_OFFSET, to_data_ids
 
 WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "Q:", "A:"]
 
@@ -149,3 +149,17 @@ def test_other_errors(tmp_path):
     mixed = write(tmp_path / "m.jsonl", [{"text": "hello there"}, {"input_ids": [5]}])
     with pytest.raises(JsonlDataError, match="mixes text and token-id records"):
         JsonlDataset(mixed)
+
+
+def test_gen_length_defaults_to_the_longest_record_except_for_text(tmp_path, words_tok):
+    # token-id records of length 6: without --gen-length the model is for 6 ids, not EOS-padded
+    # to a fixed 32 (a palindrome padded with 26 EOS is mostly padding to the sampler)
+    ids = JsonlDataset(write(tmp_path / "i.jsonl", [{"input_ids": [1, 2, 3, 3, 2, 1]}, {"input_ids": [0, 4]}]))
+    assert ids.gen_length == 6
+    assert [e.completion for e in ids._examples] == [[5, 6, 7, 7, 6, 5], [4, 8, EOS_ID, EOS_ID, EOS_ID, EOS_ID]]
+    pairs = JsonlDataset(write(tmp_path / "p.jsonl", [{"prompt_ids": [0], "completion_ids": [1, 2, 3]},
+                                                      {"prompt_ids": [5, 6], "completion_ids": [4]}]))
+    assert pairs.gen_length == 3 and pairs._examples[1].completion == [8, EOS_ID, EOS_ID]
+    text = JsonlDataset(write(tmp_path / "t.jsonl", [{"text": "the cat sat"}]), tokenizer=words_tok)
+    assert text.gen_length == DEFAULT_TEXT_GEN_LENGTH
+    assert JsonlDataset(tmp_path / "i.jsonl", gen_length=4).gen_length == 4  # an explicit value wins: cut into 4s

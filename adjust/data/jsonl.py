@@ -48,6 +48,7 @@ _SCHEMAS: dict[str, tuple[str, ...]] = {
     "pair_ids": ("prompt_ids", "completion_ids"),
 }
 _DEFAULT_BPE_VOCAB = 1024
+DEFAULT_TEXT_GEN_LENGTH = 32  # the window a file of ``text`` records is cut into, unless given
 ID_OFFSET = len(SPECIAL_TOKENS)  # model id of data id 0 for token-id data without a tokenizer
 
 
@@ -62,7 +63,10 @@ class JsonlDataset:
         path: the ``.jsonl`` file.
         tokenizer: a tokenizer or the path of one; ``None`` trains a BPE on the
             file's texts (or, for a file of token ids only, leaves ``tokenizer`` None).
-        gen_length: target tokens per example.
+        gen_length: target tokens per example. Default: the longest target of the file
+            (``input_ids``, ``completion`` or ``completion_ids``), so no record is cut and
+            shorter ones are EOS-padded only to it; ``DEFAULT_TEXT_GEN_LENGTH`` for a file
+            with ``text`` records (a stream cut into windows).
         vocab_size: text data: size of the BPE trained when no tokenizer is given
             (default 1024). Token-id data without a tokenizer: the number of data ids
             (every id must be below it; default: the largest id + 1).
@@ -79,13 +83,12 @@ class JsonlDataset:
         self,
         path: str | Path,
         tokenizer: Tokenizer | str | Path | None = None,
-        gen_length: int = 32,
+        gen_length: int | None = None,
         vocab_size: int | None = None,
     ) -> None:
-        if gen_length < 1:
+        if gen_length is not None and gen_length < 1:
             raise ValueError(f"gen_length must be positive, got {gen_length}")
         self.path = Path(path)
-        self.gen_length = gen_length
         records = self._read()
         kinds = {kind for _, kind, _ in records}
         if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
@@ -109,26 +112,33 @@ class JsonlDataset:
         #: vocabulary size a model for this data needs (the specials included)
         self.vocab_size = self._id_bound + self.id_offset
 
+        rows: list[tuple[int, str, list[int] | None, list[int]]] = []  # line, kind, prompt, target
+        for line, kind, rec in records:
+            if kind == "ids":
+                rows.append((line, kind, None, self._ids(line, rec, "input_ids", target=True)))
+            elif kind == "text":
+                ids = self._encode(line, rec["text"])
+                if not ids:
+                    raise JsonlDataError(f"{self.path}:{line}: 'text' encodes to no tokens")
+                rows.append((line, kind, None, ids))
+            elif kind == "pair_ids":
+                rows.append((line, kind, self._ids(line, rec, "prompt_ids", target=False),
+                             self._ids(line, rec, "completion_ids", target=True)))
+            else:
+                rows.append((line, kind, self._encode(line, rec["prompt"]), self._encode(line, rec["completion"])))
+        if gen_length is None:
+            gen_length = DEFAULT_TEXT_GEN_LENGTH if "text" in kinds else max(1, max(len(r[3]) for r in rows))
+        self.gen_length = gen_length
+
         self._examples: list[Example] = []
         self._prompts: list[Prompt] = []
-        for line, kind, rec in records:
-            if kind in ("text", "ids"):
-                if kind == "ids":
-                    ids = self._ids(line, rec, "input_ids", target=True)
-                else:
-                    ids = self._encode(line, rec["text"])
-                    if not ids:
-                        raise JsonlDataError(f"{self.path}:{line}: 'text' encodes to no tokens")
+        for line, kind, prompt, ids in rows:
+            if prompt is None:  # a stream: cut into gen_length windows, the last one EOS-padded
                 for start in range(0, len(ids), gen_length):
-                    chunk = eos_pad(ids[start : start + gen_length], gen_length)
-                    self._examples.append(Example(prompt=[], completion=chunk))
+                    self._examples.append(Example(prompt=[], completion=eos_pad(ids[start : start + gen_length],
+                                                                                 gen_length)))
             else:
-                if kind == "pair_ids":
-                    prompt = self._ids(line, rec, "prompt_ids", target=False)
-                    completion = self._ids(line, rec, "completion_ids", target=True)
-                else:
-                    prompt, completion = self._encode(line, rec["prompt"]), self._encode(line, rec["completion"])
-                completion = eos_pad(completion, gen_length)
+                completion = eos_pad(ids, gen_length)
                 self._examples.append(Example(prompt=prompt, completion=completion))
                 self._prompts.append(Prompt(ids=prompt, meta={"line": line, "reference": completion}))
 
