@@ -62,19 +62,21 @@ ASSET_STEPS_text      = 1500
 ASSET_PROMPTS_synthetic = bos
 ASSET_PROMPTS_tasks     = testbed
 ASSET_PROMPTS_text      = bos
-ASSET_TRAJ_synthetic = 4000
-ASSET_TRAJ_tasks     = 16000
-ASSET_TRAJ_text      = 4500
-ASSET_SAMPLER_synthetic = --steps 2000 --batch-size 32
-ASSET_SAMPLER_tasks     = --steps 4000 --batch-size 64 --lr 3e-3
-ASSET_SAMPLER_text      = --steps 3000 --batch-size 32 --lr 3e-3
+# Data and sampler: the default recipe (no flags) for synthetic; tasks and text still ship samplers
+# of the older per-testbed recipes below until they are re-made with the defaults (docs/training.md).
+ASSET_DATA_synthetic =
+ASSET_DATA_tasks     = --n 16000
+ASSET_DATA_text      = --n 4500
+ASSET_SAMPLER_synthetic =
+ASSET_SAMPLER_tasks     = --rollout 3 --steps 4000 --batch-size 64 --lr 3e-3
+ASSET_SAMPLER_text      = --rollout 3 --steps 3000 --batch-size 32 --lr 3e-3
 
 assets: install $(foreach t,synthetic tasks text,asset-$(t))
 
 asset-%:
 	$(BIN)/adjust train-base --testbed $* --out runs/base-$* --steps $(ASSET_STEPS_$*) --threads 1
-	$(BIN)/adjust data --base runs/base-$* --prompts $(ASSET_PROMPTS_$*) --n $(ASSET_TRAJ_$*) --out runs/traj-$*
-	$(BIN)/adjust train-sampler --base runs/base-$* --data runs/traj-$* --rollout 3 $(ASSET_SAMPLER_$*) --out runs/sampler-$* --threads 1
+	$(BIN)/adjust data --base runs/base-$* --prompts $(ASSET_PROMPTS_$*) $(ASSET_DATA_$*) --out runs/traj-$* --threads 1
+	$(BIN)/adjust train-sampler --base runs/base-$* --data runs/traj-$* $(ASSET_SAMPLER_$*) --out runs/sampler-$* --threads 1
 	mkdir -p adjust/assets/models/$* adjust/assets/samplers/$*
 	cp runs/base-$*/config.json runs/base-$*/model.safetensors runs/base-$*/tokenizer.json runs/base-$*/train_log.jsonl adjust/assets/models/$*/
 	cp runs/sampler-$*/config.json runs/sampler-$*/model.safetensors runs/sampler-$*/train_log.jsonl adjust/assets/samplers/$*/

@@ -91,6 +91,9 @@ def test_verdict_thresholds():
     v, why = verdict({2: need4 - 0.01, 4: 1.0, 8: 1.0})  # K=2 (first passes only) is held to the first threshold
     assert v == "not ready" and "K=2" in why and "K=4" not in why
     assert verdict({2: need4, 4: need4, 8: need8})[0] == "ready"
+    v, why = verdict({2: 0.986, 4: 0.99, 8: 0.99})  # one decimal: "98.6% < 99%", not "99% < 99%"
+    assert "K=2: 98.6% < 99%" in why and "near exact sampling" in why
+    assert "far from exact" in verdict({2: 0.94, 4: 0.99, 8: 0.99})[1]
 
 
 def test_readout_scores_with_the_testbed(tmp_path):
