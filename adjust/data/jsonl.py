@@ -112,27 +112,28 @@ class JsonlDataset:
         #: vocabulary size a model for this data needs (the specials included)
         self.vocab_size = self._id_bound + self.id_offset
 
-        rows: list[tuple[int, str, list[int] | None, list[int]]] = []  # line, kind, prompt, target
+        rows: list[tuple[int, list[int] | None, list[int]]] = []  # line, prompt (None: a stream), target
         for line, kind, rec in records:
             if kind == "ids":
-                rows.append((line, kind, None, self._ids(line, rec, "input_ids", target=True)))
+                rows.append((line, None, self._ids(line, rec, "input_ids", target=True)))
             elif kind == "text":
                 ids = self._encode(line, rec["text"])
                 if not ids:
                     raise JsonlDataError(f"{self.path}:{line}: 'text' encodes to no tokens")
-                rows.append((line, kind, None, ids))
+                rows.append((line, None, ids))
             elif kind == "pair_ids":
-                rows.append((line, kind, self._ids(line, rec, "prompt_ids", target=False),
+                rows.append((line, self._ids(line, rec, "prompt_ids", target=False),
                              self._ids(line, rec, "completion_ids", target=True)))
             else:
-                rows.append((line, kind, self._encode(line, rec["prompt"]), self._encode(line, rec["completion"])))
+                rows.append((line, self._encode(line, rec["prompt"]), self._encode(line, rec["completion"])))
         if gen_length is None:
-            gen_length = DEFAULT_TEXT_GEN_LENGTH if "text" in kinds else max(1, max(len(r[3]) for r in rows))
+            longest = max(len(target) for _, _, target in rows)
+            gen_length = DEFAULT_TEXT_GEN_LENGTH if "text" in kinds else max(1, longest)
         self.gen_length = gen_length
 
         self._examples: list[Example] = []
         self._prompts: list[Prompt] = []
-        for line, kind, prompt, ids in rows:
+        for line, prompt, ids in rows:
             if prompt is None:  # a stream: cut into gen_length windows, the last one EOS-padded
                 for start in range(0, len(ids), gen_length):
                     self._examples.append(Example(prompt=[], completion=eos_pad(ids[start : start + gen_length],
