@@ -54,29 +54,22 @@ bench: install
 clean:
 	rm -rf $(VENV) build *.egg-info adjust_kernels/_C*.so
 
-# Re-create the shipped models and samplers (CPU, under two hours in all; see docs/training.md).
-# Every artefact comes from the package's own commands; runs/ keeps logs and checkpoints.
+# Re-create the shipped models and samplers (CPU, about three hours in all; see docs/training.md).
+# Every artefact comes from the package's own commands; data and sampler with their defaults (no
+# flags); runs/ keeps logs and checkpoints.
 ASSET_STEPS_synthetic = 3000
 ASSET_STEPS_tasks     = 3000
 ASSET_STEPS_text      = 1500
 ASSET_PROMPTS_synthetic = bos
 ASSET_PROMPTS_tasks     = testbed
 ASSET_PROMPTS_text      = bos
-# Data and sampler: the default recipe (no flags) for synthetic; tasks and text still ship samplers
-# of the older per-testbed recipes below until they are re-made with the defaults (docs/training.md).
-ASSET_DATA_synthetic =
-ASSET_DATA_tasks     = --n 16000
-ASSET_DATA_text      = --n 4500
-ASSET_SAMPLER_synthetic =
-ASSET_SAMPLER_tasks     = --rollout 3 --steps 4000 --batch-size 64 --lr 3e-3
-ASSET_SAMPLER_text      = --rollout 3 --steps 3000 --batch-size 32 --lr 3e-3
 
 assets: install $(foreach t,synthetic tasks text,asset-$(t))
 
 asset-%:
 	$(BIN)/adjust train-base --testbed $* --out runs/base-$* --steps $(ASSET_STEPS_$*) --threads 1
-	$(BIN)/adjust data --base runs/base-$* --prompts $(ASSET_PROMPTS_$*) $(ASSET_DATA_$*) --out runs/traj-$* --threads 1
-	$(BIN)/adjust train-sampler --base runs/base-$* --data runs/traj-$* $(ASSET_SAMPLER_$*) --out runs/sampler-$* --threads 1
+	$(BIN)/adjust data --base runs/base-$* --prompts $(ASSET_PROMPTS_$*) --out runs/traj-$* --threads 1
+	$(BIN)/adjust train-sampler --base runs/base-$* --data runs/traj-$* --out runs/sampler-$* --threads 1
 	mkdir -p adjust/assets/models/$* adjust/assets/samplers/$*
 	cp runs/base-$*/config.json runs/base-$*/model.safetensors runs/base-$*/tokenizer.json runs/base-$*/train_log.jsonl adjust/assets/models/$*/
 	cp runs/sampler-$*/config.json runs/sampler-$*/model.safetensors runs/sampler-$*/train_log.jsonl adjust/assets/samplers/$*/
