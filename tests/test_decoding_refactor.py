@@ -5,9 +5,10 @@ command in `tests/generate_reference.py`; each case is re-run here and every out
 tokens, attention mask, commit order, base forwards, sampler passes and the full history
 (positions in commit order, tokens, log q).
 
-One allowance: the fused triton loop's log q may differ in the last fp32 ulp, because the kernels
-now divide with exact rounding (`tl.div_rn`) and set FP fusion explicitly (the AOT-compile work
-that landed after the references were made); its tokens, order and counts are still bit-equal.
+One allowance: log q may differ in the last fp32 ulps. The fused triton loop's kernels now divide
+with exact rounding (`tl.div_rn`) and set FP fusion explicitly (the AOT-compile work that landed
+after the references were made), and PyTorch's CPU ``log_softmax`` rounds differently on CPUs with
+other vector units (AVX-512 vs AVX2). Tokens, order and counts are still bit-equal.
 """
 
 import json
@@ -32,7 +33,7 @@ def test_refactor_reproduces_the_old_engine(model_and_sampler, name):
     ref = REFERENCE[name]
     got = run_case(ref["case"], *model_and_sampler)
     for key, want in ref["out"].items():
-        if key == "history" and name.startswith("triton"):
+        if key == "history":
             assert _without_logq(got[key]) == _without_logq(want), f"{name}: history differs"
             assert _logq(got[key]) == pytest.approx(_logq(want), rel=1e-6, abs=1e-6), f"{name}: log q differs"
         else:
