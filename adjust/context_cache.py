@@ -17,6 +17,12 @@ projections and the MLP instead of L. It is an approximation of ADJUST (the samp
 updating every row); its fidelity is measured by ``adjust eval ... --cache-context``
 (docs/results.md). With every row a candidate it is exactly g (tested).
 
+**What exact g can skip.** A base step's *last* sampler pass is read only at its candidate rows (their
+logits), so there exact g needs every row's key and value but only the C candidate rows' queries,
+attention output and MLP: both engines run it that way (`AdjustSampler.forward_rows`,
+`AdjustLoop._final_rows`; `DecodingPolicy.final_pass` says which pass is last), exact at those rows.
+K = 2 has only such passes.
+
 Reference identity (tested): for candidate rows, one cached pass equals
 ``g(where(candidate, h, h0), x)`` at those rows; context rows are returned unchanged.
 """
@@ -26,6 +32,15 @@ from __future__ import annotations
 import torch
 
 from adjust.models.adapter import DiffusionLMAdapter
+
+
+def candidate_slots(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For rows [B, L] (bool): idx [B, C], each batch row's True positions first (ascending) and then
+    distinct other positions as padding, and valid [B, C] (False at the padding); C = the most True
+    positions of any batch row (at least 1). Distinct padding lets results be scattered back by idx."""
+    C = max(1, int(rows.sum(-1).max()))
+    idx = torch.sort((~rows).to(torch.int8), dim=1, stable=True).indices[:, :C]
+    return idx, rows.gather(1, idx)
 
 
 class ContextCache:
@@ -49,10 +64,7 @@ class ContextCache:
             candidates: [B, L] bool, the rows g updates (the step's candidates).
         """
         self.sampler, self.adapter = sampler, adapter
-        C = max(1, int(candidates.sum(-1).max()))
-        # Candidate positions first, ascending; the padding slots hold context rows and are masked out.
-        self.idx = torch.sort((~candidates).to(torch.int8), dim=1, stable=True).indices[:, :C]
-        self.valid = candidates.gather(1, self.idx)
+        self.idx, self.valid = candidate_slots(candidates)
         cos, sin, self.key_mask = sampler.positions(x, attention_mask, h0.dtype)
         at = self.idx[..., None].expand(-1, -1, cos.shape[-1])
         self.cos, self.sin = cos.gather(1, at), sin.gather(1, at)

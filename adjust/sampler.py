@@ -27,6 +27,7 @@ from torch import nn
 
 from adjust.checkpoint import ASSETS as _ASSETS
 from adjust.checkpoint import CONFIG_NAME, device_and_dtype, load_config, load_weights, resolve, save_checkpoint
+from adjust.context_cache import candidate_slots
 from adjust.fields import check_types
 from adjust.identity import check_base
 from adjust.models.adapter import BaseModelInfo, DiffusionLMAdapter, as_adapter
@@ -87,6 +88,27 @@ class AdjustSampler(nn.Module):
         u = self.layer_input(h, x, adapter)
         cos, sin, key_mask = self.positions(x, attention_mask, u.dtype)
         return h + self.norm_out(self.layer(u, cos, sin, key_mask))
+
+    def forward_rows(
+        self,
+        h: torch.Tensor,
+        x: torch.Tensor,
+        adapter: DiffusionLMAdapter,
+        attention_mask: torch.Tensor | None,
+        rows: torch.Tensor,
+    ) -> torch.Tensor:
+        """g(h, x) at the rows ``rows`` [B, L] (bool) only; the other rows of h come back as given.
+
+        Exact at those rows (every row is still a key and value; only their queries, attention output
+        and MLP are skipped elsewhere): the last pass of a base step, whose other rows nothing reads.
+        """
+        idx, valid = candidate_slots(rows)
+        u = self.layer_input(h, x, adapter)
+        cos, sin, key_mask = self.positions(x, attention_mask, u.dtype)
+        at = idx[..., None].expand(-1, -1, h.shape[-1])
+        hc = h.gather(1, at)
+        new = hc + self.norm_out(self.layer.forward_at(u, cos, sin, key_mask, idx))
+        return h.scatter(1, at, torch.where(valid[..., None], new, hc))
 
     def layer_input(self, h: torch.Tensor, x: torch.Tensor, adapter: DiffusionLMAdapter) -> torch.Tensor:
         """u = DownProj(concat(Norm_e(E x), Norm_h h)) of any rows h [..., d], x [...]."""

@@ -14,7 +14,10 @@ same loop runs with
   random stream advanced on device (``seed_offset[1] += 1`` per pass);
 - ``g`` from the fused pieces: ``sampler_input`` (gather + two RMSNorms + split DownProj),
   ``rmsnorm``, ``rope``, ``swiglu``, with the projections as cuBLAS GEMMs (``F.linear``) and attention
-  as ``F.scaled_dot_product_attention`` (at these shapes both are at their floor already).
+  as ``F.scaled_dot_product_attention`` (at these shapes both are at their floor already);
+- the last pass (k = K−1) computes g only at the candidate rows, the only rows read after it
+  (``_final_rows``): every row's input and keys/values, then only those rows' queries, attention
+  output and MLP — g exactly there.
 
 Nothing in a pass reads a device value on the host, so :meth:`AdjustLoop.capture` can record all
 K passes in one CUDA graph. The pure-PyTorch twin (``backend="torch"``, :func:`adjust_passes_reference`)
@@ -207,10 +210,6 @@ class AdjustLoop:
         """``h + Norm_out(DecoderLayer(u))`` for the rows h, u [B, R, d] at the tables cos/sin [B, R, D]; with
         ``context`` = (k, v, slots, valid), the R rows are the slots' rows and their keys/values replace
         the context's at those slots (the candidate-only pass)."""
-        s, p, cfg = self.sampler, self._p, self.sampler.layer_config
-        B, R, _ = h.shape
-        H, KV, hd, eps = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.rms_norm_eps
-        layer, attn, mlp = s.layer, s.layer.self_attn, s.layer.mlp
         q, k, v = self._qkv(u, cos, sin)
         if context is not None:
             ck, cv, slots, valid = context
@@ -218,6 +217,15 @@ class AdjustLoop:
             keep = valid[:, None, :, None]
             k = ck.scatter(2, at, torch.where(keep, k, ck.gather(2, at)))
             v = cv.scatter(2, at, torch.where(keep, v, cv.gather(2, at)))
+        return self._layer_out(h, u, q, k, v)
+
+    def _layer_out(self, h: Tensor, u: Tensor, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """The layer after its projections: the R rows h, u [B, R, d] with queries q [B, H, R, D] over the
+        keys/values k, v [B, H_kv, L, D]; ``h + Norm_out(u + Attn + MLP)`` [B, R, d]."""
+        s, p, cfg = self.sampler, self._p, self.sampler.layer_config
+        B, R, _ = h.shape
+        H, KV, hd, eps = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.rms_norm_eps
+        layer, attn, mlp = s.layer, s.layer.self_attn, s.layer.mlp
         if H != KV:
             k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
         mask = None if self._key_mask is None else self._key_mask[:, None, None, :]
@@ -246,6 +254,18 @@ class AdjustLoop:
         new = self._layer(hc, self._input(hc, x.gather(1, slots)), cos, sin, (k, v, slots, valid))
         return h.scatter(1, at, torch.where(valid[..., None], new, hc))
 
+    def _final_rows(self, h: Tensor, x: Tensor, cand_idx: Tensor) -> Tensor:
+        """The last pass, exact g at the C candidate slots only (all that is read after it): [B·C, d]. Every
+        row's input and projections, then only the slots' attention, o-projection and MLP (padding slots
+        give row 0's value, never committed)."""
+        B, _, C = self.shape
+        u = self._input(h, x)
+        q, k, v = self._qkv(u, self._cos, self._sin)
+        slots = cand_idx.clamp(min=0)
+        at = slots[..., None].expand(-1, -1, u.shape[-1])
+        q = q.gather(2, slots[:, None, :, None].expand(-1, q.shape[1], -1, q.shape[-1]))
+        return self._layer_out(h.gather(1, at), u.gather(1, at), q, k, v).reshape(B * C, -1)
+
     # -- the passes ---------------------------------------------------------------------------------
 
     def _passes(self, h0: Tensor, x: Tensor, cand_idx: Tensor, alive: Tensor, n_passes: Tensor, seed_offset: Tensor) -> None:
@@ -256,12 +276,13 @@ class AdjustLoop:
         self._begin(n_passes)
         h, kept, ctx = h0, None, None
         for k in range(self.num_passes):
+            final = k > 0 and k == self.num_passes - 1 and not self.cache_context
             if k > 0 and self.cache_context:
                 ctx = ctx or self._context(h0, x, cand_idx)
                 h = self._context_step(h, x, ctx)
-            elif k > 0:
+            elif k > 0 and not final:
                 h = self.sampler_step(h, x)
-            hc = h.reshape(B * L, -1).index_select(0, rows)
+            hc = self._final_rows(h, x, cand_idx) if final else h.reshape(B * L, -1).index_select(0, rows)
             if self._logits is None:
                 vocab = {}
             elif k == 0:

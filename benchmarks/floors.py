@@ -97,6 +97,17 @@ def context_step_cost(s: ModelShape, B: int, L: int, C: int, elt: int) -> Cost:
                 2.0 * M * s.sampler_linear_params + 4.0 * B * C * L * s.num_heads * s.head_dim)
 
 
+def final_pass_cost(s: ModelShape, B: int, L: int, C: int, elt: int) -> Cost:
+    """Exact ADJUST's last sampler pass of a base step, read only at its C candidate rows
+    (``AdjustLoop._final_rows``): all sampler weights once, every row's input, DownProj and q/k/v
+    projections, then only the C rows' attention (C queries over L keys), o-projection and MLP."""
+    M, Mc, d = B * L, B * C, s.hidden_size
+    projections = 2 * d * d + d * (s.num_heads + 2 * s.num_kv_heads) * s.head_dim
+    return Cost(s.sampler_params * elt + (2 * M + Mc) * d * elt + 8 * M,
+                2.0 * M * projections + 2.0 * Mc * (s.sampler_linear_params - projections)
+                + 4.0 * B * C * L * s.num_heads * s.head_dim)
+
+
 def sampler_input_cost(s: ModelShape, M: int, elt: int) -> Cost:
     """``sampler_input`` over M = B·L rows: E rows + h read, Wd [d, 2d] read, u written."""
     d = s.hidden_size
@@ -124,18 +135,21 @@ def base_forward_cost(s: ModelShape, B: int, L: int, elt: int) -> Cost:
 def adjust_loop_costs(s: ModelShape, B: int, L: int, C: int, K: int, elt: int,
                       candidate_tokens: int | None = None, cache_context: bool = False) -> list[Cost]:
     """``AdjustLoop`` (static shapes, B·C candidate rows): K LM-head passes over the same rows, K−1
-    applications of g; with ``candidate_tokens`` pass 0 also keeps ids and passes k ≥ 1 are
-    restricted to them; with ``cache_context`` the context's K/V once and g over the C rows only."""
+    applications of g (the last one candidate-only, `final_pass_cost`); with ``candidate_tokens`` pass 0
+    also keeps ids and passes k ≥ 1 are restricted to them; with ``cache_context`` the context's K/V
+    once and every g over the C rows only."""
     rows = B * C
     head = lm_head_cost(s, rows, elt) if candidate_tokens is None else restricted_lm_head_cost(
         s, rows, candidate_tokens, elt)
-    g = context_step_cost(s, B, L, C, elt) if cache_context else sampler_step_cost(s, B, L, elt)
     first = [lm_head_cost(s, rows, elt)]
     if candidate_tokens is not None:
         first.append(kept_ids_cost(s, rows, candidate_tokens, elt))
     if cache_context:
         first.append(context_kv_cost(s, B, L, elt))
-    return first + [g, head] * (K - 1)
+        return first + [context_step_cost(s, B, L, C, elt), head] * (K - 1)
+    if K == 1:
+        return first
+    return first + [sampler_step_cost(s, B, L, elt), head] * (K - 2) + [final_pass_cost(s, B, L, C, elt), head]
 
 
 def kv_bytes(s: ModelShape, B: int, rows: int, elt: int) -> float:
@@ -158,7 +172,8 @@ def step_costs(s: ModelShape, B: int, L: int, remaining: int, K: int, method: st
     """One base step of the engine with ``remaining`` masked tokens per row.
 
     ``parallel`` (and K = 1): base forward + one LM-head pass over the B·remaining rows.
-    ``adjust``: base forward + n = min(remaining, K) LM-head passes over the rows still masked, n−1 g's.
+    ``adjust``: base forward + n = min(remaining, K) LM-head passes over the rows still masked, n−1 g's
+    (the last candidate-only, `final_pass_cost`).
     ``adjust-top<k>`` (candidate-restricted): pass 0 also keeps k ids per row; passes k ≥ 1 read only those.
     ``adjust-ctx`` (context-cached): the context's K/V once, then g over the ``remaining`` candidate rows.
     ``base``: the base forward's cost (default: a full forward over all L rows).
@@ -177,7 +192,10 @@ def step_costs(s: ModelShape, B: int, L: int, remaining: int, K: int, method: st
     for k in range(1, n):
         rows = B * (remaining - k)
         head = lm_head_cost(s, rows, elt) if kept is None else restricted_lm_head_cost(s, rows, kept, elt)
-        g = context_step_cost(s, B, L, remaining, elt) if opts.get("cache_context") else sampler_step_cost(s, B, L, elt)
+        if opts.get("cache_context"):
+            g = context_step_cost(s, B, L, remaining, elt)
+        else:
+            g = final_pass_cost(s, B, L, remaining - k, elt) if k == n - 1 else sampler_step_cost(s, B, L, elt)
         costs += [g, head]
     return costs
 
@@ -222,8 +240,9 @@ def block_generation_costs(s: ModelShape, B: int, prompt: int, new: int, block: 
 def step_ratio(s: ModelShape, B: int, L: int, rows: int, K: int, elt: int, bandwidth: float, flop_rate: float,
                restricted_tokens: int | None = None, cache_context: bool = False) -> float:
     """Exact-semantics ceiling of ADJUST / parallel tokens/s for one base step (both commit K tokens):
-    (T_f + T_W(rows)) / (T_f + K·T_W(rows) + (K−1)·T_g), all at their floors. With ``restricted_tokens``
-    the passes k ≥ 1 read only that many LM-head rows per candidate and pass 0 pays for choosing them;
+    (T_f + T_W(rows)) / (T_f + K·T_W(rows) + T_g's), all at their floors, where the K−1 g's are K−2
+    full passes and the candidate-only last one (`_passes_seconds`). With ``restricted_tokens`` the
+    passes k ≥ 1 read only that many LM-head rows per candidate and pass 0 pays for choosing them;
     with ``cache_context`` g runs over the rows/B candidates only, after the context's K/V once."""
     f = base_forward_cost(s, B, L, elt).seconds(bandwidth, flop_rate)
     w = lm_head_cost(s, rows, elt).seconds(bandwidth, flop_rate)
@@ -231,23 +250,33 @@ def step_ratio(s: ModelShape, B: int, L: int, rows: int, K: int, elt: int, bandw
         g = context_step_cost(s, B, L, rows // B, elt).seconds(bandwidth, flop_rate)
         once = context_kv_cost(s, B, L, elt).seconds(bandwidth, flop_rate)
         return (f + w) / (f + w + once + (K - 1) * (w + g))
-    g = sampler_step_cost(s, B, L, elt).seconds(bandwidth, flop_rate)
+    g = _passes_seconds(s, B, L, rows, K, elt, bandwidth, flop_rate)
     if restricted_tokens is None:
-        return (f + w) / (f + w + (K - 1) * (w + g))
+        return (f + w) / (f + w + (K - 1) * w + g)
     keep = kept_ids_cost(s, rows, restricted_tokens, elt).seconds(bandwidth, flop_rate)
     later = restricted_lm_head_cost(s, rows, restricted_tokens, elt).seconds(bandwidth, flop_rate)
-    return (f + w) / (f + w + keep + (K - 1) * (later + g))
+    return (f + w) / (f + w + keep + (K - 1) * later + g)
+
+
+def _passes_seconds(s: ModelShape, B: int, L: int, rows: int, K: int, elt: int, bandwidth: float,
+                    flop_rate: float) -> float:
+    """Floor of exact ADJUST's K−1 applications of g in one base step: K−2 full, the last candidate-only."""
+    if K < 2:
+        return 0.0
+    full = sampler_step_cost(s, B, L, elt).seconds(bandwidth, flop_rate)
+    return (K - 2) * full + final_pass_cost(s, B, L, rows // B, elt).seconds(bandwidth, flop_rate)
 
 
 def base_slack_needed(s: ModelShape, B: int, L: int, rows: int, K: int, target: float, elt: int, bandwidth: float,
                       flop_rate: float) -> float:
     """How many times its floor the base forward must take, with every pass at its floor, for
-    ADJUST/parallel to reach ``target``: f' ≥ ((target·K − 1)·T_W + target·(K−1)·T_g) / (1 − target).
-    Both methods pay f', so this is slack in the base model's implementation, not in ADJUST's."""
+    ADJUST/parallel to reach ``target``: f' ≥ ((target·K − 1)·T_W + target·T_g's) / (1 − target)
+    (T_g's: `_passes_seconds`). Both methods pay f', so this is slack in the base model's
+    implementation, not in ADJUST's."""
     f = base_forward_cost(s, B, L, elt).seconds(bandwidth, flop_rate)
     w = lm_head_cost(s, rows, elt).seconds(bandwidth, flop_rate)
-    g = sampler_step_cost(s, B, L, elt).seconds(bandwidth, flop_rate)
-    return ((target * K - 1) * w + target * (K - 1) * g) / (1 - target) / f
+    g = _passes_seconds(s, B, L, rows, K, elt, bandwidth, flop_rate)
+    return ((target * K - 1) * w + target * g) / (1 - target) / f
 
 
 # -- planning tables ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
@@ -58,19 +59,39 @@ ADJUST_HD uint32_t philox_uint32(uint64_t key, uint32_t c0, uint32_t c1, uint32_
   return c0;
 }
 
-// Gumbel(0, 1) noise of (row, token) in stream (seed, offset): Philox counters (token, row, offset low,
-// offset high), key seed (adjust_kernels._triton_utils.gumbel_noise). u = (top 23 bits + 0.5) * 2^-23 is
-// exact in fp32 and strictly inside (0, 1), so G is finite and G <= -log(-log(1 - 2^-24)) ~ 16.6.
-ADJUST_HD float gumbel(const Opts& o, uint32_t row, uint32_t token) {
-  const uint32_t bits = philox_uint32(o.seed, token, row, static_cast<uint32_t>(o.offset),
-                                      static_cast<uint32_t>(o.offset >> 32));
+// Philox word of the noise of (row, token) in stream (seed, offset): counters (token, row, offset low,
+// offset high), key seed (adjust_kernels._triton_utils.gumbel_noise).
+ADJUST_HD uint32_t noise_bits(const Opts& o, uint32_t row, uint32_t token) {
+  return philox_uint32(o.seed, token, row, static_cast<uint32_t>(o.offset), static_cast<uint32_t>(o.offset >> 32));
+}
+
+// Gumbel(0, 1) noise from a Philox word: u = (top 23 bits + 0.5) * 2^-23 is exact in fp32 and strictly
+// inside (0, 1), so G = -log(-log u) is finite and G <= -log(-log(1 - 2^-24)) ~ 16.6.
+ADJUST_HD float gumbel_from_bits(uint32_t bits) {
   const float u = (static_cast<float>(bits >> 9) + 0.5f) * 0x1p-23f;
   return -logf(-logf(u));
 }
 
-// An upper bound on gumbel(): a token with z + kGumbelMax below the best key so far cannot win, so its
-// noise is not drawn. This is exact (same result as drawing it) and skips most of a peaked vocabulary.
+// An upper bound on gumbel_from_bits(): a token with z + kGumbelMax below the best key so far cannot
+// win, so its noise is not drawn. This is exact (same result as drawing it) and skips most of a peaked vocabulary.
 constexpr float kGumbelMax = 17.0f;
+
+// An upper bound on gumbel_from_bits(bits) from integer work only, so that a flat vocabulary (where
+// kGumbelMax skips nothing) takes the two logs only for the few tokens that could still win. With
+// r = 2^23 - 1 - (bits >> 9), 1 - u = (r + 0.5) 2^-23 and -log u >= 1 - u, so
+// G <= -log(1 - u) <= (23 - floor(log2 r)) ln 2 (24 ln 2 at r = 0); the 1e-3 covers fp32 rounding of G.
+ADJUST_HD float gumbel_bound(uint32_t bits) {
+  const float r = static_cast<float>(0x7FFFFFu - (bits >> 9));  // exact: below 2^23
+  // floor(log2 r) is the exponent of r (-127 at r = 0, raised to -1); branch-free, so loops vectorise
+#ifdef __CUDA_ARCH__
+  const uint32_t word = __float_as_uint(r);
+#else
+  uint32_t word;
+  std::memcpy(&word, &r, sizeof(word));
+#endif
+  const int top = static_cast<int>(word >> 23) - 127;
+  return static_cast<float>(23 - (top > -1 ? top : -1)) * 0.6931472f + 1e-3f;
+}
 
 struct RowState {
   float m, s, t;       // max z, sum exp(z - m), sum exp(z - m) * (z - m); s == 0 <=> empty
@@ -95,8 +116,8 @@ ADJUST_HD void lse_push(float& m, float& s, float x) {
   }
 }
 
-// Adds token v of row `row` (untempered logit x, tempered z > -inf) to the state.
-ADJUST_HD void push(RowState& st, float x, float z, int64_t v, int64_t row, const Opts& o) {
+// Adds token v's softmax terms (untempered logit x, tempered z > -inf) to the state.
+ADJUST_HD void push_softmax(RowState& st, float x, float z, int64_t v, const Opts& o) {
   if (z > st.m) {
     if (st.s > 0.f) {  // rescale the sums to the new max; t is kept relative to m to avoid cancellation
       const float d = st.m - z, r = expf(d);
@@ -114,15 +135,25 @@ ADJUST_HD void push(RowState& st, float x, float z, int64_t v, int64_t row, cons
     st.top2 = fmaxf(st.top2, z);
   }
   if (o.raw) lse_push(st.mr, st.sr, x);
-  if (o.sample && z + kGumbelMax >= st.key) {
-    const float k = z + gumbel(o, static_cast<uint32_t>(row), static_cast<uint32_t>(v));
-    if (k > st.key) {
-      st.key = k;
-      st.tok = v;
-      st.z_tok = z;
-      st.x_tok = x;
-    }
+}
+
+// Offers token v's Gumbel key z + G (G from the Philox word `bits`) to the sample (T > 0).
+ADJUST_HD void push_key(RowState& st, float x, float z, int64_t v, uint32_t bits) {
+  if (z + gumbel_bound(bits) < st.key) return;  // cannot win: the logs are not needed
+  const float k = z + gumbel_from_bits(bits);
+  if (k > st.key) {
+    st.key = k;
+    st.tok = v;
+    st.z_tok = z;
+    st.x_tok = x;
   }
+}
+
+// Adds token v of row `row` (untempered logit x, tempered z > -inf) to the state.
+ADJUST_HD void push(RowState& st, float x, float z, int64_t v, int64_t row, const Opts& o) {
+  push_softmax(st, x, z, v, o);
+  if (o.sample && z + kGumbelMax >= st.key)
+    push_key(st, x, z, v, noise_bits(o, static_cast<uint32_t>(row), static_cast<uint32_t>(v)));
 }
 
 // The state of the union of two disjoint token sets (in any order: ties go to the lowest index).

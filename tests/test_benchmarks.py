@@ -19,6 +19,7 @@ from benchmarks.floors import (
     base_forward_cost,
     block_generation_costs,
     context_step_cost,
+    final_pass_cost,
     floor_seconds,
     generation_costs,
     kept_ids_cost,
@@ -47,6 +48,10 @@ def test_restricted_floors() -> None:
     # context-cached: with a block of 64 candidates in 512 positions, g costs less than over all 512 rows
     assert context_step_cost(s, 1, 512, 64, elt).flops < sampler_step_cost(s, 1, 512, elt).flops / 4
     assert context_step_cost(s, 1, 512, 512, elt).flops == sampler_step_cost(s, 1, 512, elt).flops
+    # exact ADJUST's last pass: g at the candidates only, never dearer than a full pass
+    assert final_pass_cost(s, 1, 512, 512, elt).flops == sampler_step_cost(s, 1, 512, elt).flops
+    assert final_pass_cost(s, 1, 512, 512, elt).bytes == sampler_step_cost(s, 1, 512, elt).bytes
+    assert final_pass_cost(s, 1, 512, 64, elt).flops < sampler_step_cost(s, 1, 512, elt).flops / 2
     gen = {m: floor_seconds(generation_costs(s, 1, 0, 128, 4, m, elt), bw, rate) for m in ("parallel", "adjust", "adjust-top64")}
     assert gen["parallel"] < gen["adjust-top64"] < gen["adjust"]
 

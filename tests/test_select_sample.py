@@ -140,19 +140,23 @@ def test_sampled_scores(device: str) -> None:
 
 @needs_op
 @pytest.mark.parametrize("device", DEVICES)
-def test_sampling_uses_package_philox_noise(device: str) -> None:
+@pytest.mark.parametrize("v, scale, exclude_token", [(1500, 1.0, 11), (4096 * 2 + 37, 0.05, 4111), (23, 20.0, 15)])
+def test_sampling_uses_package_philox_noise(device: str, v: int, scale: float, exclude_token: int) -> None:
     """At T > 0 the token is argmax(z + G) with G = _triton_utils.gumbel_noise(seed, offset), the noise the
-    Triton ops use, except where float rounding can swap two keys closer than 1e-4 (skipped)."""
+    Triton ops use, except where float rounding can swap two keys closer than 1e-4 (skipped). Flat logits
+    (scale 0.05: the noise decides, most tokens are near the best key), three vocabulary tiles and a
+    vocabulary that is no multiple of the CPU kernel's chunk, and peaked logits (scale 20: the skip
+    filters drop almost every token) all check that no filter drops a winner."""
     from adjust_kernels._triton_utils import gumbel_noise
 
-    logits, temperature, exclude_token = _logits(33, 1500, torch.float32, device), 0.6, 11
+    logits, temperature = (_logits(33, v, torch.float32, device) * scale), 0.6
     seed, offset = SEED - 2**30, 2**32 + 5  # a negative seed and a two-word offset
     tokens = select_sample(logits, temperature, "entropy", seed, offset, exclude_token)[0].cpu()
     z = (logits.cpu() / temperature).index_fill(1, torch.tensor([exclude_token]), -torch.inf)
     keys = z + gumbel_noise(torch.tensor([seed, offset]), *z.shape, torch.device("cpu"))
     top = keys.topk(2, dim=-1)
     clear = top.values[:, 0] - top.values[:, 1] > 1e-4
-    assert clear.sum() >= 30
+    assert clear.sum() >= 28
     assert torch.equal(tokens[clear], top.indices[clear, 0])
 
 

@@ -87,6 +87,9 @@ class Adjust(Parallel):
     def another_pass(self, step: StepState, k: int) -> bool:
         return bool((self.counts(step) > k + 1).any())
 
+    def final_pass(self, step: StepState, k: int) -> bool:
+        return not self.another_pass(step, k)  # the counts are fixed when the step starts
+
     def fused_rule(self) -> dict | None:
         return {}
 

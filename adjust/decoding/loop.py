@@ -106,14 +106,16 @@ class DecodingLoop:
         """One base step of the eager loop: pass 0, then sampler passes while the policy asks."""
         context, k = None, 0
         while True:
+            cand = candidates & (x == self.adapter.mask_token_id)
             if k > 0:
                 if self.cache_context:
                     context = context or ContextCache(self.sampler, self.adapter, h, x, attn_arg, candidates)
                     h = context(h, x)
+                elif self.policy.final_pass(step, k):  # nothing reads its other rows (adjust.context_cache)
+                    h = self.sampler.forward_rows(h, x, self.adapter, attn_arg, cand)
                 else:
                     h = self.sampler(h, x, self.adapter, attn_arg)
                 self.sampler_passes += 1
-            cand = candidates & (x == self.adapter.mask_token_id)
             view = self._propose(h, x, attn, cand, k)
             decision = self.policy.commit(view, step)
             commit = decision.mask & cand

@@ -129,6 +129,12 @@ class DecodingPolicy:
         """After pass ``k`` was committed: run sampler pass k + 1? (Default: never.)"""
         return False
 
+    def final_pass(self, step: StepState, k: int) -> bool:
+        """Before sampler pass k ≥ 1: is it certainly the step's last? Then the loop applies g to the
+        candidates' rows only (exact there; nothing reads the other rows later). Default: at the
+        ``max_passes()`` bound."""
+        return k + 1 >= self.max_passes()
+
     def fused_rule(self) -> dict | None:
         """How the triton backend runs this policy's passes (`adjust.backends.FusedAdjustStep`): None =
         the eager loop (with the fused LM-head sampling); ``{}`` = `AdjustLoop` (one commit per pass);
