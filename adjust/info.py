@@ -90,8 +90,10 @@ def _readiness(readout: dict | None) -> dict | str:
             metric = next((k for k in val if k.endswith("_closed") and k != "closed"), None)
             if metric is not None and val[metric] is not None:
                 name = metric.removesuffix("_closed")
+                se = val.get(metric + "_se")
                 line += f"; {name} {val['adjust_' + name]:.3f} (parallel {val['parallel_' + name]:.3f}, " \
-                        f"K=1 {readout['exact_' + name]:.3f}): {100 * val[metric]:.0f}% of the gap closed"
+                        f"K=1 {readout['exact_' + name]:.3f}): {100 * val[metric]:.0f}% of the gap closed" + \
+                        ("" if se is None else f" (± {100 * se:.1f})")
             out[f"at {key[:1]}={key[1:]}"] = line
     return out
 

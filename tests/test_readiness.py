@@ -7,7 +7,7 @@ import torch
 
 from adjust.models.adapter import as_adapter
 from adjust.sampler import AdjustSampler
-from adjust.train.readiness import READY_CLOSED, ReadinessProbe, verdict
+from adjust.train.readiness import READY_CLOSED, READY_METRIC, Readout, ReadinessProbe, verdict
 from adjust.train.trajectories import TrajectorySettings, generate_trajectories, load_trajectories
 from conftest import perturbed_sampler, tiny_mdlm
 
@@ -96,6 +96,40 @@ def test_verdict_thresholds():
     assert "far from exact" in verdict({2: 0.94, 4: 0.99, 8: 0.99})[1]
 
 
+def test_verdict_holds_the_testbed_metric_less_one_standard_error():
+    kl = {2: 0.995, 4: 0.995, 8: 0.99}  # ready by the joint-KL thresholds
+    need, need_last = READY_METRIC
+    assert verdict(kl, {2: (need + 0.03, 0.02), 4: (need + 0.03, 0.02), 8: (need_last + 0.03, 0.02)}, "valid")[0] == "ready"
+    # mirror's full-budget run: 89.8% of the validity gap at K=4 (256 prompts) -> not ready
+    v, why = verdict(kl, {2: (0.9023, 0.0186), 4: (0.8984, 0.0189), 8: (0.8438, 0.0227)}, "valid")
+    assert v == "not ready" and "K=4: 89.8% ± 1.9% vs 90%" in why and "K=8: 84" not in why and "valid" in why
+    # above the target but within one standard error of it: not ready
+    assert verdict(kl, {2: (need + 0.01, 0.02), 4: (0.95, 0.0), 8: (0.9, 0.0)}, "valid")[0] == "not ready"
+    # a K whose gap is undefined (parallel already exact) is not held; no scorer: the KL verdict alone
+    assert verdict(kl, {2: (None, None), 4: (0.95, 0.01), 8: (0.9, 0.01)}, "valid")[0] == "ready"
+    assert verdict(kl)[0] == "ready"
+    # the joint-KL thresholds still come first
+    assert "joint KL" in verdict({2: 0.9, 4: 0.995, 8: 0.99}, {2: (1.0, 0.0), 4: (1.0, 0.0), 8: (1.0, 0.0)}, "v")[1]
+
+
+def test_metric_closed_se_matches_its_spread():
+    """The delta-method standard error of the gap closed against the spread of that share over 4000
+    simulated readouts (Bernoulli samples: ADJUST p = 0.8 of 256, parallel 0.3 of 256, exact 0.95 of 256)."""
+    g = torch.Generator().manual_seed(0)
+    n, reps, (pa, pp, pe) = 256, 4000, (0.8, 0.3, 0.95)
+    a, p, e = (torch.bernoulli(torch.full((reps, n), q, dtype=torch.float64), generator=g) for q in (pa, pp, pe))
+    share = (a.mean(1) - p.mean(1)) / (e.mean(1) - p.mean(1))
+
+    def se(x: torch.Tensor) -> float:
+        return float(x.std(1).mean() / math.sqrt(n))
+
+    readout = Readout(step=0, Ks=(4,), adjust_kl={4: 0.1}, parallel_kl={4: 1.0}, metric="valid",
+                      adjust_metric={4: pa}, parallel_metric={4: pp}, exact_metric=pe,
+                      adjust_metric_se={4: se(a)}, parallel_metric_se={4: se(p)}, exact_metric_se=se(e))
+    assert readout.metric_closed(4) == pytest.approx((pa - pp) / (pe - pp))
+    assert readout.metric_closed_se(4) == pytest.approx(float(share.std()), rel=0.1)
+
+
 def test_readout_scores_with_the_testbed(tmp_path):
     from adjust.data.mirror import MirrorLanguage
 
@@ -109,4 +143,5 @@ def test_readout_scores_with_the_testbed(tmp_path):
     finals = [traj.input_ids[r][-4:].tolist() for r in list(range(30, 40)) * 7][:64]
     assert probe.exact_metric == pytest.approx(sum(tb.score(None, f)["valid"] for f in finals) / 64)
     rec = probe(perturbed_sampler(model), step=1).to_record()
-    assert set(rec["K2"]) >= {"adjust_valid", "parallel_valid", "valid_closed"} and "exact_valid" in rec
+    assert set(rec["K2"]) >= {"adjust_valid", "parallel_valid", "valid_closed", "valid_closed_se"} and "exact_valid" in rec
+    assert probe.exact_metric_se >= 0 and (rec["K2"]["valid_closed_se"] is None or rec["K2"]["valid_closed_se"] >= 0)
