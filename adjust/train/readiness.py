@@ -201,7 +201,7 @@ class ReadinessProbe:
             if metric in exact:
                 self.metric = metric
                 self.exact_metric, self.exact_metric_se = self._mean(exact, metric)
-        self._parallel: tuple[dict[int, float], dict[int, float] | None] | None = None
+        self._parallel: dict[int, tuple[float, tuple[float, float] | None]] | None = None  # per K, as _measure
 
     def _score_all(self, completions: list[list[int]]) -> dict[str, list[float]]:
         out: dict[str, list[float]] = {}
