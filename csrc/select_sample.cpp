@@ -100,6 +100,9 @@ __attribute__((target("avx512f"))) void noise_bits_avx512(const Opts& o, uint32_
   _mm512_storeu_si512(out, c0);
 }
 
+// The AVX-512 body at half width, written twice on purpose: GCC vector extensions give one source
+// for every ISA, but there GCC multiplies the 64-bit lanes in full (3 vpmuludq each), measured 2.3x
+// slower (5.1 vs 2.2 ns per token).
 __attribute__((target("avx2"))) void noise_bits_avx2(const Opts& o, uint32_t row, uint32_t token0, uint32_t* out) {
   for (int half = 0; half < kLanes; half += 8) {
     __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(token0 + half)),
