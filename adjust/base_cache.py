@@ -27,6 +27,8 @@ is right, and that everything the default loses is the staleness above.
 ADJUST sampler (and every policy) receives the whole [B, L, d]: the window's fresh rows, and for
 the other positions the hidden states of the block's full forward (as stale as their cached
 keys/values). Candidates are always inside the block, so the rows whose logits are read are fresh.
+The sampler's own passes follow the same rule, each pass as one more cached layer
+(`adjust.sampler_block_cache`; ``window`` below tells them which rows are fresh).
 
 Each adapter decides which rows it recomputes for a window (``hidden_window``): Dream also
 recomputes the row before the block, since its logits at i come from its output at i − 1.
@@ -78,10 +80,15 @@ class BaseForward:
         self.cache = None
         self.h_block: torch.Tensor | None = None  # hidden states of the block's full forward
         self.cached_forwards = 0
+        # the last forward's recomputed rows [start, end) when the other positions' keys/values are older
+        # than it (a later step of a block); None when every position is fresh (no cache, a full forward,
+        # or refresh="forward"). The sampler's passes follow it (adjust.sampler_block_cache).
+        self.window: tuple[int, int] | None = None
 
     def __call__(self, x: torch.Tensor, attention_mask: torch.Tensor | None, block_start: int, block_end: int,
                  first_of_block: bool) -> torch.Tensor:
         """Hidden states [B, L, d] of ``x`` for a step of the block [block_start, block_end)."""
+        self.window = None
         if self.mode is None:
             return self.adapter.hidden(x, attention_mask)
         if first_of_block or self.refresh == "forward":
@@ -89,6 +96,8 @@ class BaseForward:
             if first_of_block:
                 return self.h_block
         end = x.shape[1] if self.mode == "prefix" else block_end
+        if self.refresh == "block":
+            self.window = (block_start, end)
         fresh = self.adapter.hidden_window(x, attention_mask, self.cache, block_start, end)
         self.cached_forwards += 1
         h = self.h_block

@@ -209,8 +209,9 @@ def generate(
             block's forwards (Fast-dLLM's KV cache; `adjust.base_cache`): ``"prefix"`` caches the prompt
             and the finished blocks, ``"dual"`` also the masked suffix; each block's first forward is a
             full one that rebuilds the cache, the later ones recompute only the block (prefix: the
-            block and what follows it). An approximation (cached positions do not see the block's new
-            tokens); None = no cache, exact.
+            block and what follows it), and so do the sampler's passes at those steps
+            (`adjust.sampler_block_cache`). An approximation (cached positions do not see the block's
+            new tokens); None = no cache, exact.
         base_cache_refresh: ``"block"`` (Fast-dLLM's rule, the default) or ``"forward"``: rebuild the
             cache with a full forward before every windowed one (no speed-up; gives the uncached
             tokens — a check of the cached path).
@@ -306,7 +307,8 @@ def generate(
     if not block_ends:  # infilling only, nothing appended
         block_ends = [total]
     fused_args = None
-    if backend == "triton" and policy.fused_rule() is not None:
+    # with a base cache g's passes follow its window (adjust.sampler_block_cache): the eager loop's, not fused yet
+    if backend == "triton" and policy.fused_rule() is not None and (base_cache is None or cache_context):
         fused_args = dict(seed=run_seed, candidate_tokens=candidate_tokens, cache_context=cache_context)
     loop = DecodingLoop(adapter, policy, sampler, settings, generator, sample, backend, restrict, cache_context,
                         return_history, progress, BaseForward(adapter, base_cache, base_cache_refresh))

@@ -31,6 +31,7 @@ from adjust.context_cache import candidate_slots
 from adjust.fields import check_types
 from adjust.identity import check_base
 from adjust.models.adapter import BaseModelInfo, DiffusionLMAdapter, as_adapter
+from adjust.models.kv_cache import BlockKVCache
 from adjust.models.layers import DecoderLayer, LayerConfig, RMSNorm, position_ids_from_mask, rope_cos_sin
 
 ASSETS = _ASSETS / "samplers"
@@ -83,11 +84,34 @@ class AdjustSampler(nn.Module):
         x: torch.Tensor,
         adapter: DiffusionLMAdapter,
         attention_mask: torch.Tensor | None = None,
+        kv_cache: BlockKVCache | None = None,
+        layer_idx: int = 0,
     ) -> torch.Tensor:
-        """h_{k+1} = g(h_k, x): h [B, L, d] hidden states, x [B, L] the current tokens."""
+        """h_{k+1} = g(h_k, x): h [B, L, d] hidden states, x [B, L] the current tokens. ``kv_cache``
+        (recording, `adjust.sampler_block_cache`) keeps this pass's keys/values as layer ``layer_idx``."""
         u = self.layer_input(h, x, adapter)
         cos, sin, key_mask = self.positions(x, attention_mask, u.dtype)
-        return h + self.norm_out(self.layer(u, cos, sin, key_mask))
+        return h + self.norm_out(self.layer(u, cos, sin, key_mask, kv_cache, layer_idx))
+
+    def forward_window(
+        self,
+        h: torch.Tensor,
+        x: torch.Tensor,
+        adapter: DiffusionLMAdapter,
+        attention_mask: torch.Tensor | None,
+        kv_cache: BlockKVCache,
+        layer_idx: int,
+        start: int,
+        end: int,
+    ) -> torch.Tensor:
+        """g at the rows [start, end) only, every other position's keys/values read from ``kv_cache``'s
+        layer ``layer_idx`` (the block cache's rule applied to g, `adjust.sampler_block_cache`); the
+        other rows of h come back as given."""
+        u = self.layer_input(h[:, start:end], x[:, start:end], adapter)
+        cos, sin, key_mask = self.positions(x, attention_mask, u.dtype)
+        kv_cache.set_window(start, end)
+        y = self.layer(u, cos[:, start:end], sin[:, start:end], key_mask, kv_cache, layer_idx)
+        return torch.cat([h[:, :start], h[:, start:end] + self.norm_out(y), h[:, end:]], dim=1)
 
     def forward_rows(
         self,
@@ -96,18 +120,21 @@ class AdjustSampler(nn.Module):
         adapter: DiffusionLMAdapter,
         attention_mask: torch.Tensor | None,
         rows: torch.Tensor,
+        kv_cache: BlockKVCache | None = None,
+        layer_idx: int = 0,
     ) -> torch.Tensor:
         """g(h, x) at the rows ``rows`` [B, L] (bool) only; the other rows of h come back as given.
 
         Exact at those rows (every row is still a key and value; only their queries, attention output
         and MLP are skipped elsewhere): the last pass of a base step, whose other rows nothing reads.
+        ``kv_cache`` (recording) keeps every row's keys/values as layer ``layer_idx``.
         """
         idx, valid = candidate_slots(rows)
         u = self.layer_input(h, x, adapter)
         cos, sin, key_mask = self.positions(x, attention_mask, u.dtype)
         at = idx[..., None].expand(-1, -1, h.shape[-1])
         hc = h.gather(1, at)
-        new = hc + self.norm_out(self.layer.forward_at(u, cos, sin, key_mask, idx))
+        new = hc + self.norm_out(self.layer.forward_at(u, cos, sin, key_mask, idx, kv_cache, layer_idx))
         return h.scatter(1, at, torch.where(valid[..., None], new, hc))
 
     def layer_input(self, h: torch.Tensor, x: torch.Tensor, adapter: DiffusionLMAdapter) -> torch.Tensor:

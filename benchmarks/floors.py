@@ -108,6 +108,15 @@ def final_pass_cost(s: ModelShape, B: int, L: int, C: int, elt: int) -> Cost:
                 + 4.0 * B * C * L * s.num_heads * s.head_dim)
 
 
+def window_pass_cost(s: ModelShape, B: int, L: int, W: int, elt: int) -> Cost:
+    """A sampler pass at a block's later step under ``base_cache`` (`adjust.sampler_block_cache`): all
+    sampler weights once, the W window rows through every GEMM (E rows + h read, h' written), W queries
+    over L keys, the pass's recorded K/V of L positions read and the window's written."""
+    M, kv = B * W, s.num_kv_heads * s.head_dim
+    return Cost(s.sampler_params * elt + 3 * M * s.hidden_size * elt + 2 * B * (L + W) * kv * elt + 8 * M,
+                2.0 * M * s.sampler_linear_params + 4.0 * B * W * L * s.num_heads * s.head_dim)
+
+
 def sampler_input_cost(s: ModelShape, M: int, elt: int) -> Cost:
     """``sampler_input`` over M = B·L rows: E rows + h read, Wd [d, 2d] read, u written."""
     d = s.hidden_size
@@ -168,7 +177,7 @@ def window_forward_cost(s: ModelShape, B: int, L: int, W: int, elt: int) -> Cost
 
 
 def step_costs(s: ModelShape, B: int, L: int, remaining: int, K: int, method: str, elt: int,
-               base: Cost | None = None) -> list[Cost]:
+               base: Cost | None = None, window: int | None = None) -> list[Cost]:
     """One base step of the engine with ``remaining`` masked tokens per row.
 
     ``parallel`` (and K = 1): base forward + one LM-head pass over the B·remaining rows.
@@ -177,6 +186,8 @@ def step_costs(s: ModelShape, B: int, L: int, remaining: int, K: int, method: st
     ``adjust-top<k>`` (candidate-restricted): pass 0 also keeps k ids per row; passes k ≥ 1 read only those.
     ``adjust-ctx`` (context-cached): the context's K/V once, then g over the ``remaining`` candidate rows.
     ``base``: the base forward's cost (default: a full forward over all L rows).
+    ``window``: a block-cached later step's W window rows: every g but the context-cached one runs on
+    them (`window_pass_cost`).
     """
     costs = [base_forward_cost(s, B, L, elt) if base is None else base]
     n = min(remaining, K)
@@ -194,6 +205,8 @@ def step_costs(s: ModelShape, B: int, L: int, remaining: int, K: int, method: st
         head = lm_head_cost(s, rows, elt) if kept is None else restricted_lm_head_cost(s, rows, kept, elt)
         if opts.get("cache_context"):
             g = context_step_cost(s, B, L, remaining, elt)
+        elif window is not None:
+            g = window_pass_cost(s, B, L, window, elt)
         else:
             g = final_pass_cost(s, B, L, remaining - k, elt) if k == n - 1 else sampler_step_cost(s, B, L, elt)
         costs += [g, head]
@@ -216,7 +229,8 @@ def block_generation_costs(s: ModelShape, B: int, prompt: int, new: int, block: 
                            base_cache: str | None = None) -> list[Cost]:
     """Every unit of a semi-AR generation of ``new`` tokens in blocks of ``block`` (candidates: the block's
     masks). With ``base_cache`` each block's first forward is full (and writes every layer's K/V), the
-    others run over the window: the block and all after it (``"prefix"``) or the block alone (``"dual"``)."""
+    others run over the window: the block and all after it (``"prefix"``) or the block alone (``"dual"``),
+    and so do their sampler passes (`window_pass_cost`)."""
     P = max(prompt, 1)
     L = P + new
     K = 1 if method == "k1" else K
@@ -224,14 +238,16 @@ def block_generation_costs(s: ModelShape, B: int, prompt: int, new: int, block: 
     for start in range(P, L, block):
         remaining, first = block, True
         while remaining > 0:
+            window = None
             if base_cache is None:
                 base = None
             elif first:
                 full = base_forward_cost(s, B, L, elt)
                 base = Cost(full.bytes + kv_bytes(s, B, L, elt), full.flops)
             else:
-                base = window_forward_cost(s, B, L, L - start if base_cache == "prefix" else block, elt)
-            costs += step_costs(s, B, L, remaining, K, method, elt, base)
+                window = L - start if base_cache == "prefix" else block
+                base = window_forward_cost(s, B, L, window, elt)
+            costs += step_costs(s, B, L, remaining, K, method, elt, base, window)
             remaining -= min(remaining, K)
             first = False
     return costs

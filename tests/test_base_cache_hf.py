@@ -1,6 +1,7 @@
 """The base-model block cache on the REAL Dream and LLaDA classes (tiny random weights, tests/peer_models.py):
 the windowed forward equals the model's own full forward, the cache holds the model's own keys/values at a
-refresh, and refreshing every forward gives the uncached tokens (prefix and dual, left-padded batches)."""
+refresh, refreshing every forward gives the uncached tokens (prefix and dual, left-padded batches), and the
+sampler's first pass is unchanged by following the window."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import torch
 import adjust
 from adjust.decoding import Threshold
 from adjust.models.adapter import as_adapter
+from adjust.sampler_block_cache import SamplerBlockCache
 from peer_models import tiny_dream, tiny_llada
+from test_sampler_block_cache import g_over_every_row
 
 PROMPTS = [[10, 11, 12, 13, 14, 15, 16], [20, 21], [30, 31, 32, 33]]  # left padding; the special ids are ≥ 95
 
@@ -112,3 +115,23 @@ def test_llada_without_llama_blocks_is_refused():
         adjust.generate(ad, PROMPTS, K=2, max_new_tokens=4, block_length=2, base_cache="dual")
     with pytest.raises(ValueError, match="Llama blocks"):
         ad.hidden_and_cache(torch.tensor([[10, 11]]))
+
+
+
+@pytest.mark.parametrize("mode", ["prefix", "dual"])
+@pytest.mark.parametrize("name", ["dream", "llada"])
+def test_sampler_passes_follow_the_window(name, mode, monkeypatch):
+    """With the default refresh, ADJUST K = 2's only pass is unchanged by caching g (adjust.sampler_block_cache:
+    its recorded keys/values are what g computes again); at K = 4 passes 2 and 3 run on the window and are
+    an approximation like the base's cached positions."""
+    ad = as_adapter(MODELS[name]())
+    sampler = _policies(ad, name)["adjust"]["sampler"]
+    kw = dict(max_new_tokens=16, block_length=8, temperature=0.0, sampler=sampler, base_cache=mode)
+    cached = {K: adjust.generate(ad, PROMPTS, K=K, **kw) for K in (2, 4)}
+    monkeypatch.setattr(SamplerBlockCache, "__call__", g_over_every_row)
+    for K in (2, 4):
+        full = adjust.generate(ad, PROMPTS, K=K, **kw)
+        assert full.sampler_passes == cached[K].sampler_passes
+        if K == 2:
+            assert torch.equal(cached[K].sequences, full.sequences)
+            assert torch.equal(cached[K].commit_pass, full.commit_pass)

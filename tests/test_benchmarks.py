@@ -26,9 +26,11 @@ from benchmarks.floors import (
     lm_head_cost,
     restricted_lm_head_cost,
     sampler_step_cost,
+    step_costs,
     step_ratio,
     total,
     window_forward_cost,
+    window_pass_cost,
 )
 from benchmarks.shapes import SHAPES
 
@@ -72,7 +74,15 @@ def test_base_cache_floors() -> None:
     assert window_forward_cost(s, 1, 512, 32, elt).seconds(bw, rate) >= s.num_layers * s.layer_params * elt / bw
     adjust = {c: floor_seconds(block_generation_costs(s, 1, 384, 128, 32, 4, "adjust", elt, c), bw, rate)
               for c in (None, "dual")}
-    assert 1 < adjust[None] / adjust["dual"] < t[None] / t["dual"]  # g over all L rows is not cached
+    assert 1 < adjust[None] / adjust["dual"] < t[None] / t["dual"]  # the LM-head passes are not cached
+    # g's passes follow the window at a block's later steps (adjust.sampler_block_cache)
+    assert window_pass_cost(s, 1, 512, 512, elt).flops == sampler_step_cost(s, 1, 512, elt).flops
+    assert window_pass_cost(s, 1, 512, 32, elt).flops < final_pass_cost(s, 1, 512, 32, elt).flops
+    steps = {w: step_costs(s, 1, 512, 32, 4, "adjust", elt, window=w) for w in (None, 32)}
+    passes = {w: total(c[2::2]).flops for w, c in steps.items()}  # [base, head, (g, head) × 3]
+    assert len(steps[32]) == 8 and passes[32] < passes[None] / 4
+    ctx = step_costs(s, 1, 512, 32, 4, "adjust-ctx", elt, window=32)
+    assert ctx == step_costs(s, 1, 512, 32, 4, "adjust-ctx", elt)  # context-cached g keeps its own rule
 
 
 def test_base_cache_rows_render(tmp_path: Path) -> None:

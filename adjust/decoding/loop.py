@@ -5,7 +5,8 @@ policy's `block_steps` base steps: a [MASK] committed under ``sample_mask`` stay
 ``h = f(x)`` (with ``base_cache``, a forward over the block's window with the other positions'
 keys/values from the block cache, `adjust.base_cache`); pass 0 samples a token and a score at every candidate (masked, inside the
 block) from ``W h``; the policy (`adjust.decoding.policy`) names the positions to commit; while
-it asks for more, a sampler pass ``h = g(h, x)`` (or its context-cached variant) re-scores the
+it asks for more, a sampler pass ``h = g(h, x)`` (or its context-cached variant; with ``base_cache``,
+over the base's window, `adjust.sampler_block_cache`) re-scores the
 remaining candidates and the policy commits again. Every pass that commits has a global index
 (the ``commit_pass`` of what it commits); every pass run advances the compiled backends' RNG offset.
 
@@ -29,6 +30,7 @@ from adjust.context_cache import ContextCache
 from adjust.decoding.output import GenerationOutput, StepRecord, fused_record, pass_record
 from adjust.decoding.policy import DecodingPolicy, PassView, StepState
 from adjust.models.adapter import DiffusionLMAdapter
+from adjust.sampler_block_cache import SamplerBlockCache
 from adjust.progress import progress_bar
 from adjust.unmasking import SamplingSettings, position_entropy
 
@@ -44,6 +46,9 @@ class DecodingLoop:
         self.base = base_forward if base_forward is not None else BaseForward(adapter)
         self.generator, self.sample, self.backend, self.restrict = generator, sample, backend, restrict
         self.cache_context, self.progress = cache_context, progress
+        # with a base cache, g's passes follow its window (adjust.sampler_block_cache)
+        self.sampler_cache = (SamplerBlockCache(sampler, adapter)
+                              if self.base.mode is not None and sampler is not None and not cache_context else None)
         self.history: list[StepRecord] | None = [] if record_history else None
         # pass_counter numbers the passes that commit (commit_pass); rng_offset counts every pass run
         # (the compiled backends' random stream offset)
@@ -105,12 +110,16 @@ class DecodingLoop:
               candidates: torch.Tensor, step: StepState) -> torch.Tensor:
         """One base step of the eager loop: pass 0, then sampler passes while the policy asks."""
         context, k = None, 0
+        if self.sampler_cache is not None:
+            self.sampler_cache.start_step(self.base.window)
         while True:
             cand = candidates & (x == self.adapter.mask_token_id)
             if k > 0:
                 if self.cache_context:
                     context = context or ContextCache(self.sampler, self.adapter, h, x, attn_arg, candidates)
                     h = context(h, x)
+                elif self.sampler_cache is not None:
+                    h = self.sampler_cache(h, x, attn_arg, k, cand if self.policy.final_pass(step, k) else None)
                 elif self.policy.final_pass(step, k):  # nothing reads its other rows (adjust.context_cache)
                     h = self.sampler.forward_rows(h, x, self.adapter, attn_arg, cand)
                 else:

@@ -47,6 +47,10 @@ class BlockKVCache:
             raise ValueError(f"BlockKVCache: window [{start}, {end}) is not inside the cached length {self.seq_len}")
         self.window = (start, end)
 
+    def record(self) -> None:
+        """Record (append) the next layers' full keys/values again, as before any window was set."""
+        self.window = None
+
     def update(self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int,
                cache_kwargs: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The keys/values attention runs over for layer ``layer_idx`` given this forward's (``keys``,

@@ -140,10 +140,13 @@ class DecoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
     def forward_at(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, key_mask: torch.Tensor | None,
-                   idx: torch.Tensor) -> torch.Tensor:
+                   idx: torch.Tensor, kv_cache: BlockKVCache | None = None, layer_idx: int = 0) -> torch.Tensor:
         """The layer's output [B, C, d] at the positions ``idx`` [B, C] of x [B, L, d] only: every row is
-        still a key and value, but only those C rows' queries, attention output and MLP are computed."""
+        still a key and value, but only those C rows' queries, attention output and MLP are computed.
+        ``kv_cache`` (recording) keeps every row's keys/values as layer ``layer_idx``."""
         q, k, v = self.self_attn.project(self.input_layernorm(x), cos, sin)
+        if kv_cache is not None:
+            k, v = kv_cache.update(k, v, layer_idx)
         q = q.gather(2, idx[:, None, :, None].expand(-1, q.shape[1], -1, q.shape[-1]))
         x = x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))
         x = x + self.self_attn.attend(q, k, v, key_mask)
