@@ -130,3 +130,18 @@ def test_reverse_weight_mixes_forward_and_reverse_kl(tmp_path):
     assert rev.item() == pytest.approx(expect, rel=1e-4) and abs(rev.item() - fwd.item()) > 1e-3
     assert mix.item() == pytest.approx(0.75 * fwd.item() + 0.25 * rev.item(), rel=1e-5)
     assert mix0.item() == pytest.approx(0.75 * fwd0.item() + 0.25 * rev0.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("focus", [0.0, 0.5])
+def test_training_step_without_the_baseline_has_the_same_loss_and_gradient(tmp_path, focus):
+    """A training step skips the parallel baseline (baseline=False): the loss and its gradient are unchanged."""
+    xs, attn, ad, sampler = _two_step_states(tmp_path, 6, 8, [0, 2, 4])
+    grads = []
+    for baseline in (True, False):
+        sampler.zero_grad(set_to_none=True)
+        loss, base = rollout_kl(sampler, ad, xs, attn, focus=focus, baseline=baseline)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in sampler.parameters()]))
+        assert (base is None) == (not baseline)
+    (l1, g1), (l2, g2) = grads
+    assert torch.equal(l1, l2) and all(torch.equal(a, b) for a, b in zip(g1, g2))

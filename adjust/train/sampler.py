@@ -57,9 +57,11 @@ def _divergence(logp: torch.Tensor, logq: torch.Tensor, reverse: float) -> torch
 def rollout_kl(
     sampler: AdjustSampler, adapter: DiffusionLMAdapter, xs: torch.Tensor, attn: torch.Tensor,
     rank: Rank | None = None, focus: float = 0.0, focus_temperature: float = FOCUS_TEMPERATURE,
-    reverse: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Σ_j KL(p_j ‖ q_j) of the sampler, the same sum for the parallel baseline q = p(x_t)).
+    reverse: float = 0.0, baseline: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(Σ_j KL(p_j ‖ q_j) of the sampler, the same sum for the parallel baseline q = p(x_t), or None
+    without ``baseline``: a training step reads only the first, and the baseline costs one more
+    LM head, log-softmax and KL per pass).
 
     Each j's KL is a mean over the positions still masked in x_{t+j}. With `focus` = α > 0
     a share α of it moves onto the positions the unmasking rule is about to commit: per
@@ -82,7 +84,7 @@ def rollout_kl(
         H = adapter.hidden(ux, None if attn_arg is None else ua)[inverse].reshape(R1, B, T, -1)
     h = H[0]
     loss = torch.zeros((), device=H.device)
-    base = torch.zeros((), device=H.device)
+    base = torch.zeros((), device=H.device) if baseline else None
     for j in range(1, R1):
         h = sampler(h, xs[j], adapter, attn_arg)
         m = masks[j - 1]
@@ -90,11 +92,12 @@ def rollout_kl(
             continue
         with torch.no_grad():
             logp = _masked_log_probs(adapter, H[j][m])
-            logp0 = _masked_log_probs(adapter, H[0][m])
+            if baseline:
+                logp0 = _masked_log_probs(adapter, H[0][m])
+                base = base + _divergence(logp, logp0, reverse).sum() / counts[j - 1]
         logq = _masked_log_probs(adapter, h[m])
         kl = _divergence(logp, logq, reverse)
         loss = loss + (1 - focus) * kl.sum() / counts[j - 1]
-        base = base + _divergence(logp, logp0, reverse).sum() / counts[j - 1]
         if focus > 0:
             with torch.no_grad():
                 neg_h = torch.full((2, B, T), float("-inf"), device=H.device)
@@ -263,7 +266,8 @@ def train_sampler(
             for group in opt.param_groups:
                 group["lr"] = warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr)
             with autocast:
-                loss, _ = rollout_kl(sampler, adapter, xs, attn, rank, focus=cfg.focus, reverse=cfg.reverse)
+                loss, _ = rollout_kl(sampler, adapter, xs, attn, rank, focus=cfg.focus, reverse=cfg.reverse,
+                                     baseline=False)
             opt.zero_grad(set_to_none=True)
             if loss.requires_grad:
                 loss.backward()
