@@ -145,3 +145,19 @@ def test_readout_scores_with_the_testbed(tmp_path):
     rec = probe(perturbed_sampler(model), step=1).to_record()
     assert set(rec["K2"]) >= {"adjust_valid", "parallel_valid", "valid_closed", "valid_closed_se"} and "exact_valid" in rec
     assert probe.exact_metric_se >= 0 and (rec["K2"]["valid_closed_se"] is None or rec["K2"]["valid_closed_se"] >= 0)
+
+
+def test_readout_on_unconditional_data_of_a_conditional_testbed_warns_and_keeps_the_joint_kl(tmp_path):
+    """`adjust data --prompts bos` on the tasks base: no prompt is a tasks prompt, so the scorer is
+    dropped with a warning that says how to get it, instead of failing the run."""
+    from adjust.data import get_testbed
+
+    tb = get_testbed("tasks")
+    model = tiny_mdlm(vocab_size=tb.tokenizer.get_vocab_size(), sharpen=3.0, mix=20.0)
+    generate_trajectories(model, None, tmp_path, TrajectorySettings(num_sequences=12, gen_length=6), progress=False)
+    traj = load_trajectories(tmp_path)
+    with pytest.warns(UserWarning, match="not tasks prompts.*--prompts testbed"):
+        probe = ReadinessProbe(as_adapter(model), traj, torch.arange(8, 12), rollout=1, num_prompts=8, testbed=tb)
+    assert probe.metric is None and probe.exact_metric is None
+    rec = probe(perturbed_sampler(model), step=1).to_record()
+    assert rec["K2"]["adjust_kl"] >= 0 and "adjust_correct" not in rec["K2"]

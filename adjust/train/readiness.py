@@ -29,6 +29,7 @@ ready at 99.1% closed while the samples closed 88% of the validity gap.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -197,7 +198,13 @@ class ReadinessProbe:
         finals = [traj.input_ids[r][-self.gen_length:].tolist() for r in picked]
         if testbed is not None:
             metric = MAIN_METRIC.get(testbed.name, (None, True))[0]
-            exact = self._score_all(finals)
+            try:
+                exact = self._score_all(finals)
+            except ValueError as e:  # e.g. `adjust data --prompts bos` on a conditional testbed's base
+                exact = {}
+                warnings.warn(f"readiness readout: the trajectories' prompts are not {testbed.name} prompts ({e}), "
+                              f"so the readout has no {metric} scores, only the joint KL (make the data with "
+                              f"`adjust data --prompts testbed` to have them)", stacklevel=2)
             if metric in exact:
                 self.metric = metric
                 self.exact_metric, self.exact_metric_se = self._mean(exact, metric)
