@@ -103,15 +103,26 @@ class AdjustSampler(nn.Module):
         layer_idx: int,
         start: int,
         end: int,
+        rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """g at the rows [start, end) only, every other position's keys/values read from ``kv_cache``'s
         layer ``layer_idx`` (the block cache's rule applied to g, `adjust.sampler_block_cache`); the
-        other rows of h come back as given."""
-        u = self.layer_input(h[:, start:end], x[:, start:end], adapter)
+        other rows of h come back as given. With ``rows`` [B, L] (bool, inside the window: a step's
+        last pass) every window row is still a key and value but only those rows are computed further."""
+        hw = h[:, start:end]
+        u = self.layer_input(hw, x[:, start:end], adapter)
         cos, sin, key_mask = self.positions(x, attention_mask, u.dtype)
+        cos, sin = cos[:, start:end], sin[:, start:end]
         kv_cache.set_window(start, end)
-        y = self.layer(u, cos[:, start:end], sin[:, start:end], key_mask, kv_cache, layer_idx)
-        return torch.cat([h[:, :start], h[:, start:end] + self.norm_out(y), h[:, end:]], dim=1)
+        if rows is None:
+            new = hw + self.norm_out(self.layer(u, cos, sin, key_mask, kv_cache, layer_idx))
+        else:
+            idx, valid = candidate_slots(rows[:, start:end])
+            at = idx[..., None].expand(-1, -1, h.shape[-1])
+            hc = hw.gather(1, at)
+            out = hc + self.norm_out(self.layer.forward_at(u, cos, sin, key_mask, idx, kv_cache, layer_idx))
+            new = hw.scatter(1, at, torch.where(valid[..., None], out, hc))
+        return torch.cat([h[:, :start], new, h[:, end:]], dim=1)
 
     def forward_rows(
         self,

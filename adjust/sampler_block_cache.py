@@ -8,8 +8,10 @@ is applied to it, each pass k being its own cached layer:
 - at a **refresh step** (the block's first, or every step with ``base_cache_refresh="forward"``) g
   runs over every row, as without a cache, and pass k's keys/values of every row are recorded;
 - at the block's **later steps** pass k runs on the window rows only (their queries, keys, values,
-  attention and MLP), the other positions' keys/values read from pass k's record. The rows outside
-  the window come back unchanged; nothing reads them (candidates lie in the block, inside the window).
+  attention and MLP), the other positions' keys/values read from pass k's record; the step's last
+  pass, read only at its candidates, computes their rows alone past the window's keys/values. The
+  rows outside the window come back unchanged; nothing reads them (candidates lie in the block,
+  inside the window).
 
 **What it changes, and what it does not.** Outside the window the base's hidden states are those of
 the block's full forward and the tokens do not change during a block, so pass 1's recorded
@@ -22,7 +24,8 @@ A pass index the refresh step did not reach (an adaptive policy that stopped ear
 over every row the first time a later step needs it, with the outside rows as they are, and recorded.
 
 Cost per later step: every pass on W window rows (W = the block, plus the suffix with the prefix
-cache) with L keys, instead of L rows (`benchmarks.floors`: ``window_pass_cost``).
+cache) with L keys, instead of L rows; the last one projects the W rows and runs only the C candidate
+rows further (`benchmarks.floors`: ``window_pass_cost``).
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class SamplerBlockCache:
         if self.kv is None:
             self.kv = BlockKVCache()
         if self.window is not None and layer_idx < len(self.kv.keys):
-            return s.forward_window(h, x, self.adapter, attention_mask, self.kv, layer_idx, *self.window)
+            return s.forward_window(h, x, self.adapter, attention_mask, self.kv, layer_idx, *self.window, final_rows)
         if layer_idx != len(self.kv.keys):
             raise RuntimeError(f"sampler pass {k} run before pass {len(self.kv.keys) + 1} was recorded")
         self.kv.record()

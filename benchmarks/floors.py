@@ -108,13 +108,21 @@ def final_pass_cost(s: ModelShape, B: int, L: int, C: int, elt: int) -> Cost:
                 + 4.0 * B * C * L * s.num_heads * s.head_dim)
 
 
-def window_pass_cost(s: ModelShape, B: int, L: int, W: int, elt: int) -> Cost:
+def window_pass_cost(s: ModelShape, B: int, L: int, W: int, elt: int, C: int | None = None) -> Cost:
     """A sampler pass at a block's later step under ``base_cache`` (`adjust.sampler_block_cache`): all
     sampler weights once, the W window rows through every GEMM (E rows + h read, h' written), W queries
-    over L keys, the pass's recorded K/V of L positions read and the window's written."""
-    M, kv = B * W, s.num_kv_heads * s.head_dim
-    return Cost(s.sampler_params * elt + 3 * M * s.hidden_size * elt + 2 * B * (L + W) * kv * elt + 8 * M,
-                2.0 * M * s.sampler_linear_params + 4.0 * B * W * L * s.num_heads * s.head_dim)
+    over L keys, the pass's recorded K/V of L positions read and the window's written. ``C``: the step's
+    last pass, whose W rows are projected (DownProj, q/k/v) but only its C candidate rows run further."""
+    kv = s.num_kv_heads * s.head_dim
+    if C is None:
+        M = B * W
+        return Cost(s.sampler_params * elt + 3 * M * s.hidden_size * elt + 2 * B * (L + W) * kv * elt + 8 * M,
+                    2.0 * M * s.sampler_linear_params + 4.0 * B * W * L * s.num_heads * s.head_dim)
+    M, Mc, d = B * W, B * C, s.hidden_size
+    projections = 2 * d * d + d * (s.num_heads + 2 * s.num_kv_heads) * s.head_dim
+    return Cost(s.sampler_params * elt + (2 * M + Mc) * d * elt + 2 * B * (L + W) * kv * elt + 8 * M,
+                2.0 * M * projections + 2.0 * Mc * (s.sampler_linear_params - projections)
+                + 4.0 * B * C * L * s.num_heads * s.head_dim)
 
 
 def sampler_input_cost(s: ModelShape, M: int, elt: int) -> Cost:
@@ -187,7 +195,7 @@ def step_costs(s: ModelShape, B: int, L: int, remaining: int, K: int, method: st
     ``adjust-ctx`` (context-cached): the context's K/V once, then g over the ``remaining`` candidate rows.
     ``base``: the base forward's cost (default: a full forward over all L rows).
     ``window``: a block-cached later step's W window rows: every g but the context-cached one runs on
-    them (`window_pass_cost`).
+    them, the last one at its candidates past the projections (`window_pass_cost`).
     """
     costs = [base_forward_cost(s, B, L, elt) if base is None else base]
     n = min(remaining, K)
@@ -206,7 +214,7 @@ def step_costs(s: ModelShape, B: int, L: int, remaining: int, K: int, method: st
         if opts.get("cache_context"):
             g = context_step_cost(s, B, L, remaining, elt)
         elif window is not None:
-            g = window_pass_cost(s, B, L, window, elt)
+            g = window_pass_cost(s, B, L, window, elt, remaining - k if k == n - 1 else None)
         else:
             g = final_pass_cost(s, B, L, remaining - k, elt) if k == n - 1 else sampler_step_cost(s, B, L, elt)
         costs += [g, head]

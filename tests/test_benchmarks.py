@@ -78,6 +78,9 @@ def test_base_cache_floors() -> None:
     # g's passes follow the window at a block's later steps (adjust.sampler_block_cache)
     assert window_pass_cost(s, 1, 512, 512, elt).flops == sampler_step_cost(s, 1, 512, elt).flops
     assert window_pass_cost(s, 1, 512, 32, elt).flops < final_pass_cost(s, 1, 512, 32, elt).flops
+    # the last pass at C = W candidates is the whole window pass; at fewer, less
+    assert window_pass_cost(s, 1, 512, 128, elt, C=128).flops == window_pass_cost(s, 1, 512, 128, elt).flops
+    assert window_pass_cost(s, 1, 512, 128, elt, C=32).flops < window_pass_cost(s, 1, 512, 128, elt).flops / 2
     steps = {w: step_costs(s, 1, 512, 32, 4, "adjust", elt, window=w) for w in (None, 32)}
     passes = {w: total(c[2::2]).flops for w, c in steps.items()}  # [base, head, (g, head) × 3]
     assert len(steps[32]) == 8 and passes[32] < passes[None] / 4

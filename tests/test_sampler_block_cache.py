@@ -78,6 +78,12 @@ def test_later_pass_is_g_over_the_refresh_steps_inputs_outside_the_window(dtype,
     assert torch.equal(g1[:, ~inside], h_b[:, ~inside]) and torch.equal(g2[:, ~inside], h_b[:, ~inside])
     # pass 1 with nothing outside the window changed is g itself (pass 1 = all of ADJUST at K = 2)
     torch.testing.assert_close(g1[:, s:e], g(h_b, x_b, ad, attn)[:, s:e], **tol)
+    # a step's last pass: the same rows at its candidates only, every other row as given
+    cand = (x_b == ad.mask_token_id) & inside
+    cand[0, s + 2] = False  # batch rows with different candidate counts
+    last = cache(g1, x_b, attn, 2, cand)
+    torch.testing.assert_close(last[cand], g2[cand], **tol)
+    assert torch.equal(last[~cand], g1[~cand])
 
 
 def test_final_pass_records_and_a_pass_the_refresh_step_missed_runs_over_every_row():
@@ -112,21 +118,21 @@ def test_adjust_k2_is_unchanged_by_caching_g(mode, monkeypatch):
     assert torch.equal(got.sequences, want.sequences) and torch.equal(got.commit_pass, want.commit_pass)
 
 
-@pytest.mark.parametrize(("mode", "policy"), [("dual", dict(K=3)), ("prefix", dict(K=4)),
+@pytest.mark.parametrize(("mode", "policy"), [("dual", dict(K=4)), ("prefix", dict(K=3)),
                                               ("dual", dict(decoding=AdaptiveAdjust("threshold", 0.7, 3),
                                                             alg="confidence"))])
 def test_later_steps_run_g_on_the_window_rows_only(mode, policy):
     model, g, _ = _parts(torch.float32, seed=4)
     seen = []
     hook = g.layer.mlp.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[1]))
-    try:  # 2 blocks of 6: the later steps of a block still run passes
-        out = adjust.generate(model, PROMPTS, max_new_tokens=12, block_length=6, sampler=g, temperature=1.0, seed=5,
+    try:  # 2 blocks of 8: the later steps of a block still run passes before their last
+        out = adjust.generate(model, PROMPTS, max_new_tokens=16, block_length=8, sampler=g, temperature=1.0, seed=5,
                               base_cache=mode, **policy)
     finally:
         hook.remove()
     L, P = out.sequences.shape[1], out.prompt_length
-    windows = {L - P - 6 * b if mode == "prefix" else 6 for b in range(2)}
+    windows = {L - P - 8 * b if mode == "prefix" else 8 for b in range(2)}
     assert out.sampler_passes == len(seen) > 0
     assert seen.count(L) <= 2 * 2  # at most the refresh steps' non-final passes (≤ 2 per block)
-    assert set(seen) - {L} <= windows | set(range(1, 7))  # window rows, or a refresh step's candidates
+    assert set(seen) - {L} <= windows | set(range(1, 9))  # window rows, or a last pass's candidates
     assert any(n in windows and n < L for n in seen)
