@@ -30,8 +30,8 @@ from adjust.context_cache import ContextCache
 from adjust.decoding.output import GenerationOutput, StepRecord, fused_record, pass_record
 from adjust.decoding.policy import DecodingPolicy, PassView, StepState
 from adjust.models.adapter import DiffusionLMAdapter
-from adjust.sampler_block_cache import SamplerBlockCache
 from adjust.progress import progress_bar
+from adjust.sampler_block_cache import SamplerBlockCache
 from adjust.unmasking import SamplingSettings, position_entropy
 
 
