@@ -138,7 +138,7 @@ class FusedAdjustStep:
 
     def __init__(self, adapter: DiffusionLMAdapter, sampler, s: SamplingSettings, policy, B: int, L: int,
                  max_candidates: int, attention_mask: torch.Tensor | None, seed: int,
-                 candidate_tokens: int | None = None, cache_context: bool = False):
+                 candidate_tokens: int | None = None, cache_context: bool = False, sampler_cache: bool = False):
         from adjust_kernels.adaptive_loop import AdaptiveAdjustLoop
         from adjust_kernels.adjust_loop import AdjustLoop
 
@@ -149,20 +149,24 @@ class FusedAdjustStep:
                          batch_size=B, seq_len=L, num_candidates=max_candidates, num_passes=self.num_passes,
                          temperature=s.temperature, alg=s.alg, mask_token_id=adapter.mask_token_id,
                          attention_mask=attention_mask, top_p=s.top_p, top_k=s.top_k,
-                         candidate_tokens=candidate_tokens, cache_context=cache_context, **rule)
+                         candidate_tokens=candidate_tokens, cache_context=cache_context,
+                         sampler_cache=sampler_cache, **rule)
         if adapter.device.type == "cuda":
-            self.loop.capture()
+            self.loop.capture()  # not with sampler_cache (AdjustLoop.capture)
         self.C = max_candidates
         self.seed_offset = torch.tensor([seed, 0], dtype=torch.int64, device=adapter.device)
 
-    def __call__(self, h: torch.Tensor, x: torch.Tensor, candidates: torch.Tensor):
+    def __call__(self, h: torch.Tensor, x: torch.Tensor, candidates: torch.Tensor,
+                 window: tuple[int, int] | None = None):
         """Commit into x (in place); returns (positions [B, passes, R], logprobs [B, passes, R]) of the
-        committed tokens, in commit order per pass, −1 / 0 padded (R = 1 for fixed-K ADJUST)."""
+        committed tokens, in commit order per pass, −1 / 0 padded (R = 1 for fixed-K ADJUST). ``window``:
+        the base cache's recomputed rows at a block's later step (``sampler_cache``)."""
         C = self.C
         # ascending candidate positions, -1 padded: sort puts True (1) first, stable keeps order
         order = torch.sort(candidates.to(torch.int8), dim=-1, descending=True, stable=True).indices[:, :C]
         alive = candidates.gather(1, order)
         cand_idx = torch.where(alive, order, -1)
         n_row = self.policy.tokens_per_step(candidates.sum(-1))
-        positions, logprobs = self.loop(h.contiguous(), x, cand_idx, alive.contiguous(), n_row, self.seed_offset)
+        positions, logprobs = self.loop(h.contiguous(), x, cand_idx, alive.contiguous(), n_row, self.seed_offset,
+                                        window)
         return (positions, logprobs) if positions.dim() == 3 else (positions[..., None], logprobs[..., None])

@@ -307,9 +307,9 @@ def generate(
     if not block_ends:  # infilling only, nothing appended
         block_ends = [total]
     fused_args = None
-    # with a base cache g's passes follow its window (adjust.sampler_block_cache): the eager loop's, not fused yet
-    if backend == "triton" and policy.fused_rule() is not None and (base_cache is None or cache_context):
-        fused_args = dict(seed=run_seed, candidate_tokens=candidate_tokens, cache_context=cache_context)
+    if backend == "triton" and policy.fused_rule() is not None:
+        fused_args = dict(seed=run_seed, candidate_tokens=candidate_tokens, cache_context=cache_context,
+                          sampler_cache=base_cache is not None and not cache_context)
     loop = DecodingLoop(adapter, policy, sampler, settings, generator, sample, backend, restrict, cache_context,
                         return_history, progress, BaseForward(adapter, base_cache, base_cache_refresh))
     return loop.run(x, attn, block_ends, P, fused_args)

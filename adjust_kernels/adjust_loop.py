@@ -27,7 +27,10 @@ With ``candidate_tokens=k'`` the passes k ≥ 1 are candidate-restricted (``adju
 ids come from pass 0's logits (written by the same kernel call, then ``topk`` on device) and each pass
 reads only N·k' rows of W instead of all V. With ``cache_context=True`` passes k ≥ 1 apply g to the C
 candidate rows only, over keys/values of the other rows computed once per call from (x, h0)
-(``adjust.context_cache``, where it is also written down why exact g has no reusable K/V).
+(``adjust.context_cache``, where it is also written down why exact g has no reusable K/V). With
+``sampler_cache=True`` (the base model block-cached) a block's full step records every pass's keys/values
+and its later steps run every pass on the base's window only (``adjust.sampler_block_cache``); those
+calls are not graph-captured (the window moves every block).
 
 Differences from the engine, by design: no NaN/Inf check of the logits (it would sync); ``alg`` is
 one of ``entropy, confidence, margin, low_confidence`` and ``alg_temp`` is not supported (use the torch
@@ -109,6 +112,7 @@ class AdjustLoop:
         top_k: int | None = None,
         candidate_tokens: int | None = None,
         cache_context: bool = False,
+        sampler_cache: bool = False,
         backend: str = "triton",
     ):
         """
@@ -126,6 +130,10 @@ class AdjustLoop:
                 passes 1..K−1 read only those k' rows of W per candidate (``lm_head_sample(kept_ids=)``).
             cache_context: g updates only the candidate rows; the other rows keep h0 and their keys and
                 values are computed once per call (``adjust.context_cache``: an approximation of g).
+            sampler_cache: the base model runs block-cached (``generate(base_cache=...)``): a call with
+                ``window=None`` (a block's full step) records every pass's keys/values of every row, a
+                call with ``window=(start, end)`` runs every pass on those rows only over the recorded
+                keys/values elsewhere (``adjust.sampler_block_cache``). Not with ``cache_context``.
             backend: ``"triton"`` (fused kernels) or ``"torch"`` (the reference pieces).
         """
         if backend not in _BACKENDS:
@@ -175,6 +183,13 @@ class AdjustLoop:
         self._row_base = torch.arange(B, device=self.device)[:, None] * L
         self.candidate_tokens = candidate_tokens
         self.cache_context = bool(cache_context)
+        if sampler_cache and self.cache_context:
+            raise ValueError("AdjustLoop: sampler_cache and cache_context are two rules for g's keys/values: pick one")
+        # sampler_cache: passes 1..K−1's keys/values of every row, as of the block's full step
+        kv_shape = (B, cfg.num_kv_heads, L, cfg.head_dim)
+        self._record = [tuple(torch.zeros(kv_shape, dtype=self.dtype, device=self.device) for _ in range(2))
+                        for _ in range(num_passes - 1)] if sampler_cache else None
+        self._window: tuple[int, int] | None = None
         # pass 0's logits of the B·C candidate rows, from which the kept ids are chosen
         self._logits = None if candidate_tokens is None else torch.empty(
             (B * num_candidates, V), dtype=self.dtype, device=self.device)
@@ -186,9 +201,10 @@ class AdjustLoop:
     # -- the sampler g ------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def sampler_step(self, h: Tensor, x: Tensor) -> Tensor:
-        """``g(h, x) = h + Norm_out(DecoderLayer(DownProj(concat(Norm_e(E x), Norm_h h))))`` [B, L, d]."""
-        return self._layer(h, self._input(h, x), self._cos, self._sin)
+    def sampler_step(self, h: Tensor, x: Tensor, record: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """``g(h, x) = h + Norm_out(DecoderLayer(DownProj(concat(Norm_e(E x), Norm_h h))))`` [B, L, d];
+        ``record``: buffers every row's keys/values are copied into (``sampler_cache``)."""
+        return self._layer(h, self._input(h, x), self._cos, self._sin, record=record)
 
     def _input(self, h: Tensor, x: Tensor) -> Tensor:
         s = self.sampler
@@ -206,11 +222,16 @@ class AdjustLoop:
         q, k = self._p.rope(q, k, cos, sin)
         return q, k, v
 
-    def _layer(self, h: Tensor, u: Tensor, cos: Tensor, sin: Tensor, context: tuple[Tensor, ...] | None = None) -> Tensor:
+    def _layer(self, h: Tensor, u: Tensor, cos: Tensor, sin: Tensor, context: tuple[Tensor, ...] | None = None,
+               record: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """``h + Norm_out(DecoderLayer(u))`` for the rows h, u [B, R, d] at the tables cos/sin [B, R, D]; with
         ``context`` = (k, v, slots, valid), the R rows are the slots' rows and their keys/values replace
-        the context's at those slots (the candidate-only pass)."""
+        the context's at those slots (the candidate-only pass); ``record``: buffers the keys/values of
+        these (all L) rows are copied into."""
         q, k, v = self._qkv(u, cos, sin)
+        if record is not None:
+            record[0].copy_(k)
+            record[1].copy_(v)
         if context is not None:
             ck, cv, slots, valid = context
             at = slots[:, None, :, None].expand_as(k)
@@ -254,17 +275,49 @@ class AdjustLoop:
         new = self._layer(hc, self._input(hc, x.gather(1, slots)), cos, sin, (k, v, slots, valid))
         return h.scatter(1, at, torch.where(valid[..., None], new, hc))
 
-    def _final_rows(self, h: Tensor, x: Tensor, cand_idx: Tensor) -> Tensor:
+    def _final_rows(self, h: Tensor, x: Tensor, cand_idx: Tensor, record: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """The last pass, exact g at the C candidate slots only (all that is read after it): [B·C, d]. Every
         row's input and projections, then only the slots' attention, o-projection and MLP (padding slots
-        give row 0's value, never committed)."""
+        give row 0's value, never committed); ``record`` as in `_layer`."""
         B, _, C = self.shape
         u = self._input(h, x)
         q, k, v = self._qkv(u, self._cos, self._sin)
+        if record is not None:
+            record[0].copy_(k)
+            record[1].copy_(v)
         slots = cand_idx.clamp(min=0)
         at = slots[..., None].expand(-1, -1, u.shape[-1])
         q = q.gather(2, slots[:, None, :, None].expand(-1, q.shape[1], -1, q.shape[-1]))
         return self._layer_out(h.gather(1, at), u.gather(1, at), q, k, v).reshape(B * C, -1)
+
+    def _window_qkv(self, h: Tensor, x: Tensor, k: int) -> tuple[Tensor, ...]:
+        """sampler_cache, a block's later step, pass k: the window rows' h and input, their queries, and
+        pass k's recorded keys/values with the window's own written in (in place: the window is
+        recomputed at every step, so what the record held there is never read again)."""
+        start, end = self._window
+        hw = h[:, start:end].contiguous()
+        u = self._input(hw, x[:, start:end].contiguous())
+        q, kw, vw = self._qkv(u, self._cos[:, start:end].contiguous(), self._sin[:, start:end].contiguous())
+        rk, rv = self._record[k - 1]
+        rk[:, :, start:end].copy_(kw)
+        rv[:, :, start:end].copy_(vw)
+        return hw, u, q, rk, rv
+
+    def _window_step(self, h: Tensor, x: Tensor, k: int) -> Tensor:
+        """sampler_cache, a later step: pass k of g on the window rows only; every other row of h kept."""
+        start, end = self._window
+        new = self._layer_out(*self._window_qkv(h, x, k))
+        return torch.cat([h[:, :start], new, h[:, end:]], dim=1)
+
+    def _window_final_rows(self, h: Tensor, x: Tensor, cand_idx: Tensor, k: int) -> Tensor:
+        """sampler_cache, a later step's last pass: the window rows' keys/values, then only the C candidate
+        slots' attention, o-projection and MLP: [B·C, d] (padding slots give the window's first row)."""
+        B, _, C = self.shape
+        hw, u, q, rk, rv = self._window_qkv(h, x, k)
+        slots = (cand_idx - self._window[0]).clamp(min=0)
+        at = slots[..., None].expand(-1, -1, u.shape[-1])
+        q = q.gather(2, slots[:, None, :, None].expand(-1, q.shape[1], -1, q.shape[-1]))
+        return self._layer_out(hw.gather(1, at), u.gather(1, at), q, rk, rv).reshape(B * C, -1)
 
     # -- the passes ---------------------------------------------------------------------------------
 
@@ -277,12 +330,18 @@ class AdjustLoop:
         h, kept, ctx = h0, None, None
         for k in range(self.num_passes):
             final = k > 0 and k == self.num_passes - 1 and not self.cache_context
+            record = None if self._record is None or k == 0 else self._record[k - 1]
+            windowed = record is not None and self._window is not None
             if k > 0 and self.cache_context:
                 ctx = ctx or self._context(h0, x, cand_idx)
                 h = self._context_step(h, x, ctx)
             elif k > 0 and not final:
-                h = self.sampler_step(h, x)
-            hc = self._final_rows(h, x, cand_idx) if final else h.reshape(B * L, -1).index_select(0, rows)
+                h = self._window_step(h, x, k) if windowed else self.sampler_step(h, x, record)
+            if final:
+                hc = (self._window_final_rows(h, x, cand_idx, k) if windowed
+                      else self._final_rows(h, x, cand_idx, record))
+            else:
+                hc = h.reshape(B * L, -1).index_select(0, rows)
             if self._logits is None:
                 vocab = {}
             elif k == 0:
@@ -330,7 +389,8 @@ class AdjustLoop:
 
     @torch.no_grad()
     def __call__(
-        self, h0: Tensor, x: Tensor, cand_idx: Tensor, alive: Tensor, n_passes: Tensor, seed_offset: Tensor
+        self, h0: Tensor, x: Tensor, cand_idx: Tensor, alive: Tensor, n_passes: Tensor, seed_offset: Tensor,
+        window: tuple[int, int] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Run the K passes of one base step.
 
@@ -342,11 +402,19 @@ class AdjustLoop:
             alive: ``[B, C]`` bool, true for real candidates; committed ones are cleared in place.
             n_passes: ``[B]`` int64, tokens row b commits in this step (``min(masked, K)``).
             seed_offset: int64 ``[2]`` = (seed, offset) on the device; offset advances by K in place.
+            window: with ``sampler_cache``, the base forward's recomputed rows [start, end) at a block's
+                later step (every candidate inside), or None at its full step (the passes are recorded).
 
         Returns:
             The workspaces ``(positions [B, K] int64, logprobs [B, K] fp32)`` (class docstring).
         """
         self._check(h0, x, cand_idx, alive, n_passes, seed_offset)
+        if window is not None:
+            if self._record is None:
+                raise ValueError("AdjustLoop: a window needs sampler_cache=True")
+            if not 0 <= window[0] < window[1] <= self.shape[1]:
+                raise ValueError(f"AdjustLoop: window {window} is not inside [0, {self.shape[1]})")
+        self._window = window
         if self._graph is None:
             self._passes(h0, x, cand_idx, alive, n_passes, seed_offset)
         else:
@@ -364,7 +432,7 @@ class AdjustLoop:
         """Record the K passes in a CUDA graph over static input buffers; later calls replay it
         (copying the arguments in and the in-place results back). Returns False, doing nothing,
         off CUDA. The first eager pass on a side stream compiles the kernels before capture."""
-        if self.device.type != "cuda":
+        if self.device.type != "cuda" or self._record is not None:  # sampler_cache: windows move every block
             return False
         B, L, C = self.shape
         d = self.sampler.layer_config.hidden_size

@@ -187,14 +187,27 @@ def test_refresh_every_forward_keeps_the_random_stream_at_t1(model, sampler, mod
 @requires_triton
 @pytest.mark.parametrize(("policy", "mode"), [("adjust", "dual"), ("adjust_adaptive", "prefix"), ("parallel", "dual")])
 def test_triton_backend_refresh_every_forward_gives_its_uncached_tokens(model, sampler, mode, policy):
-    """With a base cache the triton backend runs the sampler's passes in the eager loop (they follow the
-    cache's window, adjust.sampler_block_cache), uncached in the fused loop: the same tokens and commit
-    order; the fused loop counts its static number of passes per step (2 blocks: the interpreter is slow)."""
+    """The fused loops take the composed hidden states like any others (2 blocks: the interpreter is slow)."""
     kw = {**GEN, "max_new_tokens": 8, "temperature": 0.0, "backend": "triton", **_policies(sampler)[policy]}
-    got = adjust.generate(model, PROMPTS, base_cache=mode, base_cache_refresh="forward", **kw)
-    want = adjust.generate(model, PROMPTS, **kw)
+    _same(adjust.generate(model, PROMPTS, base_cache=mode, base_cache_refresh="forward", **kw),
+          adjust.generate(model, PROMPTS, **kw))
+
+
+@requires_triton
+@pytest.mark.parametrize(("policy", "mode"), [("adjust", "dual"), ("adjust_adaptive", "prefix")])
+def test_triton_backend_follows_the_window_like_the_eager_loop(model, sampler, mode, policy):
+    """With the default refresh the fused loops record every pass at a block's full step and run the later
+    steps' passes on the window (adjust.sampler_block_cache), as the eager loop does: the same tokens and
+    commit order at T = 0 as the torch backend (blocks of 6 so that later steps run passes; 2 blocks)."""
+    kw = {"max_new_tokens": 12, "block_length": 6, "temperature": 0.0, "base_cache": mode, "return_history": True,
+          **_policies(sampler)[policy]}
+    got = adjust.generate(model, PROMPTS, backend="triton", **kw)
+    want = adjust.generate(model, PROMPTS, backend="torch", **kw)
     assert torch.equal(got.sequences, want.sequences) and torch.equal(got.commit_pass, want.commit_pass)
-    assert got.base_forwards == want.base_forwards
+    assert got.cached_forwards == want.cached_forwards > 0
+    # every committed token's log q agrees: the later steps' passes ran on the same rows and keys/values
+    logq = [[torch.tensor(r.logprobs[b]) for r in out.history for b in range(len(PROMPTS))] for out in (got, want)]
+    torch.testing.assert_close(torch.cat(logq[0]), torch.cat(logq[1]), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["prefix", "dual"])

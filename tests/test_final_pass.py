@@ -22,8 +22,9 @@ def _full_passes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every sampler pass over all rows: the behaviour before the candidate-only last pass."""
     for cls in (DecodingPolicy, Adjust):
         monkeypatch.setattr(cls, "final_pass", lambda self, step, k: False)
-    def rows(self, h, x, cand_idx):
-        return self.sampler_step(h, x).reshape(-1, h.shape[-1]).index_select(0, (self._row_base + cand_idx.clamp(min=0)).view(-1))
+    def rows(self, h, x, cand_idx, record=None):
+        full = self.sampler_step(h, x, record).reshape(-1, h.shape[-1])
+        return full.index_select(0, (self._row_base + cand_idx.clamp(min=0)).view(-1))
 
     monkeypatch.setattr(AdjustLoop, "_final_rows", rows)
 

@@ -201,6 +201,69 @@ def test_context_step_is_the_engines_context_cache() -> None:
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item(), msg=backend)
 
 
+def test_window_passes_are_the_engines_sampler_block_cache() -> None:
+    """sampler_cache=True: a full step's recorded passes, then a later step's window passes (the last one at
+    the candidates) = adjust.sampler_block_cache.SamplerBlockCache, row for row, on both backends."""
+    from adjust.sampler_block_cache import SamplerBlockCache
+
+    model, g = _model_and_sampler(SEED % 10_000)
+    ad = as_adapter(model)
+    x, attn = _random_batch(model)
+    start, end = 5, 12  # every candidate inside, as in a block: row 0's 5, 6, 9, 11, row 1's 8
+    x[0, [3, 12]] = x[1, 2] = 4
+    cand_idx, _, _ = _candidates(x, attn, ad.mask_token_id)
+    rows = (x == ad.mask_token_id) & attn.bool()
+    h0 = ad.hidden(x, attn)
+    h1 = h0.clone()
+    h1[:, start:end] += 0.3 * torch.randn_like(h1[:, start:end])  # the window's fresh base states
+    kw = {"batch_size": 3, "seq_len": 13, "num_candidates": cand_idx.shape[1], "num_passes": K, "temperature": 0.0,
+          "mask_token_id": ad.mask_token_id, "attention_mask": attn, "sampler_cache": True}
+    with torch.no_grad():
+        eager = SamplerBlockCache(g, ad)
+        eager.start_step(None)
+        full = [h0]
+        for k in range(1, K - 1):
+            full.append(eager(full[-1], x, attn, k, None))
+        eager(full[-1], x, attn, K - 1, rows)
+        eager.start_step((start, end))
+        want = [h1]
+        for k in range(1, K - 1):
+            want.append(eager(want[-1], x, attn, k, None))
+        at = cand_idx.clamp(min=0)[..., None].expand(-1, -1, h0.shape[-1])
+        want_last = eager(want[-1], x, attn, K - 1, rows).gather(1, at)[cand_idx >= 0]
+        for backend in ("torch", "triton"):
+            loop = AdjustLoop(g, ad.embed_tokens.weight, ad.lm_head_weight, backend=backend, **kw)
+            h = h0
+            for k in range(1, K - 1):
+                h = loop.sampler_step(h, x, loop._record[k - 1])
+            loop._final_rows(h, x, cand_idx, loop._record[K - 2])
+            loop._window, h = (start, end), h1
+            tol = {"rtol": 1e-5, "atol": 1e-5 * want_last.abs().max().item(), "msg": backend}
+            for k in range(1, K - 1):
+                h = loop._window_step(h, x, k)
+                torch.testing.assert_close(h[:, start:end], want[k][:, start:end], **tol)
+            last = loop._window_final_rows(h, x, cand_idx, K - 1).view(3, -1, h.shape[-1])
+            torch.testing.assert_close(last[cand_idx >= 0], want_last, **tol)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_window_call_keeps_the_record_outside_the_window(backend: str) -> None:
+    """A call with a window runs every pass on it: each pass's record changes inside the window only."""
+    loop, h0, x, cand_idx, alive, n_passes = _loop_and_state(None, sampler_cache=True, backend=backend)
+    start, end = 2, 13  # every candidate of the batch inside
+    so = torch.tensor([SEED, 0], device=DEVICE)
+    loop(h0, x.clone(), cand_idx, alive.clone(), n_passes, so)
+    before = [(k.clone(), v.clone()) for k, v in loop._record]
+    h1 = h0.clone()
+    h1[:, start:end] += 0.3 * torch.randn_like(h1[:, start:end])
+    loop(h1, x.clone(), cand_idx, alive.clone(), n_passes, so, window=(start, end))
+    for (k0, v0), (k1, v1) in zip(before, loop._record):
+        assert torch.equal(k1[:, :, :start], k0[:, :, :start]) and torch.equal(v1[:, :, :start], v0[:, :, :start])
+        assert torch.equal(k1[:, :, end:], k0[:, :, end:]) and not torch.allclose(k1, k0)
+    with pytest.raises(ValueError, match="sampler_cache=True"):
+        _loop_and_state(None, backend=backend)[0](h0, x.clone(), cand_idx, alive.clone(), n_passes, so, window=(2, 13))
+
+
 def test_restricted_loop_keeping_every_id_is_the_exact_loop() -> None:
     model, g = _model_and_sampler(SEED % 10_000)
     x, attn = _random_batch(model)
@@ -267,7 +330,7 @@ def _loop_and_state(candidate_tokens: int | None, **options):
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="host syncs exist only on CUDA")
 @pytest.mark.parametrize("candidate_tokens,options", [(None, {}), (5, {}), (None, {"cache_context": True}),
-                                                      (None, {"top_p": 0.9, "top_k": 7})])
+                                                      (None, {"top_p": 0.9, "top_k": 7}), (None, {"sampler_cache": True})])
 def test_loop_never_syncs_the_host(candidate_tokens: int | None, options: dict) -> None:
     loop, h0, x, cand_idx, alive, n_passes = _loop_and_state(candidate_tokens, **options)
     so = torch.tensor([SEED, 0], device=DEVICE)
@@ -276,6 +339,8 @@ def test_loop_never_syncs_the_host(candidate_tokens: int | None, options: dict) 
     torch.cuda.set_sync_debug_mode("error")
     try:
         loop(h0, x.clone(), cand_idx, alive.clone(), n_passes, so)
+        if options.get("sampler_cache"):  # a later step of a block: the passes on the window
+            loop(h0, x.clone(), cand_idx, alive.clone(), n_passes, so, window=(2, 13))
     finally:
         torch.cuda.set_sync_debug_mode("default")
 

@@ -184,7 +184,7 @@ class DecodingLoop:
 
     def _fused_step(self, fused: FusedAdjustStep, h: torch.Tensor, x: torch.Tensor, candidates: torch.Tensor) -> None:
         """One base step through the static-shape loop; x is updated in place."""
-        committed, logq = fused(h, x, candidates)  # [B, passes, R]
+        committed, logq = fused(h, x, candidates, self.base.window)  # [B, passes, R]
         self.sampler_passes += fused.num_passes - 1  # static shapes: every step runs all passes
         for k in range(fused.num_passes):
             pos = committed[:, k]
