@@ -9,6 +9,7 @@ metric) to `--results`; `--table` prints those lines as the markdown table of th
     python -m benchmarks.recipe_sweep --base runs/base-mirror --data runs/traj-mirror \\
         --name mirror-lr3 --cfg '{"budget": 400000, "lr": 3e-3}' --threads 1
     python -m benchmarks.recipe_sweep --table --results runs/sweep/results.jsonl
+    python -m benchmarks.recipe_sweep --baselines --base tasks --n 334 --seeds 3   # K=1 and parallel, same prompts
 """
 
 from __future__ import annotations
@@ -40,20 +41,38 @@ def run(args) -> dict:
                             testbed=testbed)
     seconds, cpu = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_utime - c0
     metric = MAIN_METRIC[name][0]
-    measured = {}
-    for K in (2, 4, 8):
-        vals = []
-        for seed in range(args.seeds):
-            prompts = testbed.prompts(args.n, seed=1_000_000 + seed)
-            out = adjust.generate(model, [[model.config.bos_token_id] + p.ids for p in prompts], K=K, sampler=sampler,
-                                  max_new_tokens=testbed.gen_length, temperature=1.0, seed=seed * 7919 + 17)
-            rows = out.completions.tolist()
-            vals.append(statistics.fmean(testbed.score(p, r)[metric] for p, r in zip(prompts, rows)))
-        measured[K] = statistics.fmean(vals)
+    measured = {K: _measure(model, testbed, sampler, K, args.n, args.seeds, metric) for K in (2, 4, 8)}
     return {"name": args.name, "testbed": name, "cfg": json.loads(args.cfg), "resolved": vars(cfg.resolved()),
             "train_s": round(seconds, 1), "train_cpu_s": round(cpu, 1), "metric": metric, "adjust": measured,
             "readiness": sampler.extra.get("readiness"), "heldout_kl": sampler.extra.get("heldout_kl"),
             "parallel_kl": sampler.extra.get("parallel_kl")}
+
+
+def _measure(model, testbed, sampler, K: int, n: int, seeds: int, metric: str) -> float:
+    """The metric's mean over ``seeds`` × ``n`` generations at K (T = 1) on the sweep's evaluation prompts."""
+    import adjust
+
+    vals = []
+    for seed in range(seeds):
+        prompts = testbed.prompts(n, seed=1_000_000 + seed)
+        out = adjust.generate(model, [[model.config.bos_token_id] + p.ids for p in prompts], K=K, sampler=sampler,
+                              max_new_tokens=testbed.gen_length, temperature=1.0, seed=seed * 7919 + 17)
+        rows = out.completions.tolist()
+        vals.append(statistics.fmean(testbed.score(p, r)[metric] for p, r in zip(prompts, rows)))
+    return statistics.fmean(vals)
+
+
+def baselines(args) -> dict:
+    """K = 1 and parallel K = 2, 4, 8 on the same prompts and seeds as `run`'s ADJUST: the ends of the gap."""
+    import adjust
+    from adjust.data import get_testbed
+    from adjust.eval.run import MAIN_METRIC
+
+    model = adjust.MaskedDiffusionLM.from_pretrained(args.base)
+    name = model.config.extra["testbed"]
+    testbed, metric = get_testbed(name), MAIN_METRIC[name][0]
+    return {"base": args.base, "testbed": name, "metric": metric, "n": args.n, "seeds": args.seeds,
+            **{f"K{K}": _measure(model, testbed, None, K, args.n, args.seeds, metric) for K in (1, 2, 4, 8)}}
 
 
 def table(path: str) -> str:
@@ -81,9 +100,15 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--table", action="store_true", help="print the results file as a markdown table")
+    ap.add_argument("--baselines", action="store_true",
+                    help="measure K = 1 and parallel K = 2, 4, 8 of --base on the same prompts (no training)")
     args = ap.parse_args()
     if args.table:
         print(table(args.results))
+        return
+    if args.baselines:
+        torch.set_num_threads(args.threads)
+        print(json.dumps(baselines(args)))
         return
     torch.set_num_threads(args.threads)
     rec = run(args)
