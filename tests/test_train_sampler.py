@@ -173,3 +173,15 @@ def test_the_saved_sampler_is_the_best_readout(tmp_path, monkeypatch):
     # the saved weights are step 4's, not the last step's (train_state.pt holds those)
     last = torch.load(tmp_path / "s" / "train_state.pt", weights_only=False)["sampler"]
     assert any(not torch.equal(v, last[k]) for k, v in saved.state_dict().items())
+
+
+def test_gate_lr_scale_gives_the_output_gate_its_own_rate():
+    from adjust.train.config import SamplerTrainConfig
+    from adjust.train.sampler import sampler_optimizer
+
+    g = AdjustSampler.from_base(tiny_mdlm(vocab_size=12))
+    assert len(sampler_optimizer(g, SamplerTrainConfig()).param_groups) == 1  # the default: one rate for all
+    groups = sampler_optimizer(g, SamplerTrainConfig(gate_lr_scale=10.0)).param_groups
+    assert [gr["lr_scale"] for gr in groups] == [1.0, 10.0]
+    assert groups[1]["params"] == [g.norm_out.weight]
+    assert sum(len(gr["params"]) for gr in groups) == len(list(g.parameters()))

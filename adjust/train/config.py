@@ -22,6 +22,9 @@ class SamplerTrainConfig:
         1 = reverse only): the reverse KL is what the readout's joint KL measures, and it
         punishes mass on tokens the base rules out, which forward KL barely does.
     readout_prompts: held-out prompts of the readiness readout (0 = no readout).
+    gate_lr_scale: learning-rate multiplier of ``norm_out.weight``, the zero-initialised gate that
+        makes a fresh g the parallel baseline (every other weight's gradient is proportional to it,
+        so the run leaves the parallel plateau only as fast as the gate grows); 1 = one rate for all.
     """
 
     rollout: int = 3
@@ -41,6 +44,7 @@ class SamplerTrainConfig:
     heldout_examples: int = 256
     eval_every: int | None = None
     readout_prompts: int = 256
+    gate_lr_scale: float = 1.0
     seed: int = 0
 
     def resolved(self) -> "SamplerTrainConfig":

@@ -110,6 +110,19 @@ def rollout_kl(
     return loss, base
 
 
+def sampler_optimizer(sampler: AdjustSampler, cfg: SamplerTrainConfig) -> torch.optim.AdamW:
+    """AdamW over the sampler; with ``gate_lr_scale`` ≠ 1 the output gate ``norm_out.weight`` is its own
+    group, whose ``lr_scale`` multiplies the schedule's rate (one group otherwise, so the optimizer
+    states of runs saved before the option existed still load)."""
+    params = list(sampler.parameters())
+    groups = [{"params": params, "lr_scale": 1.0}]
+    if cfg.gate_lr_scale != 1.0:
+        gate = sampler.norm_out.weight
+        groups = [{"params": [p for p in params if p is not gate], "lr_scale": 1.0},
+                  {"params": [gate], "lr_scale": cfg.gate_lr_scale}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def _draw(traj: Trajectories, rows: torch.Tensor, rollout: int, g: torch.Generator, n: int,
           windows: int = 1) -> tuple[list, list]:
     """n (row, t) pairs, t uniform over the states x_0 .. x_{L−2} of each trajectory (every state
@@ -217,7 +230,7 @@ def train_sampler(
 
     sampler = AdjustSampler.from_base(adapter, extra={"rollout": cfg.rollout, **(provenance or {})})
     sampler.data_fingerprint = traj.fingerprint
-    opt = torch.optim.AdamW(sampler.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = sampler_optimizer(sampler, cfg)
     g = torch.Generator().manual_seed(cfg.seed)
     start, pool, best = 0, None, (-math.inf, 0)  # best readout score and its step
     state = load_state(out, cfg)
@@ -264,7 +277,7 @@ def train_sampler(
                 xs, attn = _concat_batches((xs, attn), (pxs, pattn), pad)
             xs, attn = xs.to(adapter.device), attn.to(adapter.device)
             for group in opt.param_groups:
-                group["lr"] = warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr)
+                group["lr"] = warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr) * group.get("lr_scale", 1.0)
             with autocast:
                 loss, _ = rollout_kl(sampler, adapter, xs, attn, rank, focus=cfg.focus, reverse=cfg.reverse,
                                      baseline=False)
