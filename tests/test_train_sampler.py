@@ -100,7 +100,7 @@ def _logits(model, ids):
 
 
 @pytest.mark.parametrize("options", [{}, {"on_policy": 0.5, "windows": 2, "focus": 0.3, "pool_size": 6,
-                                        "pool_every": 3}])
+                                        "pool_every": 3, "gate_init": 0.05}])
 def test_training_resumes_to_the_same_state(tmp_path, options):
     model = tiny_mdlm(vocab_size=12, sharpen=3.0)
     generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=40, gen_length=6),
@@ -185,3 +185,15 @@ def test_gate_lr_scale_gives_the_output_gate_its_own_rate():
     assert [gr["lr_scale"] for gr in groups] == [1.0, 10.0]
     assert groups[1]["params"] == [g.norm_out.weight]
     assert sum(len(gr["params"]) for gr in groups) == len(list(g.parameters()))
+
+
+def test_gate_init_sets_the_gate_a_fresh_run_starts_from(tmp_path):
+    model = tiny_mdlm(vocab_size=12, sharpen=3.0)
+    generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=12, gen_length=5),
+                          progress=False)
+    tr = load_trajectories(tmp_path / "d")
+    still = dict(steps=1, batch_size=4, eval_every=1, heldout_examples=4, readout_prompts=0, lr=0.0)  # lr 0: no move
+    g = train_sampler(model, tr, tmp_path / "a", SamplerTrainConfig(gate_init=0.25, **still), progress=False)
+    assert torch.equal(g.norm_out.weight, torch.full_like(g.norm_out.weight, 0.25))
+    g0 = train_sampler(model, tr, tmp_path / "b", SamplerTrainConfig(**still), progress=False)
+    assert torch.equal(g0.norm_out.weight, torch.zeros_like(g0.norm_out.weight))  # the default: exactly parallel

@@ -230,6 +230,8 @@ def train_sampler(
 
     sampler = AdjustSampler.from_base(adapter, extra={"rollout": cfg.rollout, **(provenance or {})})
     sampler.data_fingerprint = traj.fingerprint
+    with torch.no_grad():  # a resumed run's saved gate replaces it below
+        sampler.norm_out.weight.fill_(cfg.gate_init)
     opt = sampler_optimizer(sampler, cfg)
     g = torch.Generator().manual_seed(cfg.seed)
     start, pool, best = 0, None, (-math.inf, 0)  # best readout score and its step
