@@ -239,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate-lr-scale", type=float, default=d.gate_lr_scale,
                    help="learning-rate multiplier of the sampler's zero-initialised output gate (norm_out), "
                         f"which sets how fast a run leaves the parallel plateau (default {d.gate_lr_scale})")
+    p.add_argument("--gate-lr-fade", type=float, default=d.gate_lr_fade,
+                   help="share of the run over which that multiplier fades linearly to 1; 0 = it holds all run "
+                        f"(default {d.gate_lr_fade})")
+    p.add_argument("--sampler-inputs", choices=("all", "new"), default=d.sampler_inputs,
+                   help="tokens the sampler embeds: 'new' = only those committed since the step's base forward "
+                        f"(others read as MASK), 'all' = every token, the paper's g (default {d.sampler_inputs})")
     p.add_argument("--gate-init", type=float, default=d.gate_init,
                    help="starting value of that gate; 0 = a fresh sampler is exactly naive parallel sampling "
                         f"(default {d.gate_init})")
@@ -559,7 +565,8 @@ def cmd_train_sampler(args) -> None:
     traj = load_trajectories(args.data)
     cfg = SamplerTrainConfig(rollout=args.rollout, budget=args.budget, steps=args.steps, batch_size=args.batch_size,
                              lr=args.lr, windows=args.windows, on_policy=args.on_policy, focus=args.focus,
-                             reverse=args.reverse, gate_lr_scale=args.gate_lr_scale, gate_init=args.gate_init,
+                             reverse=args.reverse, gate_lr_scale=args.gate_lr_scale, gate_lr_fade=args.gate_lr_fade,
+                             gate_init=args.gate_init, sampler_inputs=args.sampler_inputs,
                              eval_every=args.eval_every,
                              readout_prompts=args.readout_prompts, seed=args.seed).resolved()
     if rank.is_main:

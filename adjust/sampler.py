@@ -15,6 +15,13 @@ Choices the paper leaves open, and what we do:
   the layouts match (the paper's public code does the same), else randomly.
 - DownProj starts as [I | I]: the layer first sees Norm_e(E(x)) + Norm_h(h), an
   input on the scale of a residual stream, rather than random noise.
+- ``inputs``: which tokens x the sampler embeds. "all" (the paper's g): every current
+  token. "new": only the tokens committed since the step's base forward; every other
+  position reads as MASK. The base's hidden states already hold every token it saw, so
+  nothing is lost, and the one thing g must act on — what was just committed — is the
+  only token signal it gets instead of a few rows among every visible token (on a
+  testbed whose joint KL sits in a few positions, "all" stayed on the parallel plateau
+  for hundreds of steps; docs/training.md).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from adjust.models.kv_cache import BlockKVCache
 from adjust.models.layers import DecoderLayer, LayerConfig, RMSNorm, position_ids_from_mask, rope_cos_sin
 
 ASSETS = _ASSETS / "samplers"
+INPUTS = ("all", "new")
 
 
 class AdjustSampler(nn.Module):
@@ -42,9 +50,12 @@ class AdjustSampler(nn.Module):
 
     def __init__(
         self, layer_config: LayerConfig, base: BaseModelInfo, extra: dict | None = None,
-        data_fingerprint: str | None = None,
+        data_fingerprint: str | None = None, inputs: str = "all",
     ):
         super().__init__()
+        if inputs not in INPUTS:
+            raise ValueError(f"sampler inputs must be one of {INPUTS}, got {inputs!r}")
+        self.inputs = inputs
         self.layer_config = layer_config
         self.base = base  # the base it is for, with its weight fingerprint (adjust.identity)
         self.data_fingerprint = data_fingerprint  # the trajectory set it was trained on
@@ -66,10 +77,10 @@ class AdjustSampler(nn.Module):
                         nn.init.zeros_(m.bias)
 
     @classmethod
-    def from_base(cls, model, extra: dict | None = None) -> "AdjustSampler":
+    def from_base(cls, model, extra: dict | None = None, inputs: str = "all") -> "AdjustSampler":
         """A fresh sampler for `model` (its decoder layer copied from the base's last layer)."""
         adapter = as_adapter(model)
-        sampler = cls(adapter.layer_config, adapter.info, extra)
+        sampler = cls(adapter.layer_config, adapter.info, extra, inputs=inputs)
         last = adapter.last_layer
         if last is not None:
             try:
@@ -148,6 +159,13 @@ class AdjustSampler(nn.Module):
         new = hc + self.norm_out(self.layer.forward_at(u, cos, sin, key_mask, idx, kv_cache, layer_idx))
         return h.scatter(1, at, torch.where(valid[..., None], new, hc))
 
+    def input_tokens(self, x: torch.Tensor, x_base: torch.Tensor, mask_token_id: int) -> torch.Tensor:
+        """The tokens g embeds at a pass whose current tokens are ``x`` [B, L] after a base forward on ``x_base``:
+        ``x`` itself (inputs "all"), or only the positions masked in ``x_base``, MASK elsewhere ("new")."""
+        if self.inputs == "all":
+            return x
+        return torch.where(x_base == mask_token_id, x, torch.full_like(x, mask_token_id))
+
     def layer_input(self, h: torch.Tensor, x: torch.Tensor, adapter: DiffusionLMAdapter) -> torch.Tensor:
         """u = DownProj(concat(Norm_e(E x), Norm_h h)) of any rows h [..., d], x [...]."""
         e = adapter.embed_tokens(x).to(h.dtype)
@@ -185,7 +203,7 @@ class AdjustSampler(nn.Module):
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Hub-style folder: config.json (base identity, layer config) + model.safetensors."""
-        cfg = {"layer_config": self.layer_config.to_dict(), "base": asdict(self.base),
+        cfg = {"layer_config": self.layer_config.to_dict(), "base": asdict(self.base), "inputs": self.inputs,
                "data_fingerprint": self.data_fingerprint, "extra": self.extra}
         save_checkpoint(path, self, "AdjustSampler", cfg)
         return Path(path)
@@ -201,7 +219,8 @@ class AdjustSampler(nn.Module):
         try:
             base = BaseModelInfo(**raw["base"])
             check_types(base)  # a "vocab_size": "12" would read "vocab_size 12 vs base 12" at the base check
-            sampler = cls(LayerConfig(**raw["layer_config"]), base, raw.get("extra"), raw.get("data_fingerprint"))
+            sampler = cls(LayerConfig(**raw["layer_config"]), base, raw.get("extra"), raw.get("data_fingerprint"),
+                          raw.get("inputs", "all"))  # samplers saved before the option: the paper's g
         except (TypeError, ValueError, KeyError) as e:
             raise ValueError(f"{path / CONFIG_NAME}: not a valid sampler config ({e})") from None
         load_weights(sampler, path)

@@ -328,18 +328,22 @@ class AdjustLoop:
         rows = (self._row_base + cand_idx.clamp(min=0)).view(-1)
         self._begin(n_passes)
         h, kept, ctx = h0, None, None
+        mask_id = self.sampling["exclude_token"]
+        # a sampler with inputs "new" embeds only the tokens committed since the base forward (adjust.sampler)
+        was_masked = x == mask_id if getattr(self.sampler, "inputs", "all") == "new" else None
         for k in range(self.num_passes):
             final = k > 0 and k == self.num_passes - 1 and not self.cache_context
             record = None if self._record is None or k == 0 else self._record[k - 1]
             windowed = record is not None and self._window is not None
+            xg = x if was_masked is None or k == 0 else torch.where(was_masked, x, mask_id)
             if k > 0 and self.cache_context:
-                ctx = ctx or self._context(h0, x, cand_idx)
-                h = self._context_step(h, x, ctx)
+                ctx = ctx or self._context(h0, xg, cand_idx)
+                h = self._context_step(h, xg, ctx)
             elif k > 0 and not final:
-                h = self._window_step(h, x, k) if windowed else self.sampler_step(h, x, record)
+                h = self._window_step(h, xg, k) if windowed else self.sampler_step(h, xg, record)
             if final:
-                hc = (self._window_final_rows(h, x, cand_idx, k) if windowed
-                      else self._final_rows(h, x, cand_idx, record))
+                hc = (self._window_final_rows(h, xg, cand_idx, k) if windowed
+                      else self._final_rows(h, xg, cand_idx, record))
             else:
                 hc = h.reshape(B * L, -1).index_select(0, rows)
             if self._logits is None:

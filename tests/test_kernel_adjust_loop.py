@@ -317,8 +317,9 @@ def test_half_precision_loop_commits_valid_tokens() -> None:
     assert (logq[pos >= 0] <= 0).all() and logq.isfinite().all()
 
 
-def _loop_and_state(candidate_tokens: int | None, **options):
+def _loop_and_state(candidate_tokens: int | None, inputs: str = "all", **options):
     model, g = _model_and_sampler(SEED % 10_000)
+    g.inputs = inputs  # "new": g's tokens rebuilt from the step's start at every pass (adjust.sampler)
     ad = as_adapter(model)
     x, attn = _random_batch(model)
     cand_idx, alive, n_passes = _candidates(x, attn, ad.mask_token_id)
@@ -330,7 +331,8 @@ def _loop_and_state(candidate_tokens: int | None, **options):
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="host syncs exist only on CUDA")
 @pytest.mark.parametrize("candidate_tokens,options", [(None, {}), (5, {}), (None, {"cache_context": True}),
-                                                      (None, {"top_p": 0.9, "top_k": 7}), (None, {"sampler_cache": True})])
+                                                      (None, {"top_p": 0.9, "top_k": 7}), (None, {"sampler_cache": True}),
+                                                      (None, {"inputs": "new"})])
 def test_loop_never_syncs_the_host(candidate_tokens: int | None, options: dict) -> None:
     loop, h0, x, cand_idx, alive, n_passes = _loop_and_state(candidate_tokens, **options)
     so = torch.tensor([SEED, 0], device=DEVICE)
@@ -345,7 +347,8 @@ def test_loop_never_syncs_the_host(candidate_tokens: int | None, options: dict) 
         torch.cuda.set_sync_debug_mode("default")
 
 
-@pytest.mark.parametrize("candidate_tokens,options", [(None, {}), (5, {}), (None, {"cache_context": True})])
+@pytest.mark.parametrize("candidate_tokens,options", [(None, {}), (5, {}), (None, {"cache_context": True}),
+                                                      (None, {"inputs": "new"})])
 def test_capture_records_a_graph_on_cuda_only(candidate_tokens: int | None, options: dict) -> None:
     loop, h0, x, cand_idx, alive, n_passes = _loop_and_state(candidate_tokens, **options)
 

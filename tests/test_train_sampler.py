@@ -197,3 +197,16 @@ def test_gate_init_sets_the_gate_a_fresh_run_starts_from(tmp_path):
     assert torch.equal(g.norm_out.weight, torch.full_like(g.norm_out.weight, 0.25))
     g0 = train_sampler(model, tr, tmp_path / "b", SamplerTrainConfig(**still), progress=False)
     assert torch.equal(g0.norm_out.weight, torch.zeros_like(g0.norm_out.weight))  # the default: exactly parallel
+
+
+def test_gate_lr_fade_takes_the_gate_multiplier_linearly_to_one():
+    from adjust.train.config import SamplerTrainConfig
+    from adjust.train.sampler import group_lr_scale
+
+    held = SamplerTrainConfig(gate_lr_scale=3.0, steps=100).resolved()
+    assert [group_lr_scale(3.0, s, held) for s in (0, 50, 99)] == [3.0, 3.0, 3.0]
+    fade = SamplerTrainConfig(gate_lr_scale=3.0, gate_lr_fade=0.25, steps=100).resolved()
+    assert [group_lr_scale(3.0, s, fade) for s in (0, 5, 25, 60)] == pytest.approx([3.0, 2.6, 1.0, 1.0])
+    assert group_lr_scale(1.0, 5, fade) == 1.0  # the other weights' group keeps the common rate
+    with pytest.raises(ValueError, match="gate_lr_fade"):
+        train_sampler(tiny_mdlm(vocab_size=12), None, None, SamplerTrainConfig(gate_lr_fade=1.5), progress=False)

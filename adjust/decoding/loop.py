@@ -109,21 +109,22 @@ class DecodingLoop:
     def _step(self, h: torch.Tensor, x: torch.Tensor, attn: torch.Tensor, attn_arg: torch.Tensor | None,
               candidates: torch.Tensor, step: StepState) -> torch.Tensor:
         """One base step of the eager loop: pass 0, then sampler passes while the policy asks."""
-        context, k = None, 0
+        context, k, x_base = None, 0, x
         if self.sampler_cache is not None:
             self.sampler_cache.start_step(self.base.window)
         while True:
             cand = candidates & (x == self.adapter.mask_token_id)
             if k > 0:
+                xg = self.sampler.input_tokens(x, x_base, self.adapter.mask_token_id)
                 if self.cache_context:
-                    context = context or ContextCache(self.sampler, self.adapter, h, x, attn_arg, candidates)
-                    h = context(h, x)
+                    context = context or ContextCache(self.sampler, self.adapter, h, xg, attn_arg, candidates)
+                    h = context(h, xg)
                 elif self.sampler_cache is not None:
-                    h = self.sampler_cache(h, x, attn_arg, k, cand if self.policy.final_pass(step, k) else None)
+                    h = self.sampler_cache(h, xg, attn_arg, k, cand if self.policy.final_pass(step, k) else None)
                 elif self.policy.final_pass(step, k):  # nothing reads its other rows (adjust.context_cache)
-                    h = self.sampler.forward_rows(h, x, self.adapter, attn_arg, cand)
+                    h = self.sampler.forward_rows(h, xg, self.adapter, attn_arg, cand)
                 else:
-                    h = self.sampler(h, x, self.adapter, attn_arg)
+                    h = self.sampler(h, xg, self.adapter, attn_arg)
                 self.sampler_passes += 1
             view = self._propose(h, x, attn, cand, k)
             decision = self.policy.commit(view, step)

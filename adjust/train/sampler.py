@@ -86,7 +86,7 @@ def rollout_kl(
     loss = torch.zeros((), device=H.device)
     base = torch.zeros((), device=H.device) if baseline else None
     for j in range(1, R1):
-        h = sampler(h, xs[j], adapter, attn_arg)
+        h = sampler(h, sampler.input_tokens(xs[j], xs[0], adapter.mask_token_id), adapter, attn_arg)
         m = masks[j - 1]
         if not bool(m.any()):
             continue
@@ -121,6 +121,14 @@ def sampler_optimizer(sampler: AdjustSampler, cfg: SamplerTrainConfig) -> torch.
         groups = [{"params": [p for p in params if p is not gate], "lr_scale": 1.0},
                   {"params": [gate], "lr_scale": cfg.gate_lr_scale}]
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def group_lr_scale(scale: float, step: int, cfg: SamplerTrainConfig) -> float:
+    """A group's multiplier ``scale`` at ``step``: held, or with ``gate_lr_fade`` > 0 fading linearly to 1
+    by that share of the run's steps."""
+    if cfg.gate_lr_fade <= 0:
+        return scale
+    return 1.0 + (scale - 1.0) * max(0.0, 1.0 - step / (cfg.gate_lr_fade * cfg.steps))
 
 
 def _draw(traj: Trajectories, rows: torch.Tensor, rollout: int, g: torch.Generator, n: int,
@@ -199,7 +207,7 @@ def train_sampler(
     rank = rank or Rank()
     if cfg.rollout < 1 or cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError(f"rollout, steps and batch_size must be ≥ 1, got {cfg.rollout}, {cfg.steps}, {cfg.batch_size}")
-    for name in ("on_policy", "focus", "reverse"):
+    for name in ("on_policy", "focus", "reverse", "gate_lr_fade"):
         if not 0 <= getattr(cfg, name) <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
     if cfg.batch_size < rank.world_size:
@@ -228,7 +236,8 @@ def train_sampler(
     if rank.is_main and cfg.readout_prompts > 0:
         probe = ReadinessProbe(adapter, traj, held_rows, cfg.rollout, cfg.readout_prompts, testbed)
 
-    sampler = AdjustSampler.from_base(adapter, extra={"rollout": cfg.rollout, **(provenance or {})})
+    sampler = AdjustSampler.from_base(adapter, extra={"rollout": cfg.rollout, **(provenance or {})},
+                                      inputs=cfg.sampler_inputs)
     sampler.data_fingerprint = traj.fingerprint
     with torch.no_grad():  # a resumed run's saved gate replaces it below
         sampler.norm_out.weight.fill_(cfg.gate_init)
@@ -279,7 +288,8 @@ def train_sampler(
                 xs, attn = _concat_batches((xs, attn), (pxs, pattn), pad)
             xs, attn = xs.to(adapter.device), attn.to(adapter.device)
             for group in opt.param_groups:
-                group["lr"] = warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr) * group.get("lr_scale", 1.0)
+                group["lr"] = (warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr)
+                               * group_lr_scale(group.get("lr_scale", 1.0), step, cfg))
             with autocast:
                 loss, _ = rollout_kl(sampler, adapter, xs, attn, rank, focus=cfg.focus, reverse=cfg.reverse,
                                      baseline=False)
