@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from adjust.data.testbed import TESTBEDS
 from adjust.train.config import SamplerTrainConfig
@@ -593,6 +594,22 @@ def cmd_train_sampler(args) -> None:
         print(f"readiness at step {readiness['step']}: {readiness['verdict']}: {readiness['why']}")
         if readiness["verdict"] != "ready":
             print(f"warning: sampler {args.out} is not ready: {readiness['why']}", file=sys.stderr)
+            _plateau_hint(Path(args.out), sampler.inputs)
+
+
+def _plateau_hint(out: Path, inputs: str) -> None:
+    """After a not-ready run that spent its first evaluations on the parallel plateau: name the option that
+    left it sooner on such data (docs/training.md, "The tokens g embeds")."""
+    from adjust.train.readiness import plateau_evaluations
+
+    log = out / "train_log.jsonl"
+    if inputs != "all" or not log.is_file():
+        return
+    n = plateau_evaluations([json.loads(line) for line in log.read_text().splitlines() if line.strip()])
+    if n >= 2:
+        print(f"hint: the held-out KL stayed at parallel's for the first {n} evaluations (g learned late); "
+              "on data whose joint KL sits in few positions `--sampler-inputs new` left that plateau sooner "
+              "(docs/training.md, \"The tokens g embeds\"); re-run into a new --out to compare", file=sys.stderr)
 
 
 def cmd_eval(args) -> None:
@@ -652,8 +669,6 @@ def _numbers(flag: str, text: str, kind: type, minimum: float | None = None) -> 
 
 def _job_record(out: str) -> dict | None:
     """The job record of an --out folder (None if it has none or is no folder)."""
-    from pathlib import Path
-
     from adjust.jobstate import read_job
 
     return read_job(out) if Path(out).is_dir() else None

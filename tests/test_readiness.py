@@ -161,3 +161,14 @@ def test_readout_on_unconditional_data_of_a_conditional_testbed_warns_and_keeps_
     assert probe.metric is None and probe.exact_metric is None
     rec = probe(perturbed_sampler(model), step=1).to_record()
     assert rec["K2"]["adjust_kl"] >= 0 and "adjust_correct" not in rec["K2"]
+
+
+def test_plateau_evaluations_count_the_first_evaluations_at_parallels_kl():
+    from adjust.train.readiness import plateau_evaluations
+
+    logs = [{"event": "start"}, {"step": 10, "heldout_kl": 0.2026, "parallel_kl": 0.1997},
+            {"step": 20, "heldout_kl": 0.185, "parallel_kl": 0.1997}, {"step": 30, "heldout_kl": 0.11, "parallel_kl": 0.1997},
+            {"step": 40, "heldout_kl": 0.19, "parallel_kl": 0.1997}]  # a later rise is not the plateau
+    assert plateau_evaluations(logs) == 2
+    assert plateau_evaluations(logs[:1] + logs[3:]) == 0
+    assert plateau_evaluations([]) == 0

@@ -113,3 +113,20 @@ def test_training_with_new_inputs_saves_a_new_inputs_sampler(tmp_path):
                              sampler_inputs="new")
     g = train_sampler(model, load_trajectories(tmp_path / "d"), tmp_path / "s", cfg, progress=False)
     assert g.inputs == "new" == AdjustSampler.from_pretrained(tmp_path / "s").inputs
+
+
+@pytest.mark.parametrize("inputs,hinted", [("all", True), ("new", False)])
+def test_a_run_left_on_the_plateau_names_the_option(tmp_path, capsys, inputs, hinted):
+    from adjust.cli import main
+    from adjust.train.trajectories import TrajectorySettings, generate_trajectories
+
+    model = tiny_mdlm(vocab_size=12, sharpen=3.0)
+    base = model.save_pretrained(tmp_path / "base")
+    generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=24, gen_length=5),
+                          progress=False)
+    main(["train-sampler", "--base", str(base), "--data", str(tmp_path / "d"), "--out", str(tmp_path / "s"),
+          "--steps", "4", "--batch-size", "4", "--eval-every", "2", "--lr", "0", "--readout-prompts", "4",
+          "--threads", "1", "--sampler-inputs", inputs])  # lr 0: g stays the parallel baseline
+    err = capsys.readouterr().err
+    assert "is not ready" in err
+    assert ("--sampler-inputs new" in err) is hinted

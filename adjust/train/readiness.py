@@ -168,6 +168,22 @@ def verdict(closed: dict[int, float], metric_closed: dict[int, tuple[float | Non
     return "ready", kl + "."
 
 
+PLATEAU_SHARE = 0.9  # a held-out KL at ≥ 90% of parallel's: g is still about the parallel baseline
+
+
+def plateau_evaluations(log_records: list[dict]) -> int:
+    """How many of a run's first evaluations (``train_log.jsonl`` records) had a held-out KL of at
+    least `PLATEAU_SHARE` of parallel's: the steps it spent on the parallel plateau, in evaluations."""
+    n = 0
+    for rec in log_records:
+        if "heldout_kl" not in rec:
+            continue
+        if rec["heldout_kl"] < PLATEAU_SHARE * rec["parallel_kl"]:
+            break
+        n += 1
+    return n
+
+
 class ReadinessProbe:
     """Runs the readout for a sampler on held-out trajectories (one object per training run).
 
