@@ -329,13 +329,13 @@ class AdjustLoop:
         self._begin(n_passes)
         h, kept, ctx = h0, None, None
         mask_id = self.sampling["exclude_token"]
-        # a sampler with inputs "new" embeds only the tokens committed since the base forward (adjust.sampler)
-        was_masked = x == mask_id if getattr(self.sampler, "inputs", "all") == "new" else None
+        # the step's start, for the tokens g embeds (AdjustSampler.input_tokens); x is committed into in place
+        x_base = x.clone() if self.sampler.inputs == "new" else x
         for k in range(self.num_passes):
             final = k > 0 and k == self.num_passes - 1 and not self.cache_context
             record = None if self._record is None or k == 0 else self._record[k - 1]
             windowed = record is not None and self._window is not None
-            xg = x if was_masked is None or k == 0 else torch.where(was_masked, x, mask_id)
+            xg = x if k == 0 else self.sampler.input_tokens(x, x_base, mask_id)
             if k > 0 and self.cache_context:
                 ctx = ctx or self._context(h0, xg, cand_idx)
                 h = self._context_step(h, xg, ctx)

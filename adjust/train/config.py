@@ -27,12 +27,12 @@ class SamplerTrainConfig:
         so the run leaves the parallel plateau only as fast as the gate grows); 1 = one rate for all.
     gate_lr_fade: share of the run over which that multiplier fades linearly to 1 (the gate fast
         while the run leaves the plateau, at the common rate after); 0 = the multiplier holds all run.
-    sampler_inputs: the tokens the sampler embeds (`adjust.sampler`): "new" = only those committed
-        since the step's base forward, every other position as MASK; "all" = every current token
-        (the paper's g).
     gate_init: the value every entry of that gate starts a run at. 0 = a fresh g is exactly the
         parallel baseline and no other weight moves until the gate does; a small value keeps g
         within that much of parallel while every weight learns from the first step.
+    sampler_inputs: the tokens the sampler embeds (`adjust.sampler`): "new" = only those committed
+        since the step's base forward, every other position as MASK; "all" = every current token
+        (the paper's g).
     """
 
     rollout: int = 3
