@@ -243,9 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate-lr-fade", type=float, default=d.gate_lr_fade,
                    help="share of the run over which that multiplier fades linearly to 1; 0 = it holds all run "
                         f"(default {d.gate_lr_fade})")
-    p.add_argument("--sampler-inputs", choices=("all", "new"), default=d.sampler_inputs,
+    p.add_argument("--sampler-inputs", choices=("auto", "all", "new"), default=d.sampler_inputs,
                    help="tokens the sampler embeds: 'new' = only those committed since the step's base forward "
-                        f"(others read as MASK), 'all' = every token, the paper's g (default {d.sampler_inputs})")
+                        "(others read as MASK), 'all' = every token, the paper's g; 'auto' = both train the first "
+                        "evaluation interval and 'new' is kept only if its held-out KL is clearly lower "
+                        f"(default {d.sampler_inputs})")
     p.add_argument("--gate-init", type=float, default=d.gate_init,
                    help="starting value of that gate; 0 = a fresh sampler is exactly naive parallel sampling "
                         f"(default {d.gate_init})")
@@ -594,7 +596,8 @@ def cmd_train_sampler(args) -> None:
         print(f"readiness at step {readiness['step']}: {readiness['verdict']}: {readiness['why']}")
         if readiness["verdict"] != "ready":
             print(f"warning: sampler {args.out} is not ready: {readiness['why']}", file=sys.stderr)
-            _plateau_hint(Path(args.out), sampler.inputs)
+            if "inputs_race" not in sampler.extra:  # a race has compared both inputs already
+                _plateau_hint(Path(args.out), sampler.inputs)
 
 
 def _plateau_hint(out: Path, inputs: str) -> None:

@@ -68,6 +68,11 @@ def _checkpoint(folder: Path) -> dict:
         rec["made_by"] = extra.pop("command")
     if kind == "AdjustSampler":
         rec["readiness"] = _readiness(extra.pop("readiness", None))
+        race = extra.pop("inputs_race", None)
+        if race is not None:  # adjust.train.inputs_race
+            kl = race["heldout_kl"]
+            rec["inputs"] += (f" (--sampler-inputs auto: held-out KL at step {race['step']} all {kl['all']:.4f}, "
+                              f"new {kl['new']:.4f})")
     rec["extra"] = extra
     status = status_line(folder)
     if status is not None:

@@ -221,6 +221,18 @@ def _show(v) -> str:
     return short(v) if isinstance(v, str) and len(v) == 64 else repr(v)
 
 
+def check_folder(folder: Path, kind: str) -> None:
+    """Refuse an output folder that is a file or holds another kind of job's output."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"output folder {folder} is a file, not a folder")
+    if folder.is_dir():
+        found = folder_kind(folder)
+        if found is not None and found != kind:
+            what = _WHAT.get(found, "files of another kind")
+            raise ValueError(f"output folder {folder} holds {what} (adjust {found}), not the output of adjust "
+                             f"{kind}; use another --out")
+
+
 @dataclass
 class Job:
     """The running job of a folder (see the module docstring); `begin` makes one."""
@@ -254,14 +266,7 @@ class Job:
         like the warm-up); whether that total is allowed is then the extension rule's call.
         """
         folder = Path(folder)
-        if folder.exists() and not folder.is_dir():
-            raise ValueError(f"output folder {folder} is a file, not a folder")
-        if folder.is_dir():
-            found = folder_kind(folder)
-            if found is not None and found != kind:
-                what = _WHAT.get(found, "files of another kind")
-                raise ValueError(f"output folder {folder} holds {what} (adjust {found}), not the output of adjust "
-                                 f"{kind}; use another --out")
+        check_folder(folder, kind)
         if writer:
             make_dirs(folder)
         lock = FolderLock(folder) if writer else None

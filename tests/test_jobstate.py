@@ -195,11 +195,11 @@ def test_train_sampler_on_data_of_another_base_is_refused(tmp_path, bases, traj,
 def test_train_sampler_resumed_with_another_base_or_data_is_refused(tmp_path, bases, traj, capsys):
     a, b, _ = bases
     ta, tb, _ = traj
-    cfg = SamplerTrainConfig(steps=6, batch_size=4, eval_every=2)
+    cfg = SamplerTrainConfig(steps=6, batch_size=4, eval_every=2, sampler_inputs="all")  # one run, no inputs race
     train_sampler(adjust.MaskedDiffusionLM.from_pretrained(a), load_trajectories(ta), tmp_path / "s", cfg,
                   progress=False, stop_after=2)
     before = snapshot(tmp_path / "s")
-    args = ["--steps", 6, "--batch-size", 4, "--eval-every", 2, "--out", tmp_path / "s"]
+    args = ["--steps", 6, "--batch-size", 4, "--eval-every", 2, "--sampler-inputs", "all", "--out", tmp_path / "s"]
     code, _, err = cli(capsys, "train-sampler", "--base", b, "--data", tb, *args)
     assert code == 1 and f"{tmp_path / 's'}: made for base" in err and "with weights" in err
     code, _, err = cli(capsys, "train-sampler", "--base", a, "--data", tb, *args)  # base a, data of b
@@ -218,8 +218,8 @@ def test_train_sampler_resumed_with_another_base_or_data_is_refused(tmp_path, ba
 def test_finished_sampler_folder_reruns_extends_and_refuses(tmp_path, bases, traj, capsys):
     a, b, _ = bases
     ta, tb, _ = traj
-    args = ["train-sampler", "--base", a, "--data", ta, *SAMPLER, "--out", tmp_path / "s"]
-    assert cli(capsys, *args, "--steps", 4)[0] == 0
+    args = ["train-sampler", "--base", a, "--data", ta, *SAMPLER, "--sampler-inputs", "all", "--out", tmp_path / "s"]
+    assert cli(capsys, *args, "--steps", 4)[0] == 0  # one run (no inputs race): its job history is exact
     done = snapshot(tmp_path / "s")
     code, out, _ = cli(capsys, *args, "--steps", 4)
     assert code == 0 and "already complete (step 4 of 4)" in out and "held-out KL None" not in out

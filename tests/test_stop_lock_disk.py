@@ -148,8 +148,8 @@ def _cli_error(capsys, *args) -> str:
 
 def test_full_disk_at_the_state_write_is_one_line_and_resumable(tmp_path, base_and_data, monkeypatch, capsys):
     base, traj = base_and_data
-    args = ["train-sampler", "--base", base, "--data", traj, "--steps", 10, *TRAIN]
-    real, writes = fileio.atomic_write_all, []
+    args = ["train-sampler", "--base", base, "--data", traj, "--steps", 10, *TRAIN, "--sampler-inputs", "all"]
+    real, writes = fileio.atomic_write_all, []  # one run: the second state write is the run's own
 
     def disk_full_at_second_state(files):
         if any(p.name == "train_state.pt" for p, _ in files):

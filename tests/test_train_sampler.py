@@ -163,7 +163,7 @@ def test_the_saved_sampler_is_the_best_readout(tmp_path, monkeypatch):
     model = tiny_mdlm(vocab_size=12, sharpen=3.0, mix=20.0)
     generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=40, gen_length=6),
                           progress=False)
-    cfg = SamplerTrainConfig(steps=10, batch_size=4, eval_every=2, heldout_examples=8, lr=3e-2)
+    cfg = SamplerTrainConfig(steps=10, batch_size=4, eval_every=2, heldout_examples=8, lr=3e-2, sampler_inputs="all")
     g = train_sampler(model, load_trajectories(tmp_path / "d"), tmp_path / "s", cfg, progress=False)
     recs = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()][1:]
     assert [r["kept_step"] for r in recs] == [2, 4, 4, 4, 4]

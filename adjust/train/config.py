@@ -32,7 +32,8 @@ class SamplerTrainConfig:
         within that much of parallel while every weight learns from the first step.
     sampler_inputs: the tokens the sampler embeds (`adjust.sampler`): "new" = only those committed
         since the step's base forward, every other position as MASK; "all" = every current token
-        (the paper's g).
+        (the paper's g); "auto" = both train the first evaluation interval and "new" is kept only
+        when it learns clearly faster (`adjust.train.inputs_race`).
     """
 
     rollout: int = 3
@@ -55,7 +56,7 @@ class SamplerTrainConfig:
     gate_lr_scale: float = 1.0
     gate_lr_fade: float = 0.0
     gate_init: float = 0.0
-    sampler_inputs: str = "all"
+    sampler_inputs: str = "auto"
     seed: int = 0
 
     def resolved(self) -> "SamplerTrainConfig":

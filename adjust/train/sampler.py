@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -27,7 +27,7 @@ from adjust.identity import check_base
 from adjust.jobstate import Job
 from adjust.models.adapter import DiffusionLMAdapter, as_adapter
 from adjust.progress import progress_bar
-from adjust.sampler import AdjustSampler
+from adjust.sampler import INPUTS, AdjustSampler
 from adjust.train.checkpointing import LENGTH_FIELDS, GracefulStop, load_state, save_state
 from adjust.train.config import SamplerTrainConfig
 from adjust.train.distributed import Rank
@@ -202,9 +202,14 @@ def train_sampler(
     and its verdict in `extra["readiness"]`: generation quality can drop between two
     evaluations while the teacher-forced KL does not move, so the last weights are not
     always the best ones. (`train_state.pt` holds the current weights, to resume.)
+    With ``cfg.sampler_inputs="auto"`` (the default) the tokens g embeds are chosen first by a race
+    over the first evaluation interval (`adjust.train.inputs_race`); `stop_after` counts the steps
+    after it.
     """
     cfg = (cfg or SamplerTrainConfig()).resolved()
     rank = rank or Rank()
+    if cfg.sampler_inputs not in ("auto", *INPUTS):
+        raise ValueError(f"sampler_inputs must be 'auto' or one of {INPUTS}, got {cfg.sampler_inputs!r}")
     if cfg.rollout < 1 or cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError(f"rollout, steps and batch_size must be ≥ 1, got {cfg.rollout}, {cfg.steps}, {cfg.batch_size}")
     for name in ("on_policy", "focus", "reverse", "gate_lr_fade"):
@@ -212,10 +217,27 @@ def train_sampler(
             raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
     if cfg.batch_size < rank.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} is smaller than the {rank.world_size} ranks it is split over")
+    # Signals are caught from here, not from the first step: a stop during the set-up or between the
+    # runs of an inputs race then ends the run at its next step, with a checkpoint, as during training.
+    with GracefulStop() as stop:
+        if cfg.sampler_inputs == "auto":
+            from adjust.train.inputs_race import race_inputs  # imported here: it trains with this function
+
+            race = race_inputs(train_sampler, model, traj, out_dir, cfg, rank, stop, progress=progress,
+                               provenance=provenance, allow_base_mismatch=allow_base_mismatch, testbed=testbed)
+            cfg = replace(cfg, sampler_inputs=race["chosen"])
+            if race["raced"]:
+                provenance = {**(provenance or {}), "inputs_race": race}
+        return _train(model, traj, Path(out_dir), cfg, progress, provenance, stop_after, rank, allow_base_mismatch,
+                      testbed, stop)
+
+
+def _train(model, traj: Trajectories, out: Path, cfg: SamplerTrainConfig, progress: bool, provenance: dict | None,
+           stop_after: int | None, rank: Rank, allow_base_mismatch: bool, testbed, stop: GracefulStop) -> AdjustSampler:
+    """`train_sampler` once its settings are checked and its inputs chosen; ``stop`` catches the stop signals."""
     adapter = as_adapter(model)
     for p in adapter.model.parameters():
         p.requires_grad_(False)
-    out = Path(out_dir)
     check_base(traj.base, adapter.info, "data", allow_base_mismatch)
     inputs = {"base": asdict(adapter.info), "data": traj.fingerprint,
               "train": {k: v for k, v in asdict(cfg).items() if k != "steps"}}
@@ -271,76 +293,75 @@ def train_sampler(
                        disable=not progress)
     sampler.train()
     t0, ema, done = time.perf_counter(), None, start
-    with GracefulStop() as stop:
-        for step in bar:
-            mine = slice(rank.rank, None, rank.world_size)
-            n_pool = round(cfg.on_policy * cfg.batch_size)
-            if n_pool and (pool is None or step % cfg.pool_every == 0):
-                with autocast:
-                    pool = self_generated(sampler, adapter, traj, train_rows[torch.randint(
-                        len(train_rows), (cfg.pool_size,), generator=g)].tolist(),
-                        readout_Ks(cfg.rollout), seed=cfg.seed + 7 * step)
-            rows, ts = _draw(traj, train_rows, cfg.rollout, g, cfg.batch_size - n_pool, cfg.windows)
-            xs, attn = rollout_states(traj, rows[mine], ts[mine], cfg.rollout, adapter.mask_token_id, pad)
-            if n_pool:
-                prow, pts = _draw(pool, torch.arange(len(pool)), cfg.rollout, g, n_pool, cfg.windows)
-                pxs, pattn = rollout_states(pool, prow[mine], pts[mine], cfg.rollout, adapter.mask_token_id, pad)
-                xs, attn = _concat_batches((xs, attn), (pxs, pattn), pad)
-            xs, attn = xs.to(adapter.device), attn.to(adapter.device)
-            for group in opt.param_groups:
-                group["lr"] = (warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr)
-                               * group_lr_scale(group.get("lr_scale", 1.0), step, cfg))
+    for step in bar:
+        mine = slice(rank.rank, None, rank.world_size)
+        n_pool = round(cfg.on_policy * cfg.batch_size)
+        if n_pool and (pool is None or step % cfg.pool_every == 0):
             with autocast:
-                loss, _ = rollout_kl(sampler, adapter, xs, attn, rank, focus=cfg.focus, reverse=cfg.reverse,
-                                     baseline=False)
-            opt.zero_grad(set_to_none=True)
-            if loss.requires_grad:
-                loss.backward()
-            rank.sum_grads_(sampler.parameters())
-            torch.nn.utils.clip_grad_norm_(sampler.parameters(), 1.0)
-            opt.step()
-            value = rank.sum_(loss.detach().clone()).item()
-            ema = value if ema is None else 0.98 * ema + 0.02 * value
-            bar.set_postfix(kl=f"{ema:.4f}")
-            stopping = rank.any(stop.requested or (stop_after is not None and step + 1 - start >= stop_after))
-            # Evaluations run on their schedule only: one more at a stop would change which readout is
-            # the best, so a resumed run would keep other weights than an uninterrupted one.
-            scheduled = (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps
-            if rank.is_main and scheduled:
-                held_kl, parallel_kl = evaluate()
-                rec = {"step": step + 1, "train_kl": round(ema, 5), "heldout_kl": round(held_kl, 5),
-                       "parallel_kl": round(parallel_kl, 5)}
-                line = f"step {step + 1}: train KL {ema:.4f}  held-out KL {held_kl:.4f} (parallel {parallel_kl:.4f})"
-                keep = True  # without a readout every evaluation's weights are kept, as before
-                if probe is not None:
-                    t_probe = time.perf_counter()
-                    readout = probe(sampler, step + 1)
-                    rec["readiness"] = readout.to_record()
-                    rec["readout_seconds"] = round(time.perf_counter() - t_probe, 1)
-                    line += "  " + readout.summary()
-                    score = readout.score()
-                    keep = score > best[0] or best[1] == 0  # the first readout is kept whatever its score
-                    if keep:
-                        best = (score, step + 1)
-                        sampler.extra["readiness"] = rec["readiness"]
-                    rec["kept_step"] = best[1]
-                rec["seconds"] = round(time.perf_counter() - t0, 1)
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-                if progress:
-                    bar.write(line + ("" if keep else f"  (keeping step {best[1]})"))
+                pool = self_generated(sampler, adapter, traj, train_rows[torch.randint(
+                    len(train_rows), (cfg.pool_size,), generator=g)].tolist(),
+                    readout_Ks(cfg.rollout), seed=cfg.seed + 7 * step)
+        rows, ts = _draw(traj, train_rows, cfg.rollout, g, cfg.batch_size - n_pool, cfg.windows)
+        xs, attn = rollout_states(traj, rows[mine], ts[mine], cfg.rollout, adapter.mask_token_id, pad)
+        if n_pool:
+            prow, pts = _draw(pool, torch.arange(len(pool)), cfg.rollout, g, n_pool, cfg.windows)
+            pxs, pattn = rollout_states(pool, prow[mine], pts[mine], cfg.rollout, adapter.mask_token_id, pad)
+            xs, attn = _concat_batches((xs, attn), (pxs, pattn), pad)
+        xs, attn = xs.to(adapter.device), attn.to(adapter.device)
+        for group in opt.param_groups:
+            group["lr"] = (warmup_cosine(step, cfg.steps, cfg.warmup, cfg.lr)
+                           * group_lr_scale(group.get("lr_scale", 1.0), step, cfg))
+        with autocast:
+            loss, _ = rollout_kl(sampler, adapter, xs, attn, rank, focus=cfg.focus, reverse=cfg.reverse,
+                                 baseline=False)
+        opt.zero_grad(set_to_none=True)
+        if loss.requires_grad:
+            loss.backward()
+        rank.sum_grads_(sampler.parameters())
+        torch.nn.utils.clip_grad_norm_(sampler.parameters(), 1.0)
+        opt.step()
+        value = rank.sum_(loss.detach().clone()).item()
+        ema = value if ema is None else 0.98 * ema + 0.02 * value
+        bar.set_postfix(kl=f"{ema:.4f}")
+        stopping = rank.any(stop.requested or (stop_after is not None and step + 1 - start >= stop_after))
+        # Evaluations run on their schedule only: one more at a stop would change which readout is
+        # the best, so a resumed run would keep other weights than an uninterrupted one.
+        scheduled = (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps
+        if rank.is_main and scheduled:
+            held_kl, parallel_kl = evaluate()
+            rec = {"step": step + 1, "train_kl": round(ema, 5), "heldout_kl": round(held_kl, 5),
+                   "parallel_kl": round(parallel_kl, 5)}
+            line = f"step {step + 1}: train KL {ema:.4f}  held-out KL {held_kl:.4f} (parallel {parallel_kl:.4f})"
+            keep = True  # without a readout every evaluation's weights are kept, as before
+            if probe is not None:
+                t_probe = time.perf_counter()
+                readout = probe(sampler, step + 1)
+                rec["readiness"] = readout.to_record()
+                rec["readout_seconds"] = round(time.perf_counter() - t_probe, 1)
+                line += "  " + readout.summary()
+                score = readout.score()
+                keep = score > best[0] or best[1] == 0  # the first readout is kept whatever its score
                 if keep:
-                    sampler.extra.update(heldout_kl=round(held_kl, 5), parallel_kl=round(parallel_kl, 5),
-                                         steps=step + 1)
-                    sampler.save_pretrained(out)
-            if rank.is_main and (scheduled or stopping):
-                save_state(out, sampler=sampler.state_dict(), optimizer=opt.state_dict(), generator=g.get_state(),
-                           step=step + 1, config=asdict(cfg), best=best,
-                           pool=None if pool is None else (pool.input_ids, pool.attention_mask, pool.rank))
-                job.checkpoint(step + 1)
-            done = step + 1
-            if stopping:
-                break
+                    best = (score, step + 1)
+                    sampler.extra["readiness"] = rec["readiness"]
+                rec["kept_step"] = best[1]
+            rec["seconds"] = round(time.perf_counter() - t0, 1)
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            if progress:
+                bar.write(line + ("" if keep else f"  (keeping step {best[1]})"))
+            if keep:
+                sampler.extra.update(heldout_kl=round(held_kl, 5), parallel_kl=round(parallel_kl, 5),
+                                     steps=step + 1)
+                sampler.save_pretrained(out)
+        if rank.is_main and (scheduled or stopping):
+            save_state(out, sampler=sampler.state_dict(), optimizer=opt.state_dict(), generator=g.get_state(),
+                       step=step + 1, config=asdict(cfg), best=best,
+                       pool=None if pool is None else (pool.input_ids, pool.attention_mask, pool.rank))
+            job.checkpoint(step + 1)
+        done = step + 1
+        if stopping:
+            break
     if log is not None:
         log.close()
     rank.barrier()  # the other ranks return once rank 0's checkpoint is on disk

@@ -1,0 +1,99 @@
+"""`sampler_inputs="auto"` (adjust.train.inputs_race): the rule, and that a raced run is the run of the
+chosen input — the same weights as an uninterrupted run with it — recorded, resumable, and refused
+on a folder of an explicit run."""
+
+import json
+
+import pytest
+import torch
+
+from adjust.info import describe
+from adjust.sampler import AdjustSampler
+from adjust.train.config import SamplerTrainConfig
+from adjust.train.inputs_race import RACE_MARGIN, choose, race_record
+from adjust.train.sampler import train_sampler
+from adjust.train.trajectories import TrajectorySettings, generate_trajectories, load_trajectories
+from conftest import tiny_mdlm
+
+
+def test_new_is_kept_only_when_clearly_better():
+    assert choose({"all": 0.20, "new": 0.10}) == "new"
+    assert choose({"all": 0.20, "new": 0.99 * RACE_MARGIN * 0.20}) == "new"
+    assert choose({"all": 0.20, "new": 1.01 * RACE_MARGIN * 0.20}) == "all"
+    assert choose({"all": 0.16, "new": 0.24}) == "all"  # mirror's second run (docs/training.md)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("race")
+    model = tiny_mdlm(vocab_size=12, sharpen=3.0)
+    generate_trajectories(model, None, tmp / "d", TrajectorySettings(num_sequences=24, gen_length=5), progress=False)
+    return model, load_trajectories(tmp / "d"), tmp
+
+
+def _cfg(inputs: str) -> SamplerTrainConfig:
+    return SamplerTrainConfig(steps=6, batch_size=4, eval_every=2, heldout_examples=4, readout_prompts=4,
+                              sampler_inputs=inputs)
+
+
+def test_a_raced_run_is_the_run_of_the_chosen_input(setup):
+    model, traj, tmp = setup
+    g = train_sampler(model, traj, tmp / "auto", _cfg("auto"), progress=False)
+    race = race_record(tmp / "auto")
+    assert race["chosen"] == g.inputs == choose(race["heldout_kl"]) and race["step"] == 2 and race["raced"]
+    assert not (tmp / "auto" / "race").exists()
+    plain = train_sampler(model, traj, tmp / "plain", _cfg(g.inputs), progress=False)
+    for (name, a), (_, b) in zip(g.state_dict().items(), plain.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert plain.extra["heldout_kl"] == g.extra["heldout_kl"]
+    logs = [[json.loads(x) for x in (tmp / d / "train_log.jsonl").read_text().splitlines()] for d in ("auto", "plain")]
+    assert [r for r in logs[0] if "step" in r][-1]["heldout_kl"] == [r for r in logs[1] if "step" in r][-1]["heldout_kl"]
+    # the record reaches the saved sampler and adjust info
+    assert AdjustSampler.from_pretrained(tmp / "auto").extra["inputs_race"] == race
+    assert "--sampler-inputs auto" in describe(tmp / "auto")[0]["inputs"]
+
+
+def test_a_finished_race_is_not_run_again(setup):
+    model, traj, tmp = setup
+    train_sampler(model, traj, tmp / "again", _cfg("auto"), progress=False)
+    before = (tmp / "again" / "train_log.jsonl").read_text()
+    cfg = SamplerTrainConfig(**{**_cfg("auto").__dict__, "steps": 8})  # extends the run, no new race
+    train_sampler(model, traj, tmp / "again", cfg, progress=False)
+    after = (tmp / "again" / "train_log.jsonl").read_text()
+    assert after.startswith(before) and not (tmp / "again" / "race").exists()
+    assert [json.loads(x) for x in after.splitlines()][-1]["step"] == 8
+
+
+def test_an_interrupted_race_starts_over(setup):
+    model, traj, tmp = setup
+    out = tmp / "stopped"
+    train_sampler(model, traj, out / "race" / "all", _cfg("all"), progress=False, stop_after=1)  # before its evaluation
+    g = train_sampler(model, traj, out, _cfg("auto"), progress=False)
+    ref = train_sampler(model, traj, tmp / "ref", _cfg("all"), progress=False, stop_after=2)
+    first = next(json.loads(x) for x in (tmp / "ref" / "train_log.jsonl").read_text().splitlines() if '"step": 2' in x)
+    assert race_record(out)["heldout_kl"]["all"] == first["heldout_kl"]  # re-run from step 0, not from step 1
+    assert g.inputs == race_record(out)["chosen"]
+
+
+def test_auto_resumes_a_folder_of_an_explicit_run_with_its_inputs(setup):
+    model, traj, tmp = setup
+    train_sampler(model, traj, tmp / "explicit", _cfg("new"), progress=False, stop_after=2)
+    g = train_sampler(model, traj, tmp / "explicit", _cfg("auto"), progress=False)
+    ref = train_sampler(model, traj, tmp / "explicit-ref", _cfg("new"), progress=False)
+    assert g.inputs == "new" and race_record(tmp / "explicit") is None and "inputs_race" not in g.extra
+    assert not (tmp / "explicit" / "race").exists()
+    assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(), ref.state_dict().values()))
+
+
+def test_auto_refuses_an_output_folder_of_another_kind_before_writing_into_it(setup, tmp_path):
+    model, traj, _ = setup
+    base = model.save_pretrained(tmp_path / "base")
+    with pytest.raises(ValueError, match="holds a base model"):
+        train_sampler(model, traj, base, _cfg("auto"), progress=False)
+    assert not (base / "race").exists()
+
+
+def test_unknown_inputs_are_refused(setup):
+    model, traj, tmp = setup
+    with pytest.raises(ValueError, match="sampler_inputs must be 'auto' or one of"):
+        train_sampler(model, traj, tmp / "bad", _cfg("some"), progress=False)
