@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from adjust.checkpoint import CONFIG_NAME
+from adjust.fileio import write_text
 from adjust.jobstate import LOCK_NAME, JobInterrupted, check_folder, read_job
 from adjust.sampler import INPUTS
 from adjust.train.checkpointing import GracefulStop
@@ -68,9 +69,8 @@ def race_inputs(train, model, traj, out: str | Path, cfg: SamplerTrainConfig, ra
             if rank.any(stop.requested):
                 raise JobInterrupted(0, cfg.steps, "step", stop.signum)
             rank.barrier()  # every rank has read the folder before rank 0 clears it
-            if rank.is_main and folder.exists():
-                shutil.rmtree(folder)
             if rank.is_main:
+                shutil.rmtree(folder, ignore_errors=True)
                 print(f"train-sampler: racing sampler inputs '{inputs}' for the first {step} of {cfg.steps} steps "
                       "(--sampler-inputs auto)", file=sys.stderr, flush=True)
             train(model, traj, folder, replace(cfg, sampler_inputs=inputs), stop_after=step, rank=rank, **train_kw)
@@ -86,8 +86,8 @@ def race_inputs(train, model, traj, out: str | Path, cfg: SamplerTrainConfig, ra
         config = out / CONFIG_NAME  # the race's saved sampler says how its inputs were chosen, as later saves do
         raw = json.loads(config.read_text())
         raw["extra"] = {**raw.get("extra", {}), "inputs_race": record}
-        config.write_text(json.dumps(raw, indent=2) + "\n")
-        (out / RECORD_NAME).write_text(json.dumps(record, indent=1) + "\n")
+        write_text(config, json.dumps(raw, indent=2) + "\n")  # atomic, as every job file
+        write_text(out / RECORD_NAME, json.dumps(record, indent=1) + "\n")
         shutil.rmtree(out / "race")
         print(f"train-sampler: inputs '{chosen}' (held-out KL at step {step}: all {heldout['all']:.4f}, "
               f"new {heldout['new']:.4f}; 'new' needs < {RACE_MARGIN} x 'all')", file=sys.stderr, flush=True)
