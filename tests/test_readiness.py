@@ -112,6 +112,22 @@ def test_verdict_holds_the_testbed_metric_less_one_standard_error():
     assert "joint KL" in verdict({2: 0.9, 4: 0.995, 8: 0.99}, {2: (1.0, 0.0), 4: (1.0, 0.0), 8: (1.0, 0.0)}, "v")[1]
 
 
+def test_a_not_ready_verdict_names_the_ks_that_pass():
+    need, need_last = READY_CLOSED
+    # mirror's re-made base: K = 2 and 4 pass, K = 8 (passes past R) does not -> serve K <= 4
+    v, why = verdict({2: need + 0.002, 4: need + 0.005, 8: 0.72})
+    assert v == "not ready" and "K=8: 72.0%" in why and "serve K ≤ 4" in why
+    # the smallest K fails: no K to offer
+    v, why = verdict({2: need - 0.01, 4: 1.0, 8: need_last - 0.01})
+    assert "serve" not in why and "train longer" in why
+    # a K that fails only on the testbed's metric counts too
+    kl = {2: 0.995, 4: 0.995, 8: 0.99}
+    v, why = verdict(kl, {2: (0.97, 0.01), 4: (0.95, 0.01), 8: (0.40, 0.02)}, "valid")
+    assert v == "not ready" and "serve K ≤ 4" in why
+    v, why = verdict(kl, {2: (0.97, 0.01), 4: (0.80, 0.01), 8: (0.90, 0.02)}, "valid")
+    assert "serve K ≤ 2" in why
+
+
 def test_metric_closed_se_matches_its_spread():
     """The delta-method standard error of the gap closed against the spread of that share over 4000
     simulated readouts (Bernoulli samples: ADJUST p = 0.8 of 256, parallel 0.3 of 256, exact 0.95 of 256)."""

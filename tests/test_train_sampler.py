@@ -93,6 +93,82 @@ def test_fresh_sampler_loss_equals_independent_kl(tmp_path):
     assert expect > 1e-3
 
 
+@pytest.mark.parametrize("inputs", ["all", "new"])
+def test_skipped_passes_move_h_but_carry_no_loss_or_gradient(tmp_path, inputs):
+    """rollout_kl(skip=m): g runs the first m passes on the teacher-forced tokens without gradient, and the
+    loss and gradient are those of the R passes after them (passes m + 1 .. m + R of the step)."""
+    model = tiny_mdlm(vocab_size=12, sharpen=3.0, mix=20.0)
+    generate_trajectories(model, None, tmp_path, TrajectorySettings(num_sequences=5, gen_length=9), progress=False)
+    tr, ad = load_trajectories(tmp_path), as_adapter(model)
+    torch.manual_seed(1)
+    g = AdjustSampler.from_base(model, inputs=inputs).double()
+    with torch.no_grad():
+        g.norm_out.weight.uniform_(0.2, 0.6)  # a trained-looking gate: every pass moves h
+    model.double()
+    skip, R = 2, 2
+    xs, attn = rollout_states(tr, [0, 2, 4], [0, 1, 3], skip + R, MASK, 0)
+    loss, _ = rollout_kl(g, ad, xs, attn, skip=skip)
+    grads = torch.autograd.grad(loss, list(g.parameters()), allow_unused=True)
+
+    h = ad.hidden(xs[0], attn)
+    with torch.no_grad():
+        for j in range(1, skip + 1):
+            h = g(h, g.input_tokens(xs[j], xs[0], MASK), ad, attn)
+    expect = torch.zeros((), dtype=torch.float64)
+    for j in range(skip + 1, skip + R + 1):
+        h = g(h, g.input_tokens(xs[j], xs[0], MASK), ad, attn)
+        m = (xs[j] == MASK) & attn.bool()
+        logp = F.log_softmax(_masked(ad.logits(ad.hidden(xs[j], attn))[m]), -1)
+        logq = F.log_softmax(_masked(ad.logits(h)[m]), -1)
+        expect = expect + (logp.exp() * (logp - logq)).sum(-1).mean()
+    want = torch.autograd.grad(expect, list(g.parameters()), allow_unused=True)
+    assert loss.item() == pytest.approx(expect.item(), rel=1e-6)  # the loss's log-softmax runs in fp32
+    for a, b in zip(grads, want):
+        assert (a is None) == (b is None) and (a is None or torch.allclose(a, b, rtol=1e-4, atol=1e-7))
+    whole, _ = rollout_kl(g, ad, xs, attn)  # every pass trained: another loss (the skipped passes count)
+    assert abs(whole.item() - loss.item()) > 1e-6
+    with pytest.raises(ValueError, match="skip"):
+        rollout_kl(g, ad, xs, attn, skip=skip + R)
+
+
+def test_the_cli_passes_deep_to_the_run(tmp_path):
+    from adjust.cli import main
+
+    model = tiny_mdlm(vocab_size=12, sharpen=3.0)
+    base = model.save_pretrained(tmp_path / "base")
+    generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=16, gen_length=6),
+                          progress=False)
+    main(["train-sampler", "--base", str(base), "--data", str(tmp_path / "d"), "--out", str(tmp_path / "s"),
+          "--steps", "2", "--batch-size", "4", "--readout-prompts", "0", "--threads", "1", "--sampler-inputs", "all",
+          "--deep", "0.5"])
+    start = json.loads((tmp_path / "s" / "train_log.jsonl").read_text().splitlines()[0])
+    assert start["train"]["deep"] == 0.5
+
+
+def _masked(z):
+    z = z.clone()
+    z[..., MASK] = -1e4
+    return z
+
+
+def test_deep_draws_the_skipped_passes_uniformly_over_the_passes_past_r():
+    from adjust.train.sampler import _deep_skip
+
+    g = torch.Generator().manual_seed(0)
+    before = g.get_state()
+    assert [_deep_skip(SamplerTrainConfig(), g) for _ in range(5)] == [0] * 5
+    assert torch.equal(g.get_state(), before)  # no draw: runs without the option keep their data order
+    n, cfg = 6000, SamplerTrainConfig(rollout=3, deep=0.5)
+    draws = torch.tensor([_deep_skip(cfg, g) for _ in range(n)])
+    counts = torch.bincount(draws, minlength=5).double()
+    assert counts.numel() == 5  # m in 0 .. R + 1
+    expect = torch.tensor([0.5, 0.125, 0.125, 0.125, 0.125], dtype=torch.float64) * n
+    chi2 = float(((counts - expect) ** 2 / expect).sum())
+    assert chi2 < 18.5  # chi-square, 4 degrees of freedom: p ≈ 0.001
+    with pytest.raises(ValueError, match="deep"):
+        train_sampler(tiny_mdlm(vocab_size=12), None, None, SamplerTrainConfig(deep=1.5), progress=False)
+
+
 def _logits(model, ids):
     z = model(ids[None])[0].double()
     z[:, MASK] = -1e4
@@ -100,7 +176,8 @@ def _logits(model, ids):
 
 
 @pytest.mark.parametrize("options", [{}, {"on_policy": 0.5, "windows": 2, "focus": 0.3, "pool_size": 6,
-                                        "pool_every": 3, "gate_init": 0.05}])
+                                        "pool_every": 3, "gate_init": 0.05},
+                                     {"deep": 0.6, "on_policy": 0.5, "pool_size": 6, "pool_every": 3}])
 def test_training_resumes_to_the_same_state(tmp_path, options):
     model = tiny_mdlm(vocab_size=12, sharpen=3.0)
     generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=40, gen_length=6),

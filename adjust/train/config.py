@@ -30,6 +30,9 @@ class SamplerTrainConfig:
     gate_init: the value every entry of that gate starts a run at. 0 = a fresh g is exactly the
         parallel baseline and no other weight moves until the gate does; a small value keeps g
         within that much of parallel while every weight learns from the first step.
+    deep: share of the steps whose R trained passes start m passes after the base forward (m uniform
+        over 1 .. R + 1; those m passes run without loss or gradient), so that the passes generation
+        runs past R at K up to 2(R + 1) are trained too; 0 = every step trains passes 1 .. R (the paper's).
     sampler_inputs: the tokens the sampler embeds (`adjust.sampler`): "new" = only those committed
         since the step's base forward, every other position as MASK; "all" = every current token
         (the paper's g); "auto" = both train the first evaluation interval and "new" is kept only
@@ -56,6 +59,7 @@ class SamplerTrainConfig:
     gate_lr_scale: float = 1.0
     gate_lr_fade: float = 0.0
     gate_init: float = 0.0
+    deep: float = 0.0
     sampler_inputs: str = "auto"
     seed: int = 0
 

@@ -144,28 +144,38 @@ def verdict(closed: dict[int, float], metric_closed: dict[int, tuple[float | Non
     Ks = sorted(closed)
     last = {K: K == Ks[-1] and len(Ks) > 1 for K in Ks}
     need = {K: READY_CLOSED[1] if last[K] else READY_CLOSED[0] for K in Ks}
-    short = [f"K={K}: {100 * closed[K]:.1f}% < {100 * t:.0f}%" for K, t in need.items() if not closed[K] >= t]
+    short = {K: f"K={K}: {100 * closed[K]:.1f}% < {100 * t:.0f}%" for K, t in need.items() if not closed[K] >= t}
+    held = {K: v for K, v in (metric_closed or {}).items() if v[0] is not None}
+    missed = {}
+    for K, (g, se) in held.items():
+        target = READY_METRIC[1] if last[K] else READY_METRIC[0]
+        if not g - (se or 0.0) >= target:
+            missed[K] = f"K={K}: {100 * g:.1f}% ± {100 * (se or 0.0):.1f}% vs {100 * target:.0f}%"
+    advice = _smaller_K_advice(Ks, set(short) | set(missed)) if short or missed else ""
     if short:
         near = all(closed[K] >= NEAR_CLOSED for K in Ks)  # NaN compares False: not near
         how_far = ("its samples are near exact sampling but may still miss on a strongly coupled metric"
                    if near else "its samples will be far from exact sampling")
-        return "not ready", ("ADJUST removes too little of parallel's joint KL (" + "; ".join(short) +
-                             f"): {how_far}. Train longer (a larger --budget), on more trajectories, "
-                             "or use a smaller K.")
+        return "not ready", ("ADJUST removes too little of parallel's joint KL (" + "; ".join(short.values()) +
+                             f"): {how_far}. {advice}")
     kl = "ADJUST removes " + ", ".join(f"{100 * closed[K]:.0f}% at K={K}" for K in need) + " of parallel's joint KL"
-    held = {K: v for K, v in (metric_closed or {}).items() if v[0] is not None}
-    missed = []
-    for K, (g, se) in held.items():
-        target = READY_METRIC[1] if last[K] else READY_METRIC[0]
-        if not g - (se or 0.0) >= target:
-            missed.append(f"K={K}: {100 * g:.1f}% ± {100 * (se or 0.0):.1f}% vs {100 * target:.0f}%")
     if missed:
         return "not ready", (f"{kl}, but its samples close too little of the parallel → K=1 gap in {metric} ("
-                             + "; ".join(missed) + "). Train longer (a larger --budget), on more trajectories, "
-                             "or use a smaller K.")
+                             + "; ".join(missed.values()) + f"). {advice}")
     if held:
         kl += f", and {', '.join(f'{100 * g:.0f}% of the {metric} gap at K={K}' for K, (g, _) in held.items())}"
     return "ready", kl + "."
+
+
+def _smaller_K_advice(Ks: list[int], failed: set[int]) -> str:
+    """What to do about a not-ready readout: where every K below the first failing one passed, that
+    they can be served (a sampler trained with R = 3 often holds at K ≤ 4 and not at K = 8, whose
+    passes past R are never trained); otherwise train more."""
+    more = "train longer (a larger --budget) or on more trajectories"
+    safe = [K for K in Ks if K < min(failed)]
+    if not safe:
+        return f"Use a smaller K, or {more}."
+    return f"It passes at K ≤ {safe[-1]}: serve K ≤ {safe[-1]}, or {more}."
 
 
 PLATEAU_SHARE = 0.9  # a held-out KL at ≥ 90% of parallel's: g is still about the parallel baseline

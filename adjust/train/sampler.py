@@ -57,12 +57,16 @@ def _divergence(logp: torch.Tensor, logq: torch.Tensor, reverse: float) -> torch
 def rollout_kl(
     sampler: AdjustSampler, adapter: DiffusionLMAdapter, xs: torch.Tensor, attn: torch.Tensor,
     rank: Rank | None = None, focus: float = 0.0, focus_temperature: float = FOCUS_TEMPERATURE,
-    reverse: float = 0.0, baseline: bool = True,
+    reverse: float = 0.0, baseline: bool = True, skip: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(Σ_j KL(p_j ‖ q_j) of the sampler, the same sum for the parallel baseline q = p(x_t), or None
     without ``baseline``: a training step reads only the first, and the baseline costs one more
     LM head, log-softmax and KL per pass).
 
+    ``xs`` [skip + R + 1, B, T]: the base forward's state x_t, then the states of every pass. With
+    ``skip`` = m > 0 the first m passes run without gradient or loss (g on the teacher-forced
+    tokens, as at generation) and the loss is on the R passes after them: passes m + 1 .. m + R
+    of a step, which generation at K > R + 1 runs but a plain rollout never trains.
     Each j's KL is a mean over the positions still masked in x_{t+j}. With `focus` = α > 0
     a share α of it moves onto the positions the unmasking rule is about to commit: per
     row, the KLs weighted by ½·softmax(−H(p)/τ) + ½·softmax(−H(q)/τ) over its masked
@@ -71,8 +75,12 @@ def rollout_kl(
     With the `rank` of a data-parallel run the counts are all-reduced first, so each
     rank's loss is its share of the global batch's and the summed gradients are the batch's.
     """
-    R1, B, T = xs.shape
+    if not 0 <= skip < xs.shape[0] - 1:
+        raise ValueError(f"skip {skip} must leave at least one pass of the {xs.shape[0] - 1} states to train")
+    x_base, skipped = xs[0], xs[1 : skip + 1]
+    xs = torch.cat([xs[:1], xs[skip + 1 :]])  # the base state, then the trained passes' states
     attn_arg = None if bool(attn.all()) else attn
+    R1, B, T = xs.shape
     masks = (xs[1:] == adapter.mask_token_id) & attn.bool()
     counts = torch.cat([masks.flatten(1).sum(-1), masks.any(-1).sum(-1)])  # masked positions, active rows
     if rank is not None:
@@ -83,10 +91,13 @@ def rollout_kl(
         ux, ua = keys[:, :T], keys[:, T:]
         H = adapter.hidden(ux, None if attn_arg is None else ua)[inverse].reshape(R1, B, T, -1)
     h = H[0]
+    with torch.no_grad():  # the untrained passes move h as generation would, on the teacher-forced tokens
+        for x in skipped:
+            h = sampler(h, sampler.input_tokens(x, x_base, adapter.mask_token_id), adapter, attn_arg)
     loss = torch.zeros((), device=H.device)
     base = torch.zeros((), device=H.device) if baseline else None
     for j in range(1, R1):
-        h = sampler(h, sampler.input_tokens(xs[j], xs[0], adapter.mask_token_id), adapter, attn_arg)
+        h = sampler(h, sampler.input_tokens(xs[j], x_base, adapter.mask_token_id), adapter, attn_arg)
         m = masks[j - 1]
         if not bool(m.any()):
             continue
@@ -129,6 +140,15 @@ def group_lr_scale(scale: float, step: int, cfg: SamplerTrainConfig) -> float:
     if cfg.gate_lr_fade <= 0:
         return scale
     return 1.0 + (scale - 1.0) * max(0.0, 1.0 - step / (cfg.gate_lr_fade * cfg.steps))
+
+
+def _deep_skip(cfg: SamplerTrainConfig, g: torch.Generator) -> int:
+    """Untrained passes before a step's R trained ones: 0, or with probability ``cfg.deep`` m uniform
+    over 1 .. R + 1, so the trained passes reach pass 2R + 1, the last one K = 2(R + 1) runs. Draws
+    nothing from ``g`` when ``cfg.deep`` is 0: runs without the option keep their data order."""
+    if cfg.deep <= 0 or float(torch.rand((), generator=g)) >= cfg.deep:
+        return 0
+    return int(torch.randint(1, cfg.rollout + 2, (), generator=g))
 
 
 def _draw(traj: Trajectories, rows: torch.Tensor, rollout: int, g: torch.Generator, n: int,
@@ -212,7 +232,7 @@ def train_sampler(
         raise ValueError(f"sampler_inputs must be 'auto' or one of {INPUTS}, got {cfg.sampler_inputs!r}")
     if cfg.rollout < 1 or cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError(f"rollout, steps and batch_size must be ≥ 1, got {cfg.rollout}, {cfg.steps}, {cfg.batch_size}")
-    for name in ("on_policy", "focus", "reverse", "gate_lr_fade"):
+    for name in ("on_policy", "focus", "reverse", "gate_lr_fade", "deep"):
         if not 0 <= getattr(cfg, name) <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
     if cfg.batch_size < rank.world_size:
@@ -301,11 +321,12 @@ def _train(model, traj: Trajectories, out: Path, cfg: SamplerTrainConfig, progre
                 pool = self_generated(sampler, adapter, traj, train_rows[torch.randint(
                     len(train_rows), (cfg.pool_size,), generator=g)].tolist(),
                     readout_Ks(cfg.rollout), seed=cfg.seed + 7 * step)
+        skip = _deep_skip(cfg, g)
         rows, ts = _draw(traj, train_rows, cfg.rollout, g, cfg.batch_size - n_pool, cfg.windows)
-        xs, attn = rollout_states(traj, rows[mine], ts[mine], cfg.rollout, adapter.mask_token_id, pad)
+        xs, attn = rollout_states(traj, rows[mine], ts[mine], skip + cfg.rollout, adapter.mask_token_id, pad)
         if n_pool:
             prow, pts = _draw(pool, torch.arange(len(pool)), cfg.rollout, g, n_pool, cfg.windows)
-            pxs, pattn = rollout_states(pool, prow[mine], pts[mine], cfg.rollout, adapter.mask_token_id, pad)
+            pxs, pattn = rollout_states(pool, prow[mine], pts[mine], skip + cfg.rollout, adapter.mask_token_id, pad)
             xs, attn = _concat_batches((xs, attn), (pxs, pattn), pad)
         xs, attn = xs.to(adapter.device), attn.to(adapter.device)
         for group in opt.param_groups:
@@ -313,7 +334,7 @@ def _train(model, traj: Trajectories, out: Path, cfg: SamplerTrainConfig, progre
                            * group_lr_scale(group.get("lr_scale", 1.0), step, cfg))
         with autocast:
             loss, _ = rollout_kl(sampler, adapter, xs, attn, rank, focus=cfg.focus, reverse=cfg.reverse,
-                                 baseline=False)
+                                 baseline=False, skip=skip)
         opt.zero_grad(set_to_none=True)
         if loss.requires_grad:
             loss.backward()
