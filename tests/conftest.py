@@ -32,6 +32,18 @@ def tiny_mdlm(vocab_size: int = 8, seed: int = 0, sharpen: float = 1.0, mix: flo
     return model
 
 
+def saved_base_and_data(tmp_path, num_sequences: int, gen_length: int):
+    """A tiny base saved to tmp_path/base and its K = 1 trajectories in tmp_path/d: the two folders a CLI
+    `train-sampler` run reads."""
+    from adjust.train.trajectories import TrajectorySettings, generate_trajectories
+
+    model = tiny_mdlm(vocab_size=12, sharpen=3.0)
+    base = model.save_pretrained(tmp_path / "base")
+    generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=num_sequences,
+                                                                          gen_length=gen_length), progress=False)
+    return base, tmp_path / "d"
+
+
 @pytest.fixture
 def tiny_model():
     return tiny_mdlm()

@@ -11,7 +11,7 @@ import adjust
 from adjust.info import describe
 from adjust.models.adapter import as_adapter
 from adjust.sampler import AdjustSampler
-from conftest import tiny_mdlm
+from conftest import saved_base_and_data, tiny_mdlm
 
 V = 41
 
@@ -118,13 +118,9 @@ def test_training_with_new_inputs_saves_a_new_inputs_sampler(tmp_path):
 @pytest.mark.parametrize("inputs,hinted", [("all", True), ("new", False)])
 def test_a_run_left_on_the_plateau_names_the_option(tmp_path, capsys, inputs, hinted):
     from adjust.cli import main
-    from adjust.train.trajectories import TrajectorySettings, generate_trajectories
 
-    model = tiny_mdlm(vocab_size=12, sharpen=3.0)
-    base = model.save_pretrained(tmp_path / "base")
-    generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=24, gen_length=5),
-                          progress=False)
-    main(["train-sampler", "--base", str(base), "--data", str(tmp_path / "d"), "--out", str(tmp_path / "s"),
+    base, data = saved_base_and_data(tmp_path, num_sequences=24, gen_length=5)
+    main(["train-sampler", "--base", str(base), "--data", str(data), "--out", str(tmp_path / "s"),
           "--steps", "4", "--batch-size", "4", "--eval-every", "2", "--lr", "0", "--readout-prompts", "4",
           "--threads", "1", "--sampler-inputs", inputs])  # lr 0: g stays the parallel baseline
     err = capsys.readouterr().err

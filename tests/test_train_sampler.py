@@ -14,7 +14,7 @@ from adjust.sampler import AdjustSampler
 from adjust.train.rollouts import rollout_states
 from adjust.train.sampler import SamplerTrainConfig, rollout_kl, train_sampler
 from adjust.train.trajectories import TrajectorySettings, generate_trajectories, load_trajectories, unmask_ranks
-from conftest import tiny_mdlm
+from conftest import saved_base_and_data, tiny_mdlm
 
 MASK = 3
 
@@ -134,11 +134,8 @@ def test_skipped_passes_move_h_but_carry_no_loss_or_gradient(tmp_path, inputs):
 def test_the_cli_passes_deep_to_the_run(tmp_path):
     from adjust.cli import main
 
-    model = tiny_mdlm(vocab_size=12, sharpen=3.0)
-    base = model.save_pretrained(tmp_path / "base")
-    generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=16, gen_length=6),
-                          progress=False)
-    main(["train-sampler", "--base", str(base), "--data", str(tmp_path / "d"), "--out", str(tmp_path / "s"),
+    base, data = saved_base_and_data(tmp_path, num_sequences=16, gen_length=6)
+    main(["train-sampler", "--base", str(base), "--data", str(data), "--out", str(tmp_path / "s"),
           "--steps", "2", "--batch-size", "4", "--readout-prompts", "0", "--threads", "1", "--sampler-inputs", "all",
           "--deep", "0.5"])
     start = json.loads((tmp_path / "s" / "train_log.jsonl").read_text().splitlines()[0])
