@@ -167,9 +167,7 @@ def test_deep_draws_the_skipped_passes_uniformly_over_the_passes_past_r():
 
 
 def _logits(model, ids):
-    z = model(ids[None])[0].double()
-    z[:, MASK] = -1e4
-    return z
+    return _masked(model(ids[None])[0].double())
 
 
 @pytest.mark.parametrize("options", [{}, {"on_policy": 0.5, "windows": 2, "focus": 0.3, "pool_size": 6,

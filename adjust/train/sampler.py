@@ -78,7 +78,8 @@ def rollout_kl(
     if not 0 <= skip < xs.shape[0] - 1:
         raise ValueError(f"skip {skip} must leave at least one pass of the {xs.shape[0] - 1} states to train")
     x_base, skipped = xs[0], xs[1 : skip + 1]
-    xs = torch.cat([xs[:1], xs[skip + 1 :]])  # the base state, then the trained passes' states
+    if skip:
+        xs = torch.cat([xs[:1], xs[skip + 1 :]])  # the base state, then the trained passes' states
     attn_arg = None if bool(attn.all()) else attn
     R1, B, T = xs.shape
     masks = (xs[1:] == adapter.mask_token_id) & attn.bool()
