@@ -131,15 +131,16 @@ def test_skipped_passes_move_h_but_carry_no_loss_or_gradient(tmp_path, inputs):
         rollout_kl(g, ad, xs, attn, skip=skip + R)
 
 
-def test_the_cli_passes_deep_to_the_run(tmp_path):
+@pytest.mark.parametrize("flag, field, value", [(["--deep", "0.5"], "deep", 0.5), (["--rollout-mix"], "rollout_mix", True)])
+def test_the_cli_passes_the_pass_options_to_the_run(tmp_path, flag, field, value):
     from adjust.cli import main
 
     base, data = saved_base_and_data(tmp_path, num_sequences=16, gen_length=6)
     main(["train-sampler", "--base", str(base), "--data", str(data), "--out", str(tmp_path / "s"),
           "--steps", "2", "--batch-size", "4", "--readout-prompts", "0", "--threads", "1", "--sampler-inputs", "all",
-          "--deep", "0.5"])
+          *flag])
     start = json.loads((tmp_path / "s" / "train_log.jsonl").read_text().splitlines()[0])
-    assert start["train"]["deep"] == 0.5
+    assert start["train"][field] == value
 
 
 def _masked(z):
@@ -166,13 +167,59 @@ def test_deep_draws_the_skipped_passes_uniformly_over_the_passes_past_r():
         train_sampler(tiny_mdlm(vocab_size=12), None, None, SamplerTrainConfig(deep=1.5), progress=False)
 
 
+def test_rollout_mix_draws_k_uniformly_over_the_readout_ks():
+    from adjust.train.sampler import _step_rollout
+
+    g = torch.Generator().manual_seed(0)
+    before = g.get_state()
+    assert [_step_rollout(SamplerTrainConfig(rollout=3), g) for _ in range(5)] == [3] * 5
+    assert torch.equal(g.get_state(), before)  # no draw: runs without the option keep their data order
+    n, cfg = 6000, SamplerTrainConfig(rollout=3, rollout_mix=True)
+    draws = torch.tensor([_step_rollout(cfg, g) for _ in range(n)])
+    assert set(draws.tolist()) == {1, 3, 7}  # K − 1 for K = 2, R + 1, 2(R + 1)
+    counts = torch.stack([(draws == k).sum() for k in (1, 3, 7)]).double()
+    chi2 = float(((counts - n / 3) ** 2 / (n / 3)).sum())
+    assert chi2 < 13.8  # chi-square, 2 degrees of freedom: p ≈ 0.001
+    with pytest.raises(ValueError, match="rollout_mix and deep"):
+        train_sampler(tiny_mdlm(vocab_size=12), None, None, SamplerTrainConfig(rollout_mix=True, deep=0.5),
+                      progress=False)
+
+
+def test_rollout_mix_trains_on_the_mean_kl_of_the_drawn_passes(tmp_path, monkeypatch):
+    """One step of a mixed run: the loss is rollout_kl over the drawn K − 1 passes, divided by their number."""
+    import adjust.train.sampler as ts
+
+    model = tiny_mdlm(vocab_size=12, sharpen=3.0)
+    generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=24, gen_length=9),
+                          progress=False)
+    tr = load_trajectories(tmp_path / "d")
+    seen, real = [], ts.rollout_kl
+
+    def spy(sampler, adapter, xs, attn, *a, **kw):
+        loss, base = real(sampler, adapter, xs, attn, *a, **kw)
+        if kw.get("baseline") is False:  # the training step's call
+            seen.append((xs.shape[0] - 1, loss.item()))
+        return loss, base
+
+    monkeypatch.setattr(ts, "rollout_kl", spy)
+    steps = []
+    monkeypatch.setattr(ts.torch.Tensor, "backward", lambda self, *a, **kw: steps.append(self.item()))
+    cfg = SamplerTrainConfig(steps=12, batch_size=4, readout_prompts=0, heldout_examples=4, on_policy=0,
+                             rollout_mix=True, sampler_inputs="all")
+    train_sampler(model, tr, tmp_path / "s", cfg, progress=False)
+    assert {p for p, _ in seen} == {1, 3, 7}  # every readout K's passes were trained in 12 steps (p ≈ 0.98)
+    for (passes, summed), loss in zip(seen, steps):
+        assert loss == pytest.approx(summed / passes, rel=1e-6)
+
+
 def _logits(model, ids):
     return _masked(model(ids[None])[0].double())
 
 
 @pytest.mark.parametrize("options", [{}, {"on_policy": 0.5, "windows": 2, "focus": 0.3, "pool_size": 6,
                                         "pool_every": 3, "gate_init": 0.05},
-                                     {"deep": 0.6, "on_policy": 0.5, "pool_size": 6, "pool_every": 3}])
+                                     {"deep": 0.6, "on_policy": 0.5, "pool_size": 6, "pool_every": 3},
+                                     {"rollout_mix": True}])
 def test_training_resumes_to_the_same_state(tmp_path, options):
     model = tiny_mdlm(vocab_size=12, sharpen=3.0)
     generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=40, gen_length=6),

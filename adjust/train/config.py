@@ -33,6 +33,9 @@ class SamplerTrainConfig:
     deep: share of the steps whose R trained passes start m passes after the base forward (m uniform
         over 1 .. R + 1; those m passes run without loss or gradient), so that the passes generation
         runs past R at K up to 2(R + 1) are trained too; 0 = every step trains passes 1 .. R (the paper's).
+    rollout_mix: each step unrolls K − 1 passes for a K drawn uniformly from the readout's Ks (2, R + 1,
+        2(R + 1)) and its loss is the mean KL over those passes, so every K generation is read at is
+        trained, each with the same weight; False = every step unrolls R passes, loss summed (the paper's).
     sampler_inputs: the tokens the sampler embeds (`adjust.sampler`): "new" = only those committed
         since the step's base forward, every other position as MASK; "all" = every current token
         (the paper's g); "auto" = both train the first evaluation interval and "new" is kept only
@@ -60,6 +63,7 @@ class SamplerTrainConfig:
     gate_lr_fade: float = 0.0
     gate_init: float = 0.0
     deep: float = 0.0
+    rollout_mix: bool = False
     sampler_inputs: str = "auto"
     seed: int = 0
 

@@ -152,6 +152,15 @@ def _deep_skip(cfg: SamplerTrainConfig, g: torch.Generator) -> int:
     return int(torch.randint(1, cfg.rollout + 2, (), generator=g))
 
 
+def _step_rollout(cfg: SamplerTrainConfig, g: torch.Generator) -> int:
+    """The passes a step unrolls: R, or with ``cfg.rollout_mix`` K − 1 for a K uniform over the readout's
+    Ks. Draws nothing from ``g`` without the option: runs without it keep their data order."""
+    if not cfg.rollout_mix:
+        return cfg.rollout
+    Ks = readout_Ks(cfg.rollout)
+    return Ks[int(torch.randint(len(Ks), (), generator=g))] - 1
+
+
 def _draw(traj: Trajectories, rows: torch.Tensor, rollout: int, g: torch.Generator, n: int,
           windows: int = 1) -> tuple[list, list]:
     """n (row, t) pairs, t uniform over the states x_0 .. x_{L−2} of each trajectory (every state
@@ -236,6 +245,8 @@ def train_sampler(
     for name in ("on_policy", "focus", "reverse", "gate_lr_fade", "deep"):
         if not 0 <= getattr(cfg, name) <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
+    if cfg.rollout_mix and cfg.deep > 0:
+        raise ValueError("rollout_mix and deep both choose the passes a step trains: set one of them")
     if cfg.batch_size < rank.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} is smaller than the {rank.world_size} ranks it is split over")
     # Signals are caught from here, not from the first step: a stop during the set-up or between the
@@ -322,12 +333,12 @@ def _train(model, traj: Trajectories, out: Path, cfg: SamplerTrainConfig, progre
                 pool = self_generated(sampler, adapter, traj, train_rows[torch.randint(
                     len(train_rows), (cfg.pool_size,), generator=g)].tolist(),
                     readout_Ks(cfg.rollout), seed=cfg.seed + 7 * step)
-        skip = _deep_skip(cfg, g)
+        skip, passes = _deep_skip(cfg, g), _step_rollout(cfg, g)
         rows, ts = _draw(traj, train_rows, cfg.rollout, g, cfg.batch_size - n_pool, cfg.windows)
-        xs, attn = rollout_states(traj, rows[mine], ts[mine], skip + cfg.rollout, adapter.mask_token_id, pad)
+        xs, attn = rollout_states(traj, rows[mine], ts[mine], skip + passes, adapter.mask_token_id, pad)
         if n_pool:
             prow, pts = _draw(pool, torch.arange(len(pool)), cfg.rollout, g, n_pool, cfg.windows)
-            pxs, pattn = rollout_states(pool, prow[mine], pts[mine], skip + cfg.rollout, adapter.mask_token_id, pad)
+            pxs, pattn = rollout_states(pool, prow[mine], pts[mine], skip + passes, adapter.mask_token_id, pad)
             xs, attn = _concat_batches((xs, attn), (pxs, pattn), pad)
         xs, attn = xs.to(adapter.device), attn.to(adapter.device)
         for group in opt.param_groups:
@@ -336,6 +347,8 @@ def _train(model, traj: Trajectories, out: Path, cfg: SamplerTrainConfig, progre
         with autocast:
             loss, _ = rollout_kl(sampler, adapter, xs, attn, rank, focus=cfg.focus, reverse=cfg.reverse,
                                  baseline=False, skip=skip)
+            if cfg.rollout_mix:
+                loss = loss / passes
         opt.zero_grad(set_to_none=True)
         if loss.requires_grad:
             loss.backward()
