@@ -576,8 +576,8 @@ def cmd_train_sampler(args) -> None:
     cfg = SamplerTrainConfig(rollout=args.rollout, budget=args.budget, steps=args.steps, batch_size=args.batch_size,
                              lr=args.lr, windows=args.windows, on_policy=args.on_policy, focus=args.focus,
                              reverse=args.reverse, gate_lr_scale=args.gate_lr_scale, gate_lr_fade=args.gate_lr_fade,
-                             gate_init=args.gate_init, deep=args.deep, rollout_mix=args.rollout_mix, sampler_inputs=args.sampler_inputs,
-                             eval_every=args.eval_every,
+                             gate_init=args.gate_init, deep=args.deep, rollout_mix=args.rollout_mix,
+                             sampler_inputs=args.sampler_inputs, eval_every=args.eval_every,
                              readout_prompts=args.readout_prompts, seed=args.seed).resolved()
     if rank.is_main:
         print(f"training {cfg.steps} steps of batch {cfg.batch_size} (budget {cfg.budget:,} examples, rollout "
