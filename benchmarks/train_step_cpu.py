@@ -33,7 +33,7 @@ def main(testbed: str = "text") -> None:
     with tempfile.TemporaryDirectory() as tmp:
         generate_trajectories(model, None, tmp, TrajectorySettings(num_sequences=300, gen_length=32), progress=False)
         traj = load_trajectories(tmp)
-    rows, ts = _draw(traj, torch.arange(len(traj)), ROLLOUT, torch.Generator().manual_seed(0), BATCH, WINDOWS)
+    rows, ts = _draw(traj, torch.arange(len(traj)), torch.Generator().manual_seed(0), BATCH, WINDOWS)
     xs, attn = rollout_states(traj, rows, ts, ROLLOUT, ad.mask_token_id, ad.pad_token_id)
     times: dict[bool, list[float]] = {True: [], False: []}
     for i in range(REPEATS):

@@ -20,14 +20,14 @@ def test_windows_are_consecutive_and_share_base_forwards(tmp_path):
     generate_trajectories(model, [[1], [1, 9]], tmp_path, TrajectorySettings(num_sequences=12, gen_length=8),
                           progress=False)
     tr = load_trajectories(tmp_path)
-    rows, ts = _draw(tr, torch.arange(len(tr)), 3, torch.Generator().manual_seed(0), 20, windows=4)
+    rows, ts = _draw(tr, torch.arange(len(tr)), torch.Generator().manual_seed(0), 20, windows=4)
     assert len(rows) == 20
     runs = [(r, list(g)) for r, g in itertools.groupby(zip(rows, ts), key=lambda p: p[0])]
     for r, pairs in runs:  # consecutive starts of one trajectory, inside [0, L − 1)
         starts = [t for _, t in pairs]
         assert starts == list(range(starts[0], starts[0] + len(starts))) and 0 <= starts[0] and starts[-1] < 7
     # every start t in 0..6 is equally likely, the first and last included (windows cut at the edges)
-    _, many = _draw(tr, torch.arange(len(tr)), 3, torch.Generator().manual_seed(1), 28000, windows=4)
+    _, many = _draw(tr, torch.arange(len(tr)), torch.Generator().manual_seed(1), 28000, windows=4)
     counts = torch.bincount(torch.tensor(many), minlength=7).double()
     assert len(counts) == 7 and float(((counts - 4000) ** 2 / 4000).sum()) < 30  # chi-square, 6 dof
     xs, attn = rollout_states(tr, rows, ts, 3, MASK, 0)

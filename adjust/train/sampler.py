@@ -161,7 +161,7 @@ def _step_rollout(cfg: SamplerTrainConfig, g: torch.Generator) -> int:
     return Ks[int(torch.randint(len(Ks), (), generator=g))] - 1
 
 
-def _draw(traj: Trajectories, rows: torch.Tensor, rollout: int, g: torch.Generator, n: int,
+def _draw(traj: Trajectories, rows: torch.Tensor, g: torch.Generator, n: int,
           windows: int = 1) -> tuple[list, list]:
     """n (row, t) pairs, t uniform over the states x_0 .. x_{L−2} of each trajectory (every state
     that has a commit after it; a rollout that runs past the last state stops there).
@@ -280,7 +280,7 @@ def _train(model, traj: Trajectories, out: Path, cfg: SamplerTrainConfig, progre
         raise ValueError(f"data: {len(traj)} trajectories are too few to hold out {n_held} for validation")
     train_rows, held_rows = torch.arange(len(traj) - n_held), torch.arange(len(traj) - n_held, len(traj))
     pad = adapter.pad_token_id if adapter.pad_token_id is not None else 0
-    held = _draw(traj, held_rows, cfg.rollout, torch.Generator().manual_seed(cfg.seed + 1), cfg.heldout_examples)
+    held = _draw(traj, held_rows, torch.Generator().manual_seed(cfg.seed + 1), cfg.heldout_examples)
     held_batches = [] if not rank.is_main else [  # only rank 0 evaluates
         rollout_states(traj, held[0][i : i + cfg.batch_size], held[1][i : i + cfg.batch_size], cfg.rollout,
                        adapter.mask_token_id, pad)
@@ -334,10 +334,10 @@ def _train(model, traj: Trajectories, out: Path, cfg: SamplerTrainConfig, progre
                     len(train_rows), (cfg.pool_size,), generator=g)].tolist(),
                     readout_Ks(cfg.rollout), seed=cfg.seed + 7 * step)
         skip, passes = _deep_skip(cfg, g), _step_rollout(cfg, g)
-        rows, ts = _draw(traj, train_rows, cfg.rollout, g, cfg.batch_size - n_pool, cfg.windows)
+        rows, ts = _draw(traj, train_rows, g, cfg.batch_size - n_pool, cfg.windows)
         xs, attn = rollout_states(traj, rows[mine], ts[mine], skip + passes, adapter.mask_token_id, pad)
         if n_pool:
-            prow, pts = _draw(pool, torch.arange(len(pool)), cfg.rollout, g, n_pool, cfg.windows)
+            prow, pts = _draw(pool, torch.arange(len(pool)), g, n_pool, cfg.windows)
             pxs, pattn = rollout_states(pool, prow[mine], pts[mine], skip + passes, adapter.mask_token_id, pad)
             xs, attn = _concat_batches((xs, attn), (pxs, pattn), pad)
         xs, attn = xs.to(adapter.device), attn.to(adapter.device)
