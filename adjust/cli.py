@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from adjust.data.testbed import TESTBEDS
-from adjust.train.config import SamplerTrainConfig
+from adjust.train.config import KL_WEIGHTS, SamplerTrainConfig
 
 WINDOW_USES = 4  # the default `adjust data --n`: uses of each training window in a --budget run
 MIN_TRAJECTORIES = 1000
@@ -237,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"weight on the positions about to be committed, 0 = the paper's mean (default {d.focus})")
     p.add_argument("--reverse", type=float, default=d.reverse,
                    help=f"weight of the reverse KL(q || p) in the loss, 0 = the paper's forward KL (default {d.reverse})")
+    p.add_argument("--kl-weight", choices=KL_WEIGHTS, default=d.kl_weight,
+                   help="how a pass's KL is averaged: 'position' = every masked position of the batch alike (the "
+                        "paper's), 'state' = every state alike, each the mean over its own masked positions "
+                        f"(default {d.kl_weight})")
     p.add_argument("--gate-lr-scale", type=float, default=d.gate_lr_scale,
                    help="learning-rate multiplier of the sampler's zero-initialised output gate (norm_out), "
                         f"which sets how fast a run leaves the parallel plateau (default {d.gate_lr_scale})")
@@ -575,8 +579,8 @@ def cmd_train_sampler(args) -> None:
     traj = load_trajectories(args.data)
     cfg = SamplerTrainConfig(rollout=args.rollout, budget=args.budget, steps=args.steps, batch_size=args.batch_size,
                              lr=args.lr, windows=args.windows, on_policy=args.on_policy, focus=args.focus,
-                             reverse=args.reverse, gate_lr_scale=args.gate_lr_scale, gate_lr_fade=args.gate_lr_fade,
-                             gate_init=args.gate_init, deep=args.deep, rollout_mix=args.rollout_mix,
+                             reverse=args.reverse, kl_weight=args.kl_weight, gate_lr_scale=args.gate_lr_scale,
+                             gate_lr_fade=args.gate_lr_fade, gate_init=args.gate_init, deep=args.deep, rollout_mix=args.rollout_mix,
                              sampler_inputs=args.sampler_inputs, eval_every=args.eval_every,
                              readout_prompts=args.readout_prompts, seed=args.seed).resolved()
     if rank.is_main:

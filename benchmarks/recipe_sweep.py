@@ -85,7 +85,8 @@ def table(path: str) -> str:
         rd = r["readiness"] or {}
         closed = " / ".join(f"{100 * rd[k]['closed']:.0f}%" for k in ("K2", "K4", "K8") if k in rd) or "–"
         got = " / ".join(f"{r['adjust'][k]:.3f}" for k in ("2", "4", "8"))
-        lines.append(f"| {r['name']} | {r['testbed']} | `{json.dumps(r['cfg'])}` | {r['train_s'] / 60:.0f} | "
+        probe = f", {r['probe']}" if "probe" in r else ""  # a run of another harness (its command)
+        lines.append(f"| {r['name']} | {r['testbed']} | `{json.dumps(r['cfg'])}`{probe} | {r['train_s'] / 60:.0f} | "
                      f"{r['heldout_kl']} ({r['parallel_kl']}) | {closed} | {r['metric']} {got} |")
     return "\n".join(lines)
 

@@ -1,6 +1,6 @@
 """Time one sampler training step's loss and backward on the CPU, with and without the parallel baseline.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.train_step_cpu [testbed]     # default: text (docs/training.md)
+    python -m benchmarks.train_step_cpu [testbed [threads]]     # default: text, 1 thread (docs/training.md)
 
 The shipped base and sampler of the testbed; 300 K = 1 trajectories made here (seed 0), one batch
 of 256 training examples drawn as `train_sampler` draws them (R = 3, 4 windows); ``rollout_kl``
@@ -26,8 +26,8 @@ from adjust.train.trajectories import TrajectorySettings, generate_trajectories,
 BATCH, ROLLOUT, WINDOWS, REPEATS = 256, 3, 4, 12
 
 
-def main(testbed: str = "text") -> None:
-    torch.set_num_threads(1)
+def main(testbed: str = "text", threads: int | str = 1) -> None:
+    torch.set_num_threads(int(threads))
     model, sampler = MaskedDiffusionLM.from_pretrained(testbed), AdjustSampler.from_pretrained(testbed)
     ad = as_adapter(model)
     with tempfile.TemporaryDirectory() as tmp:
@@ -43,8 +43,8 @@ def main(testbed: str = "text") -> None:
             loss.backward()
             times[baseline].append(time.perf_counter() - t0)
     for baseline, t in times.items():
-        print(f"{testbed}: rollout_kl + backward, baseline={baseline}: {statistics.median(t[2:]):.3f} s "
-              f"(median of {len(t) - 2})")
+        print(f"{testbed}: rollout_kl + backward, baseline={baseline}, {threads} thread(s): "
+              f"{statistics.median(t[2:]):.3f} s (median of {len(t) - 2})")
 
 
 if __name__ == "__main__":

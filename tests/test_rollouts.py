@@ -96,6 +96,36 @@ def test_focus_moves_weight_onto_the_next_commits(tmp_path):
     assert abs(focused - plain.item()) > 1e-3  # the weighting changes the loss
 
 
+def test_per_state_weighs_every_state_alike(tmp_path):
+    """per_state: each pass's loss is the mean over rows of each row's mean KL over its own masked positions
+    (rows with fewer masked positions weigh more than in the per-position mean); with the same number of
+    masked positions in every row the two means agree."""
+    xs, attn, ad, sampler = _two_step_states(tmp_path, 6, 9, [0, 3, 6])  # rows 9, 6 and 3 positions masked at x_t
+    plain, _ = rollout_kl(sampler, ad, xs, attn)
+    per_state, _ = rollout_kl(sampler, ad, xs, attn, per_state=True)
+    h, expect = ad.hidden(xs[0]), 0.0
+    for j in (1, 2):
+        h = sampler(h, xs[j], ad)
+        p_all, q_all = (torch.log_softmax(ad.logits(v).float().index_fill(-1, torch.tensor([MASK]), -1e4), -1)
+                        for v in (ad.hidden(xs[j]), h))
+        rows = []
+        for b in range(3):
+            m = xs[j, b] == MASK
+            if m.any():
+                lp, lq = p_all[b][m], q_all[b][m]
+                rows.append(float((lp.exp() * (lp - lq)).sum(-1).mean().detach()))
+        expect += sum(rows) / len(rows)
+    assert per_state.item() == pytest.approx(expect, rel=1e-4)
+    assert abs(per_state.item() - plain.item()) > 1e-4  # unequal rows: another weighting
+    same_xs, same_attn = xs[:, [1, 1, 1]], attn[[1, 1, 1]]  # one row thrice: equal masked counts
+    assert rollout_kl(sampler, ad, same_xs, same_attn, per_state=True)[0].item() == pytest.approx(
+        rollout_kl(sampler, ad, same_xs, same_attn)[0].item(), rel=1e-5)
+    from adjust.train.sampler import SamplerTrainConfig, train_sampler
+
+    with pytest.raises(ValueError, match="kl_weight"):
+        train_sampler(tiny_mdlm(vocab_size=12), None, None, SamplerTrainConfig(kl_weight="row"), progress=False)
+
+
 def test_self_generated_trajectories_are_adjust_generations(tmp_path):
     model = tiny_mdlm(vocab_size=12, sharpen=3.0, mix=20.0)
     generate_trajectories(model, [[1], [1, 9, 10]], tmp_path, TrajectorySettings(num_sequences=6, gen_length=5),

@@ -131,8 +131,9 @@ def test_skipped_passes_move_h_but_carry_no_loss_or_gradient(tmp_path, inputs):
         rollout_kl(g, ad, xs, attn, skip=skip + R)
 
 
-@pytest.mark.parametrize("flag, field, value", [(["--deep", "0.5"], "deep", 0.5), (["--rollout-mix"], "rollout_mix", True)])
-def test_the_cli_passes_the_pass_options_to_the_run(tmp_path, flag, field, value):
+@pytest.mark.parametrize("flag, field, value", [(["--deep", "0.5"], "deep", 0.5), (["--rollout-mix"], "rollout_mix", True),
+                                               (["--kl-weight", "state"], "kl_weight", "state")])
+def test_the_cli_passes_the_training_options_to_the_run(tmp_path, flag, field, value):
     from adjust.cli import main
 
     base, data = saved_base_and_data(tmp_path, num_sequences=16, gen_length=6)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+KL_WEIGHTS = ("position", "state")  # SamplerTrainConfig.kl_weight
+
 
 @dataclass
 class SamplerTrainConfig:
@@ -21,6 +23,11 @@ class SamplerTrainConfig:
     reverse: weight of the reverse KL(q ‖ p) in the objective (0 = the paper's forward KL(p ‖ q);
         1 = reverse only): the reverse KL is what the readout's joint KL measures, and it
         punishes mass on tokens the base rules out, which forward KL barely does.
+    kl_weight: how a pass's KL is averaged over the batch: "position" = every masked position alike,
+        so a state weighs as many times as it has masked positions (the paper's); "state" = every
+        state alike, each the mean KL over its own masked positions. Generation commits one token per
+        state and pass, so "state" weighs the near-complete states, where a pass's one commit is
+        nearly determined by the tokens around it, as often as generation meets them.
     readout_prompts: held-out prompts of the readiness readout (0 = no readout).
     gate_lr_scale: learning-rate multiplier of ``norm_out.weight``, the zero-initialised gate that
         makes a fresh g the parallel baseline (every other weight's gradient is proportional to it,
@@ -55,6 +62,7 @@ class SamplerTrainConfig:
     pool_every: int | None = None
     focus: float = 0.0
     reverse: float = 0.0
+    kl_weight: str = "position"
     heldout_fraction: float = 0.05
     heldout_examples: int = 256
     eval_every: int | None = None

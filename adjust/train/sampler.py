@@ -29,7 +29,7 @@ from adjust.models.adapter import DiffusionLMAdapter, as_adapter
 from adjust.progress import progress_bar
 from adjust.sampler import INPUTS, AdjustSampler
 from adjust.train.checkpointing import LENGTH_FIELDS, GracefulStop, load_state, save_state
-from adjust.train.config import SamplerTrainConfig
+from adjust.train.config import KL_WEIGHTS, SamplerTrainConfig
 from adjust.train.distributed import Rank
 from adjust.train.readiness import ReadinessProbe, readout_Ks
 from adjust.train.rollouts import rollout_states, self_generated
@@ -57,7 +57,7 @@ def _divergence(logp: torch.Tensor, logq: torch.Tensor, reverse: float) -> torch
 def rollout_kl(
     sampler: AdjustSampler, adapter: DiffusionLMAdapter, xs: torch.Tensor, attn: torch.Tensor,
     rank: Rank | None = None, focus: float = 0.0, focus_temperature: float = FOCUS_TEMPERATURE,
-    reverse: float = 0.0, baseline: bool = True, skip: int = 0,
+    reverse: float = 0.0, baseline: bool = True, skip: int = 0, per_state: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(Σ_j KL(p_j ‖ q_j) of the sampler, the same sum for the parallel baseline q = p(x_t), or None
     without ``baseline``: a training step reads only the first, and the baseline costs one more
@@ -67,7 +67,8 @@ def rollout_kl(
     ``skip`` = m > 0 the first m passes run without gradient or loss (g on the teacher-forced
     tokens, as at generation) and the loss is on the R passes after them: passes m + 1 .. m + R
     of a step, which generation at K > R + 1 runs but a plain rollout never trains.
-    Each j's KL is a mean over the positions still masked in x_{t+j}. With `focus` = α > 0
+    Each j's KL is a mean over the positions still masked in x_{t+j}; with ``per_state`` a mean over
+    the rows that still have one, of each row's mean over its own masked positions. With `focus` = α > 0
     a share α of it moves onto the positions the unmasking rule is about to commit: per
     row, the KLs weighted by ½·softmax(−H(p)/τ) + ½·softmax(−H(q)/τ) over its masked
     positions (the low-entropy positions of the target and of the sampler, which the
@@ -109,7 +110,13 @@ def rollout_kl(
                 base = base + _divergence(logp, logp0, reverse).sum() / counts[j - 1]
         logq = _masked_log_probs(adapter, h[m])
         kl = _divergence(logp, logq, reverse)
-        loss = loss + (1 - focus) * kl.sum() / counts[j - 1]
+        if per_state:
+            dense = torch.zeros((B, T), device=H.device, dtype=kl.dtype)
+            dense[m] = kl
+            row_mean = dense.sum(-1) / m.sum(-1).clamp(min=1)
+            loss = loss + (1 - focus) * row_mean.sum() / counts[R1 - 1 + j - 1]
+        else:
+            loss = loss + (1 - focus) * kl.sum() / counts[j - 1]
         if focus > 0:
             with torch.no_grad():
                 neg_h = torch.full((2, B, T), float("-inf"), device=H.device)
@@ -245,6 +252,8 @@ def train_sampler(
     for name in ("on_policy", "focus", "reverse", "gate_lr_fade", "deep"):
         if not 0 <= getattr(cfg, name) <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
+    if cfg.kl_weight not in KL_WEIGHTS:
+        raise ValueError(f"kl_weight must be one of {KL_WEIGHTS}, got {cfg.kl_weight!r}")
     if cfg.rollout_mix and cfg.deep > 0:
         raise ValueError("rollout_mix and deep both choose the passes a step trains: set one of them")
     if cfg.batch_size < rank.world_size:
@@ -346,7 +355,7 @@ def _train(model, traj: Trajectories, out: Path, cfg: SamplerTrainConfig, progre
                            * group_lr_scale(group.get("lr_scale", 1.0), step, cfg))
         with autocast:
             loss, _ = rollout_kl(sampler, adapter, xs, attn, rank, focus=cfg.focus, reverse=cfg.reverse,
-                                 baseline=False, skip=skip)
+                                 baseline=False, skip=skip, per_state=cfg.kl_weight == "state")
             if cfg.rollout_mix:
                 loss = loss / passes
         opt.zero_grad(set_to_none=True)
