@@ -255,6 +255,7 @@ class Job:
         writer: bool = True,
         allow_base_mismatch: bool = False,
         length_fields: tuple[str, ...] = (),
+        added_defaults: dict[str, dict] | None = None,
     ) -> "Job":
         """Check `folder` for a job of `kind` with `inputs` and `total` and take its lock.
 
@@ -264,6 +265,9 @@ class Job:
         nor writes. An `inputs` key "base" is compared with `adjust.identity.check_base`; the others must be equal,
         except the `length_fields` of dict inputs when `total` changes (they derive from it,
         like the warm-up); whether that total is allowed is then the extension rule's call.
+        `added_defaults` {input key: {setting: default}}: a recorded dict input that lacks a setting (a record
+        written before the setting existed) reads it at this default, so a run an upgrade interrupted resumes
+        unless the setting is now given another value (settings are added with the old behaviour as default).
         """
         folder = Path(folder)
         check_folder(folder, kind)
@@ -274,14 +278,14 @@ class Job:
             lock.acquire()
         try:
             job = cls(folder, {}, writer, lock)
-            job._start(kind, inputs, total, unit, total_flag, allow_base_mismatch, length_fields)
+            job._start(kind, inputs, total, unit, total_flag, allow_base_mismatch, length_fields, added_defaults or {})
         except BaseException:
             if lock is not None:
                 lock.release()
             raise
         return job
 
-    def _start(self, kind, inputs, total, unit, total_flag, allow, length_fields) -> None:
+    def _start(self, kind, inputs, total, unit, total_flag, allow, length_fields, added_defaults) -> None:
         old = read_job(self.folder)
         event = "start"
         if old is not None:
@@ -291,11 +295,14 @@ class Job:
                 return {k: x for k, x in v.items() if k not in length_fields} if other_total and isinstance(v, dict) else v
 
             for key, value in inputs.items():
+                recorded = old["inputs"].get(key)
+                if isinstance(recorded, dict) and isinstance(value, dict) and key in added_defaults:
+                    recorded = {**{k: d for k, d in added_defaults[key].items() if k in value}, **recorded}
                 if key == "base":
-                    check_base(old["inputs"].get("base"), value, f"{self.folder}", allow)
-                elif comparable(old["inputs"].get(key)) != comparable(value):
+                    check_base(recorded, value, f"{self.folder}", allow)
+                elif comparable(recorded) != comparable(value):
                     phrase = _DIFFERS.get(key, f"was made with another {key}")
-                    raise ValueError(f"{self.folder}: {phrase} ({_first_difference(old['inputs'].get(key), value)}); "
+                    raise ValueError(f"{self.folder}: {phrase} ({_first_difference(recorded, value)}); "
                                      "use a new --out, or the same inputs to continue")
             done = old["done"]
             if old["status"] == "complete":

@@ -1,6 +1,7 @@
 """Trajectory data (Alg. 2) and sampler training: loss = independent KL, resume, toy joint."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -236,6 +237,31 @@ def test_training_resumes_to_the_same_state(tmp_path, options):
     assert not torch.equal(a.norm_out.weight, torch.zeros_like(a.norm_out.weight))
     with pytest.raises(ValueError, match="other training settings"):
         train_sampler(model, tr, tmp_path / "b", SamplerTrainConfig(steps=9, batch_size=4), progress=False)
+
+
+def test_a_run_recorded_before_a_setting_existed_resumes_at_its_default(tmp_path):
+    """A run interrupted under an older version, whose job record and training state lack a setting added since,
+    resumes to the same weights when that setting is left at its default (the old behaviour), and is refused
+    when it is given another value."""
+    model = tiny_mdlm(vocab_size=12, sharpen=3.0)
+    generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=30, gen_length=6),
+                          progress=False)
+    tr = load_trajectories(tmp_path / "d")
+    cfg = SamplerTrainConfig(steps=6, batch_size=4, eval_every=3, heldout_examples=8, readout_prompts=0,
+                             sampler_inputs="all")
+    a = train_sampler(model, tr, tmp_path / "a", cfg, progress=False)
+    train_sampler(model, tr, tmp_path / "b", cfg, progress=False, stop_after=2)
+    job = json.loads((tmp_path / "b" / "job.json").read_text())  # as an older version wrote them: no kl_weight
+    del job["inputs"]["train"]["kl_weight"]
+    (tmp_path / "b" / "job.json").write_text(json.dumps(job))
+    state = torch.load(tmp_path / "b" / "train_state.pt", weights_only=False)
+    del state["config"]["kl_weight"]
+    torch.save(state, tmp_path / "b" / "train_state.pt")
+    with pytest.raises(ValueError, match="kl_weight: 'position' recorded, 'state' given"):
+        train_sampler(model, tr, tmp_path / "b", replace(cfg, kl_weight="state"), progress=False)
+    b = train_sampler(model, tr, tmp_path / "b", cfg, progress=False)
+    for k, v in a.state_dict().items():
+        assert torch.allclose(v, b.state_dict()[k], atol=1e-6), k
 
 
 def _two_sentences():

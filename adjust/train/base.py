@@ -21,7 +21,7 @@ from adjust.jobstate import Job
 from adjust.models.mdlm import MaskedDiffusionLM, MDLMConfig
 from adjust.progress import progress_bar
 from adjust.train.batching import collate
-from adjust.train.checkpointing import LENGTH_FIELDS, GracefulStop, load_state, save_state
+from adjust.train.checkpointing import LENGTH_FIELDS, GracefulStop, load_state, save_state, setting_defaults
 from adjust.train.schedule import warmup_cosine
 
 
@@ -91,7 +91,8 @@ def train_base(
     inputs = {"data": examples_fingerprint(train_set, tokenizer_fingerprint(tok) if tok is not None else None),
               "model": {**shape, "testbed": testbed.name, "gen_length": testbed.gen_length},
               "train": {k: v for k, v in asdict(cfg).items() if k != "steps"}}
-    job = Job.begin(out, "train-base", inputs, cfg.steps, length_fields=LENGTH_FIELDS)
+    job = Job.begin(out, "train-base", inputs, cfg.steps, length_fields=LENGTH_FIELDS,
+                    added_defaults={"train": setting_defaults(cfg)})
     if job.already_complete:
         job.end()
         return MaskedDiffusionLM.from_pretrained(out)

@@ -32,6 +32,12 @@ def resume_settings(config) -> dict:
     return {k: v for k, v in asdict(config).items() if k not in LENGTH_FIELDS}
 
 
+def setting_defaults(config) -> dict:
+    """The defaults of `config`'s dataclass: what a record written before a setting existed reads it as
+    (every setting is added with the old behaviour as its default)."""
+    return asdict(type(config)())
+
+
 def save_state(out: Path, **state) -> None:
     """Atomically write `state` to `out/train_state.pt`."""
     atomic_write(out / STATE_NAME, lambda f: torch.save(state, f))
@@ -50,7 +56,8 @@ def load_state(out: Path, config) -> dict | None:
         state = torch.load(path, weights_only=False)
     except Exception as e:  # a truncated or foreign file
         raise ValueError(f"{path}: unreadable training state ({e}); delete it to start over") from e
-    saved = {k: v for k, v in (state.get("config") or {}).items() if k not in LENGTH_FIELDS}
+    recorded = {**setting_defaults(config), **(state.get("config") or {})}  # settings added since: their defaults
+    saved = {k: v for k, v in recorded.items() if k not in LENGTH_FIELDS}
     if saved != resume_settings(config):
         raise ValueError(f"{path}: was written with other training settings; use a new --out or the same flags")
     if state["step"] > config.steps:

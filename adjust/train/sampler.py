@@ -28,7 +28,7 @@ from adjust.jobstate import Job
 from adjust.models.adapter import DiffusionLMAdapter, as_adapter
 from adjust.progress import progress_bar
 from adjust.sampler import INPUTS, AdjustSampler
-from adjust.train.checkpointing import LENGTH_FIELDS, GracefulStop, load_state, save_state
+from adjust.train.checkpointing import LENGTH_FIELDS, GracefulStop, load_state, save_state, setting_defaults
 from adjust.train.config import KL_WEIGHTS, SamplerTrainConfig
 from adjust.train.distributed import Rank
 from adjust.train.readiness import ReadinessProbe, readout_Ks
@@ -283,7 +283,7 @@ def _train(model, traj: Trajectories, out: Path, cfg: SamplerTrainConfig, progre
     inputs = {"base": asdict(adapter.info), "data": traj.fingerprint,
               "train": {k: v for k, v in asdict(cfg).items() if k != "steps"}}
     job = Job.begin(out, "train-sampler", inputs, cfg.steps, writer=rank.is_main, allow_base_mismatch=allow_base_mismatch,
-                    length_fields=LENGTH_FIELDS)
+                    length_fields=LENGTH_FIELDS, added_defaults={"train": setting_defaults(cfg)})
     n_held = max(1, int(len(traj) * cfg.heldout_fraction))
     if len(traj) <= n_held:
         raise ValueError(f"data: {len(traj)} trajectories are too few to hold out {n_held} for validation")
