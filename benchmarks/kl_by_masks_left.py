@@ -63,28 +63,17 @@ def joint_kl_by_masks_left(base: str, sampler: str, K: int, n: int,
     """{masked positions before the commit: (mean log q − log p* of those commits, commits)} of `n` generations
     of `gen_length` tokens (default: the testbed base's)."""
     import adjust
-    from adjust.models.adapter import as_adapter
-    from adjust.unmasking import SamplingSettings, filter_logits
+    from adjust.eval.joint_kl import commit_log_ratios
+    from adjust.unmasking import SamplingSettings
 
     model = adjust.MaskedDiffusionLM.from_pretrained(base)
-    ad, settings = as_adapter(model), SamplingSettings(temperature=1.0)
     out = adjust.generate(model, K=K, sampler=adjust.AdjustSampler.from_pretrained(sampler), batch_size=n,
                           max_new_tokens=gen_length or model.config.extra["gen_length"], seed=0, return_history=True)
-    x = out.sequences.clone()
-    x[out.commit_pass >= 0] = ad.mask_token_id
     sums: dict[int, list[float]] = defaultdict(lambda: [0.0, 0])
-    for rec in out.history:  # each pass's commits in order; p* from the state before each commit
-        for j in range(max(len(p) for p in rec.positions)):
-            rows = [b for b in range(n) if j < len(rec.positions[b])]
-            pos = torch.tensor([rec.positions[b][j] for b in rows])
-            tok = torch.tensor([rec.tokens[b][j] for b in rows])
-            z = filter_logits(ad.logits(ad.hidden(x, None)[rows, pos]), settings, ad.mask_token_id)
-            logp = torch.log_softmax(z, -1).gather(1, tok[:, None]).squeeze(1).double()
-            left = (x[rows] == ad.mask_token_id).sum(1).tolist()
-            for b, k, lp in zip(rows, left, logp.tolist()):
-                sums[k][0] += rec.logprobs[b][j] - lp
-                sums[k][1] += 1
-            x[rows, pos] = tok
+    for left, log_ratio in commit_log_ratios(model, out, SamplingSettings(temperature=1.0)):
+        for k, v in zip(left.tolist(), log_ratio.tolist()):
+            sums[k][0] += v
+            sums[k][1] += 1
     return {k: (v / c, c) for k, (v, c) in sorted(sums.items())}
 
 

@@ -33,6 +33,17 @@ def per_step_joint_kl(model, out: GenerationOutput, settings: SamplingSettings) 
         raise ValueError("out: run generate(..., return_history=True) to measure the per-step joint KL")
     if settings.temperature == 0:
         return {"joint_kl": math.nan, "joint_kl_tokens": 0}
+    total, count = 0.0, 0
+    for _, log_ratio in commit_log_ratios(model, out, settings):
+        total += float(log_ratio.sum())
+        count += log_ratio.numel()
+    return {"joint_kl": total / max(count, 1), "joint_kl_tokens": count}
+
+
+@torch.no_grad()
+def commit_log_ratios(model, out: GenerationOutput, settings: SamplingSettings):
+    """Per commit of `out` (history needed, T > 0), in commit order: (positions still masked before it [n],
+    log q − log p* of its token [n]) over the n rows that commit it; their mean is the joint KL."""
     adapter = as_adapter(model)
     x = out.sequences.clone()
     x[out.commit_pass >= 0] = adapter.mask_token_id
@@ -41,7 +52,6 @@ def per_step_joint_kl(model, out: GenerationOutput, settings: SamplingSettings) 
     for rec in out.history:
         steps[rec.base_forward].append(rec)
     B = x.shape[0]
-    total, count = 0.0, 0
     for f in sorted(steps):
         seq = [[t for r in steps[f] for t in zip(r.positions[b], r.tokens[b], r.logprobs[b])] for b in range(B)]
         for j in range(max(len(s) for s in seq)):
@@ -52,7 +62,6 @@ def per_step_joint_kl(model, out: GenerationOutput, settings: SamplingSettings) 
             z = filter_logits(adapter.logits(h[rows, pos]), settings, adapter.mask_token_id)
             logp = torch.log_softmax(z, -1).gather(1, tok[:, None].to(z.device)).squeeze(1).cpu()
             logq = torch.tensor([seq[b][j][2] for b in rows])
-            total += float((logq - logp.double()).sum())
-            count += len(rows)
+            left = ((x[rows] == adapter.mask_token_id) & out.attention_mask[rows].bool()).sum(1).cpu()
+            yield left, logq - logp.double()
             x[rows, pos] = tok.to(x.device)
-    return {"joint_kl": total / max(count, 1), "joint_kl_tokens": count}
