@@ -97,3 +97,19 @@ def test_unknown_inputs_are_refused(setup):
     model, traj, tmp = setup
     with pytest.raises(ValueError, match="sampler_inputs must be 'auto' or one of"):
         train_sampler(model, traj, tmp / "bad", _cfg("some"), progress=False)
+
+
+def test_parallels_readout_is_measured_once_for_the_race_and_the_run(tmp_path, monkeypatch):
+    from adjust.train.readiness import ReadinessProbe
+
+    model = tiny_mdlm(vocab_size=12, sharpen=3.0)
+    model.save_pretrained(tmp_path / "base")  # fingerprinted: the kept readout names its base
+    generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=24, gen_length=5), progress=False)
+    traj = load_trajectories(tmp_path / "d")
+    parallel = []
+    real = ReadinessProbe._measure
+    monkeypatch.setattr(ReadinessProbe, "_measure", lambda self, s, K: (s is None and parallel.append(K)) or real(self, s, K))
+    train_sampler(model, traj, tmp_path / "auto", _cfg("auto"), progress=False)
+    assert sorted(parallel) == [2, 4, 8]  # once per K: not again by the second racer or the run after the race
+    recs = [json.loads(x) for x in (tmp_path / "auto" / "train_log.jsonl").read_text().splitlines()]
+    assert len({json.dumps(r["readiness"]["K4"]["parallel_kl"]) for r in recs if "readiness" in r}) == 1

@@ -188,3 +188,33 @@ def test_plateau_evaluations_count_the_first_evaluations_at_parallels_kl():
     assert plateau_evaluations(logs) == 2
     assert plateau_evaluations(logs[:1] + logs[3:]) == 0
     assert plateau_evaluations([]) == 0
+
+
+def test_parallels_readout_is_kept_in_the_folder_and_read_back_only_for_the_same_prompts(tmp_path, monkeypatch):
+    from adjust.train.readiness import PARALLEL_NAME
+
+    model = tiny_mdlm(vocab_size=8, sharpen=3.0, mix=20.0)
+    model.save_pretrained(tmp_path / "base")  # a saved base has a fingerprint
+    generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=12, gen_length=3),
+                          progress=False)
+    traj, rows = load_trajectories(tmp_path / "d"), torch.arange(12)
+    measured = []
+    real = ReadinessProbe._measure
+    monkeypatch.setattr(ReadinessProbe, "_measure",
+                        lambda self, s, K: measured.append((s is None, K)) or real(self, s, K))
+    sampler = perturbed_sampler(model, seed=3)
+    first = ReadinessProbe(as_adapter(model), traj, rows, rollout=1, num_prompts=10, folder=tmp_path / "run")
+    a = first(sampler, step=1)
+    assert (tmp_path / "run" / PARALLEL_NAME).is_file() and measured.count((True, 2)) == 1
+    again = ReadinessProbe(as_adapter(model), traj, rows, rollout=1, num_prompts=10, folder=tmp_path / "run")
+    b = again(sampler, step=2)
+    assert measured.count((True, 2)) == 1  # read back, not measured again
+    assert b.parallel_kl == a.parallel_kl and b.adjust_kl == a.adjust_kl
+    other = ReadinessProbe(as_adapter(model), traj, rows, rollout=1, num_prompts=7, folder=tmp_path / "run")
+    c = other(sampler, step=3)
+    assert measured.count((True, 2)) == 2  # other prompts: measured
+    assert c.parallel_kl != a.parallel_kl
+    # a base without a fingerprint (never saved) keeps nothing: nothing would tell two such bases apart
+    unsaved = tiny_mdlm(vocab_size=8, sharpen=3.0, mix=20.0, seed=1)
+    ReadinessProbe(as_adapter(unsaved), traj, rows, rollout=1, num_prompts=4, folder=tmp_path / "x")(sampler, 1)
+    assert not (tmp_path / "x").exists()

@@ -321,6 +321,26 @@ def test_the_saved_sampler_is_the_best_readout(tmp_path, monkeypatch):
     assert any(not torch.equal(v, last[k]) for k, v in saved.state_dict().items())
 
 
+def test_evaluations_run_every_interval_and_at_the_end_but_not_twice_at_the_end(tmp_path):
+    cfg = SamplerTrainConfig(budget=400_000).resolved()
+    assert (cfg.steps, cfg.eval_every) == (1563, 195)
+    assert [s for s in range(1, cfg.steps + 1) if cfg.evaluates_after(s)] == [195 * i for i in range(1, 8)] + [1563]
+    assert cfg.first_evaluation() == 195
+    even = SamplerTrainConfig(steps=1600, batch_size=8).resolved()  # the last interval's evaluation is the last one
+    assert [s for s in range(1, 1601) if even.evaluates_after(s)] == [200 * i for i in range(1, 9)]
+    late = SamplerTrainConfig(steps=10, batch_size=8, eval_every=7).resolved()
+    assert [s for s in range(1, 11) if late.evaluates_after(s)] == [10] and late.first_evaluation() == 10
+    # and the run logs exactly those evaluations
+    model = tiny_mdlm(vocab_size=12, sharpen=3.0)
+    generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=24, gen_length=5),
+                          progress=False)
+    run = SamplerTrainConfig(steps=13, batch_size=4, eval_every=4, heldout_examples=4, readout_prompts=0,
+                             sampler_inputs="all")
+    train_sampler(model, load_trajectories(tmp_path / "d"), tmp_path / "s", run, progress=False)
+    logged = [json.loads(x) for x in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "step" in r] == [4, 8, 13]
+
+
 def test_gate_lr_scale_gives_the_output_gate_its_own_rate():
     from adjust.train.config import SamplerTrainConfig
     from adjust.train.sampler import sampler_optimizer

@@ -9,7 +9,8 @@ run's own schedule, in ``out/race/<inputs>``; "new" is kept only when its held-o
 the run's (``out``), which then resumes from it exactly as an uninterrupted run with that input
 would go on. The choice and both KLs are kept in ``out/inputs_race.json`` (a later call with the
 same ``out`` resumes without racing again) and in the sampler's ``extra["inputs_race"]``.
-Cost: one evaluation interval (1/8 of the run by default) more, and one more readout.
+Cost: one evaluation interval (1/8 of the run by default) more, and one more readout (parallel's
+readout is measured once, by the first racer, and kept for the second and the run).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from adjust.sampler import INPUTS
 from adjust.train.checkpointing import GracefulStop
 from adjust.train.config import SamplerTrainConfig
 from adjust.train.distributed import Rank
+from adjust.train.readiness import PARALLEL_NAME
 
 RACE_MARGIN = 0.8  # "new" must end the first interval with a held-out KL ≥ 20% below that of "all"
 RECORD_NAME = "inputs_race.json"
@@ -60,9 +62,9 @@ def race_inputs(train, model, traj, out: str | Path, cfg: SamplerTrainConfig, ra
     job = read_job(out)
     if job is not None and not (out / "race").is_dir():  # (with race/: stopped while moving the winner in)
         return {"chosen": job["inputs"]["train"].get("sampler_inputs", "all"), "raced": False}
-    step = cfg.eval_every
+    step = cfg.first_evaluation()
     heldout = {}
-    for inputs in INPUTS:
+    for before, inputs in zip((None, *INPUTS), INPUTS):
         folder = out / "race" / inputs
         found = _heldout_at(folder, step)
         if found is None:
@@ -71,6 +73,10 @@ def race_inputs(train, model, traj, out: str | Path, cfg: SamplerTrainConfig, ra
             rank.barrier()  # every rank has read the folder before rank 0 clears it
             if rank.is_main:
                 shutil.rmtree(folder, ignore_errors=True)
+                kept = None if before is None else out / "race" / before / PARALLEL_NAME
+                if kept is not None and kept.is_file():  # the same prompts and base: parallel's readout is shared
+                    folder.mkdir(parents=True)
+                    shutil.copy2(kept, folder / PARALLEL_NAME)
                 print(f"train-sampler: racing sampler inputs '{inputs}' for the first {step} of {cfg.steps} steps "
                       "(--sampler-inputs auto)", file=sys.stderr, flush=True)
             train(model, traj, folder, replace(cfg, sampler_inputs=inputs), stop_after=step, rank=rank, **train_kw)

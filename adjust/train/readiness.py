@@ -11,7 +11,9 @@ readout is
 
 the share of naive parallel's joint KL that the sampler removes: 1 = exact sampling,
 0 = no better than parallel, < 0 = worse than parallel (an under-trained sampler is).
-Parallel's KL is measured once, on the same prompts, with the same seeds. The prompts
+Parallel's KL is measured once, on the same prompts, with the same seeds, and kept in the
+run folder (`PARALLEL_NAME`): a resumed run and each run of the inputs race read it instead of
+measuring it again (about a readout's cost each on text). The prompts
 and sampling settings are those of the held-out trajectories, so the readout measures
 the distribution the sampler was trained for. When the base names a built-in testbed
 with a per-sample scorer, the testbed's metric of ADJUST's samples is reported beside
@@ -28,15 +30,18 @@ ready at 99.1% closed while the samples closed 88% of the validity gap.
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from adjust.data.testbed import Prompt
 from adjust.eval.joint_kl import per_step_joint_kl
 from adjust.eval.run import MAIN_METRIC
+from adjust.fileio import write_text
 from adjust.generate import generate
 from adjust.models.adapter import DiffusionLMAdapter
 from adjust.train.trajectories import Trajectories, trajectory_prompt
@@ -52,6 +57,7 @@ NEAR_CLOSED = 0.95
 # of its metric closed (up to K = R + 1, at 2(R + 1)), less one standard error.
 READY_METRIC = (0.90, 0.75)
 READOUT_SEED = 4242  # generation seeds of the readout: the same at every evaluation
+PARALLEL_NAME = "readout_parallel.json"  # parallel's readout, measured once per run folder
 
 
 def readout_Ks(rollout: int) -> tuple[int, ...]:
@@ -206,12 +212,17 @@ class ReadinessProbe:
         num_prompts: prompts generated per K (cycled over the held-out rows).
         testbed: the base's built-in testbed, for its scorer (None, or no per-sample scorer: joint KL only).
         batch_size: rows per generate call.
+        folder: where parallel's readout is kept (`PARALLEL_NAME`) and read back by a later probe of
+            the same base, prompts and settings; None (or a base or data without a fingerprint) =
+            measured by every probe.
     """
 
     def __init__(self, adapter: DiffusionLMAdapter, traj: Trajectories, rows: torch.Tensor, rollout: int,
-                 num_prompts: int = 256, testbed=None, batch_size: int = 256):
+                 num_prompts: int = 256, testbed=None, batch_size: int = 256, folder: str | Path | None = None):
         s = traj.settings
         self.adapter = adapter
+        known = adapter.info.fingerprint is not None and traj.fingerprint is not None  # else nothing names them
+        self.path = Path(folder) / PARALLEL_NAME if folder is not None and known else None
         self.Ks = readout_Ks(rollout)
         self.settings = SamplingSettings(temperature=s["temperature"], top_p=s.get("top_p"), top_k=s.get("top_k"),
                                          alg=s.get("alg", "entropy"))
@@ -235,6 +246,9 @@ class ReadinessProbe:
                 self.metric = metric
                 self.exact_metric, self.exact_metric_se = self._mean(exact, metric)
         self._parallel: dict[int, tuple[float, tuple[float, float] | None]] | None = None  # per K, as _measure
+        # What parallel's readout depends on: a kept one is read back only when all of it is the same.
+        self.key = {"base": adapter.info.fingerprint, "data": traj.fingerprint, "rows": [int(r) for r in picked],
+                    "Ks": list(self.Ks), "batch_size": batch_size, "metric": self.metric, "seed": READOUT_SEED}
 
     def _score_all(self, completions: list[list[int]]) -> dict[str, list[float]]:
         out: dict[str, list[float]] = {}
@@ -266,11 +280,27 @@ class ReadinessProbe:
         metric = self._mean(self._score_all(completions), self.metric) if self.metric is not None else None
         return kl_sum / max(kl_n, 1), metric
 
+    def _kept_parallel(self) -> dict[int, tuple[float, tuple[float, float] | None]] | None:
+        """Parallel's readout kept in the folder for this probe's key, or None."""
+        if self.path is None or not self.path.is_file():
+            return None
+        kept = json.loads(self.path.read_text())
+        if kept.get("key") != self.key:
+            return None
+        return {int(K): (kl, None if metric is None else tuple(metric)) for K, (kl, metric) in kept["parallel"].items()}
+
+    def _keep_parallel(self, parallel: dict) -> dict:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_text(self.path, json.dumps({"key": self.key, "parallel": {str(K): list(v) for K, v in parallel.items()}},
+                                             indent=1) + "\n")
+        return parallel
+
     @torch.no_grad()
     def __call__(self, sampler, step: int) -> Readout:
         """Measure `sampler` (put in eval mode for the call) at both K."""
         if self._parallel is None:
-            self._parallel = {K: self._measure(None, K) for K in self.Ks}
+            self._parallel = self._kept_parallel() or self._keep_parallel({K: self._measure(None, K) for K in self.Ks})
         was_training = sampler.training
         sampler.eval()
         try:

@@ -297,7 +297,7 @@ def _train(model, traj: Trajectories, out: Path, cfg: SamplerTrainConfig, progre
     ]
     probe = None
     if rank.is_main and cfg.readout_prompts > 0:
-        probe = ReadinessProbe(adapter, traj, held_rows, cfg.rollout, cfg.readout_prompts, testbed)
+        probe = ReadinessProbe(adapter, traj, held_rows, cfg.rollout, cfg.readout_prompts, testbed, folder=out)
 
     sampler = AdjustSampler.from_base(adapter, extra={"rollout": cfg.rollout, **(provenance or {})},
                                       inputs=cfg.sampler_inputs)
@@ -370,7 +370,7 @@ def _train(model, traj: Trajectories, out: Path, cfg: SamplerTrainConfig, progre
         stopping = rank.any(stop.requested or (stop_after is not None and step + 1 - start >= stop_after))
         # Evaluations run on their schedule only: one more at a stop would change which readout is
         # the best, so a resumed run would keep other weights than an uninterrupted one.
-        scheduled = (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps
+        scheduled = cfg.evaluates_after(step + 1)
         if rank.is_main and scheduled:
             held_kl, parallel_kl = evaluate()
             rec = {"step": step + 1, "train_kl": round(ema, 5), "heldout_kl": round(held_kl, 5),
