@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+import torch
 
 import adjust
 from adjust.data.testbed import Prompt
@@ -37,6 +38,33 @@ def test_joint_kl_matches_the_closed_form_for_parallel_k2():
     exact = (2 * 0.25 * math.log(0.25 / 0.4) + 2 * 0.25 * math.log(0.25 / 0.1)) / 2
     # Monte-Carlo: sd of log q − log p* per pair is ~0.69, over 20000 pairs → se ≈ 0.0025 per token
     assert kl["joint_kl"] == pytest.approx(exact, abs=0.012)
+
+
+@pytest.mark.parametrize("settings", [dict(temperature=1.0), dict(temperature=0.8, top_k=5, top_p=0.9)])
+@pytest.mark.parametrize("K", [2, 3, 5])
+def test_first_exact_gives_the_joint_kl_of_the_full_computation(K, settings):
+    """Plain generation draws each base step's first token from that step's own forward: its log ratio is 0,
+    so skipping its forward (first_exact) changes nothing, for ADJUST and for parallel, with prompts of
+    several lengths (left padding), blocks and filtered sampling."""
+    from adjust.eval.joint_kl import commit_log_ratios
+    from conftest import perturbed_sampler
+
+    m = tiny_mdlm(vocab_size=11, sharpen=3.0, mix=20.0)
+    prompts = [[1, 5], [1, 6, 7, 8], [1], [1, 9, 4]]
+    ss = SamplingSettings(**settings)
+    for sampler in (None, perturbed_sampler(m, seed=2)):
+        out = adjust.generate(m, prompts, K=K, sampler=sampler, max_new_tokens=11, block_length=11 if K == 3 else None,
+                              seed=K, return_history=True, **settings)
+        full = list(commit_log_ratios(m, out, ss))
+        fast = list(commit_log_ratios(m, out, ss, first_exact=True))
+        assert [f[0].tolist() for f in fast] == [f[0].tolist() for f in full]  # the same commits, in order
+        skipped = [f for f, g in zip(full, fast) if not torch.equal(f[1], g[1]) or bool((g[1] == 0).all())]
+        assert len(skipped) >= len({r.base_forward for r in out.history})  # every step's first commit, at least
+        assert all(bool(f[1].abs().max() < 1e-5) for f in skipped)  # and their ratios are 0 in the full computation
+        assert max(float(f[1].abs().max()) for f in full) > 0.01  # while later commits' are not
+        a, b = per_step_joint_kl(m, out, ss), per_step_joint_kl(m, out, ss, first_exact=True)
+        assert b["joint_kl_tokens"] == a["joint_kl_tokens"] == 4 * 11
+        assert b["joint_kl"] == pytest.approx(a["joint_kl"], abs=1e-6)
 
 
 def test_joint_kl_needs_history_and_is_nan_at_t0():

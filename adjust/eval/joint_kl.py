@@ -24,8 +24,10 @@ from adjust.unmasking import SamplingSettings, filter_logits
 
 
 @torch.no_grad()
-def per_step_joint_kl(model, out: GenerationOutput, settings: SamplingSettings) -> dict[str, float]:
-    """KL(q ‖ p*) per token of a generation run with `return_history=True`.
+def per_step_joint_kl(model, out: GenerationOutput, settings: SamplingSettings,
+                      first_exact: bool = False) -> dict[str, float]:
+    """KL(q ‖ p*) per token of a generation run with `return_history=True` (``first_exact``: see
+    `commit_log_ratios`).
 
     Returns `{"joint_kl": nats/token, "joint_kl_tokens": tokens counted}`.
     """
@@ -34,16 +36,22 @@ def per_step_joint_kl(model, out: GenerationOutput, settings: SamplingSettings) 
     if settings.temperature == 0:
         return {"joint_kl": math.nan, "joint_kl_tokens": 0}
     total, count = 0.0, 0
-    for _, log_ratio in commit_log_ratios(model, out, settings):
+    for _, log_ratio in commit_log_ratios(model, out, settings, first_exact):
         total += float(log_ratio.sum())
         count += log_ratio.numel()
     return {"joint_kl": total / max(count, 1), "joint_kl_tokens": count}
 
 
 @torch.no_grad()
-def commit_log_ratios(model, out: GenerationOutput, settings: SamplingSettings):
+def commit_log_ratios(model, out: GenerationOutput, settings: SamplingSettings, first_exact: bool = False):
     """Per commit of `out` (history needed, T > 0), in commit order: (positions still masked before it [n],
-    log q − log p* of its token [n]) over the n rows that commit it; their mean is the joint KL."""
+    log q − log p* of its token [n]) over the n rows that commit it; their mean is the joint KL.
+
+    ``first_exact``: the caller vouches that the first token of every base step was drawn from that
+    step's own base forward (plain `generate` with ADJUST or naive parallel on the torch backend: no
+    base cache, no other decoding rule), so its p* is its q: its log ratio is 0 (still a token of the
+    mean) and its base forward is skipped — 1/K of this function's forwards. Not for cached bases
+    (their q is not p*: that difference is what the KL must count) nor rules such as EDLM's."""
     adapter = as_adapter(model)
     x = out.sequences.clone()
     x[out.commit_pass >= 0] = adapter.mask_token_id
@@ -58,10 +66,13 @@ def commit_log_ratios(model, out: GenerationOutput, settings: SamplingSettings):
             rows = [b for b in range(B) if j < len(seq[b])]
             pos = torch.tensor([seq[b][j][0] for b in rows])
             tok = torch.tensor([seq[b][j][1] for b in rows])
-            h = adapter.hidden(x, attn)
-            z = filter_logits(adapter.logits(h[rows, pos]), settings, adapter.mask_token_id)
-            logp = torch.log_softmax(z, -1).gather(1, tok[:, None].to(z.device)).squeeze(1).cpu()
-            logq = torch.tensor([seq[b][j][2] for b in rows])
             left = ((x[rows] == adapter.mask_token_id) & out.attention_mask[rows].bool()).sum(1).cpu()
-            yield left, logq - logp.double()
+            if j == 0 and first_exact:
+                ratio = torch.zeros(len(rows), dtype=torch.float64)
+            else:
+                h = adapter.hidden(x, attn)
+                z = filter_logits(adapter.logits(h[rows, pos]), settings, adapter.mask_token_id)
+                logp = torch.log_softmax(z, -1).gather(1, tok[:, None].to(z.device)).squeeze(1).cpu()
+                ratio = torch.tensor([seq[b][j][2] for b in rows]) - logp.double()
+            yield left, ratio
             x[rows, pos] = tok.to(x.device)

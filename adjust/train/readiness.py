@@ -273,7 +273,7 @@ class ReadinessProbe:
                            temperature=self.settings.temperature, top_p=self.settings.top_p,
                            top_k=self.settings.top_k, alg=self.settings.alg, seed=READOUT_SEED + i,
                            return_history=True)
-            kl = per_step_joint_kl(self.adapter, out, self.settings)
+            kl = per_step_joint_kl(self.adapter, out, self.settings, first_exact=True)  # plain generate, as vouched
             kl_sum += kl["joint_kl"] * kl["joint_kl_tokens"]
             kl_n += kl["joint_kl_tokens"]
             completions += out.completions.tolist()
