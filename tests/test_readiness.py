@@ -214,6 +214,9 @@ def test_parallels_readout_is_kept_in_the_folder_and_read_back_only_for_the_same
     c = other(sampler, step=3)
     assert measured.count((True, 2)) == 2  # other prompts: measured
     assert c.parallel_kl != a.parallel_kl
+    (tmp_path / "run" / PARALLEL_NAME).write_text("{not json")  # an unreadable file is measured again
+    ReadinessProbe(as_adapter(model), traj, rows, rollout=1, num_prompts=10, folder=tmp_path / "run")(sampler, 4)
+    assert measured.count((True, 2)) == 3
     # a base without a fingerprint (never saved) keeps nothing: nothing would tell two such bases apart
     unsaved = tiny_mdlm(vocab_size=8, sharpen=3.0, mix=20.0, seed=1)
     ReadinessProbe(as_adapter(unsaved), traj, rows, rollout=1, num_prompts=4, folder=tmp_path / "x")(sampler, 1)

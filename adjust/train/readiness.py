@@ -284,10 +284,14 @@ class ReadinessProbe:
         """Parallel's readout kept in the folder for this probe's key, or None."""
         if self.path is None or not self.path.is_file():
             return None
-        kept = json.loads(self.path.read_text())
-        if kept.get("key") != self.key:
+        try:
+            kept = json.loads(self.path.read_text())
+            if kept.get("key") != self.key:
+                return None
+            return {int(K): (float(kl), None if metric is None else tuple(metric))
+                    for K, (kl, metric) in kept["parallel"].items()}
+        except (ValueError, TypeError, KeyError, AttributeError):  # unreadable: measured again, and rewritten
             return None
-        return {int(K): (kl, None if metric is None else tuple(metric)) for K, (kl, metric) in kept["parallel"].items()}
 
     def _keep_parallel(self, parallel: dict) -> dict:
         if self.path is not None:
