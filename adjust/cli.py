@@ -252,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(others read as MASK), 'all' = every token, the paper's g; 'auto' = both train the first "
                         "evaluation interval and 'new' is kept only if its held-out KL is clearly lower "
                         f"(default {d.sampler_inputs})")
+    p.add_argument("--sampler-positions", type=int, default=d.positions,
+                   help="sinusoid frequencies of the absolute positions added to the sampler's input (a block that "
+                        "must mirror another needs them: RoPE alone gives relative positions); 0 = none, the "
+                        f"paper's g (default {d.positions})")
     p.add_argument("--gate-init", type=float, default=d.gate_init,
                    help="starting value of that gate; 0 = a fresh sampler is exactly naive parallel sampling "
                         f"(default {d.gate_init})")
@@ -581,7 +585,8 @@ def cmd_train_sampler(args) -> None:
                              lr=args.lr, windows=args.windows, on_policy=args.on_policy, focus=args.focus,
                              reverse=args.reverse, kl_weight=args.kl_weight, gate_lr_scale=args.gate_lr_scale,
                              gate_lr_fade=args.gate_lr_fade, gate_init=args.gate_init, deep=args.deep, rollout_mix=args.rollout_mix,
-                             sampler_inputs=args.sampler_inputs, eval_every=args.eval_every,
+                             sampler_inputs=args.sampler_inputs, positions=args.sampler_positions,
+                             eval_every=args.eval_every,
                              readout_prompts=args.readout_prompts, seed=args.seed).resolved()
     if rank.is_main:
         print(f"training {cfg.steps} steps of batch {cfg.batch_size} (budget {cfg.budget:,} examples, rollout "

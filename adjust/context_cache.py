@@ -69,7 +69,9 @@ class ContextCache:
         at = self.idx[..., None].expand(-1, -1, cos.shape[-1])
         self.cos, self.sin = cos.gather(1, at), sin.gather(1, at)
         layer = sampler.layer
-        u = sampler.layer_input(h0, x, adapter)
+        pos = sampler.position_ids(x, attention_mask)
+        self.pos = pos.gather(1, self.idx)  # the candidate slots' positions, for g's position term
+        u = sampler.layer_input(h0, x, adapter, pos)
         _, self.k, self.v = layer.self_attn.project(layer.input_layernorm(u), cos, sin)
 
     def __call__(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -77,7 +79,7 @@ class ContextCache:
         s, layer = self.sampler, self.sampler.layer
         at = self.idx[..., None].expand(-1, -1, h.shape[-1])
         hc = h.gather(1, at)
-        u = s.layer_input(hc, x.gather(1, self.idx), self.adapter)
+        u = s.layer_input(hc, x.gather(1, self.idx), self.adapter, self.pos)
         q, kc, vc = layer.self_attn.project(layer.input_layernorm(u), self.cos, self.sin)
         kv_at = self.idx[:, None, :, None].expand_as(kc)
         keep = self.valid[:, None, :, None]

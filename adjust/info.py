@@ -59,6 +59,7 @@ def _checkpoint(folder: Path) -> dict:
         rec["data_fingerprint"] = cfg.get("data_fingerprint") or "unrecorded"
         rec["layer"] = cfg.get("layer_config", {})
         rec["inputs"] = cfg.get("inputs", "all")  # the tokens g embeds (adjust.sampler)
+        rec["positions"] = cfg.get("positions", 0)  # frequencies of g's absolute-position input (0: none)
     else:
         keys = ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
                 "max_seq_len", "tokenizer_fingerprint")

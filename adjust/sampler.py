@@ -22,10 +22,19 @@ Choices the paper leaves open, and what we do:
   only token signal it gets instead of a few rows among every visible token (on a
   testbed whose joint KL sits in a few positions, "all" stayed on the parallel plateau
   for hundreds of steps; docs/training.md).
+- ``positions``: F > 0 adds absolute positions to the layer input,
+  u += PosProj([sin(ω_f p), cos(ω_f p)]_{f < F}), p the position RoPE uses (from the first non-pad
+  token), periods geometric from 3 to 300 tokens, PosProj [d, 2F] starting at 0 (a fresh g is still
+  naive parallel). RoPE gives the layer relative positions only; a dependency that is a function of
+  the absolute position (a block that must mirror another: partner 15 − i) then has to be read from
+  what h says about position, and on one mirror base g missed it: 57% / 54% / 22% of the gap at
+  K = 2 / 4 / 8 without, 90% / 91% / 92% with (docs/training.md). 0: the paper's g (and every sampler
+  saved before the option).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -43,6 +52,16 @@ from adjust.models.layers import DecoderLayer, LayerConfig, RMSNorm, position_id
 
 ASSETS = _ASSETS / "samplers"
 INPUTS = ("all", "new")
+POSITION_PERIODS = (3.0, 300.0)  # the shortest and longest period of g's absolute-position sinusoids, in tokens
+
+
+def position_features(pos: torch.Tensor, frequencies: int, dtype: torch.dtype) -> torch.Tensor:
+    """[..., 2F] = [sin(ω_f p), cos(ω_f p)] of positions ``pos`` [...], F = ``frequencies`` periods
+    geometric over `POSITION_PERIODS`."""
+    lo, hi = POSITION_PERIODS
+    ratio = torch.arange(frequencies, device=pos.device, dtype=torch.float32) / max(frequencies - 1, 1)
+    angle = pos[..., None].float() * (2 * math.pi / (lo * (hi / lo) ** ratio))
+    return torch.cat([angle.sin(), angle.cos()], dim=-1).to(dtype)
 
 
 class AdjustSampler(nn.Module):
@@ -50,12 +69,15 @@ class AdjustSampler(nn.Module):
 
     def __init__(
         self, layer_config: LayerConfig, base: BaseModelInfo, extra: dict | None = None,
-        data_fingerprint: str | None = None, inputs: str = "all",
+        data_fingerprint: str | None = None, inputs: str = "all", positions: int = 0,
     ):
         super().__init__()
         if inputs not in INPUTS:
             raise ValueError(f"sampler inputs must be one of {INPUTS}, got {inputs!r}")
+        if isinstance(positions, bool) or not isinstance(positions, int) or positions < 0:
+            raise ValueError(f"sampler positions must be an int ≥ 0 (sinusoid frequencies; 0 = none), got {positions!r}")
         self.inputs = inputs
+        self.position_frequencies = positions
         self.layer_config = layer_config
         self.base = base  # the base it is for, with its weight fingerprint (adjust.identity)
         self.data_fingerprint = data_fingerprint  # the trajectory set it was trained on
@@ -66,7 +88,10 @@ class AdjustSampler(nn.Module):
         self.down_proj = nn.Linear(2 * d, d, bias=False)
         self.layer = DecoderLayer(layer_config)
         self.norm_out = RMSNorm(d, layer_config.rms_norm_eps)
+        self.pos_proj = nn.Linear(2 * positions, d, bias=False) if positions else None
         with torch.no_grad():
+            if self.pos_proj is not None:
+                self.pos_proj.weight.zero_()
             eye = torch.eye(d)
             self.down_proj.weight.copy_(torch.cat([eye, eye], dim=1))
             self.norm_out.weight.zero_()
@@ -77,10 +102,10 @@ class AdjustSampler(nn.Module):
                         nn.init.zeros_(m.bias)
 
     @classmethod
-    def from_base(cls, model, extra: dict | None = None, inputs: str = "all") -> "AdjustSampler":
+    def from_base(cls, model, extra: dict | None = None, inputs: str = "all", positions: int = 0) -> "AdjustSampler":
         """A fresh sampler for `model` (its decoder layer copied from the base's last layer)."""
         adapter = as_adapter(model)
-        sampler = cls(adapter.layer_config, adapter.info, extra, inputs=inputs)
+        sampler = cls(adapter.layer_config, adapter.info, extra, inputs=inputs, positions=positions)
         last = adapter.last_layer
         if last is not None:
             try:
@@ -100,7 +125,8 @@ class AdjustSampler(nn.Module):
     ) -> torch.Tensor:
         """h_{k+1} = g(h_k, x): h [B, L, d] hidden states, x [B, L] the current tokens. ``kv_cache``
         (recording, `adjust.sampler_block_cache`) keeps this pass's keys/values as layer ``layer_idx``."""
-        u = self.layer_input(h, x, adapter)
+        pos = self.position_ids(x, attention_mask)
+        u = self.layer_input(h, x, adapter, pos)
         cos, sin, key_mask = self.positions(x, attention_mask, u.dtype)
         return h + self.norm_out(self.layer(u, cos, sin, key_mask, kv_cache, layer_idx))
 
@@ -121,7 +147,7 @@ class AdjustSampler(nn.Module):
         other rows of h come back as given. With ``rows`` [B, L] (bool, inside the window: a step's
         last pass) every window row is still a key and value but only those rows are computed further."""
         hw = h[:, start:end]
-        u = self.layer_input(hw, x[:, start:end], adapter)
+        u = self.layer_input(hw, x[:, start:end], adapter, self.position_ids(x, attention_mask)[:, start:end])
         cos, sin, key_mask = self.positions(x, attention_mask, u.dtype)
         cos, sin = cos[:, start:end], sin[:, start:end]
         kv_cache.set_window(start, end)
@@ -152,7 +178,7 @@ class AdjustSampler(nn.Module):
         ``kv_cache`` (recording) keeps every row's keys/values as layer ``layer_idx``.
         """
         idx, valid = candidate_slots(rows)
-        u = self.layer_input(h, x, adapter)
+        u = self.layer_input(h, x, adapter, self.position_ids(x, attention_mask))
         cos, sin, key_mask = self.positions(x, attention_mask, u.dtype)
         at = idx[..., None].expand(-1, -1, h.shape[-1])
         hc = h.gather(1, at)
@@ -166,20 +192,38 @@ class AdjustSampler(nn.Module):
             return x
         return torch.where(x_base == mask_token_id, x, torch.full_like(x, mask_token_id))
 
-    def layer_input(self, h: torch.Tensor, x: torch.Tensor, adapter: DiffusionLMAdapter) -> torch.Tensor:
-        """u = DownProj(concat(Norm_e(E x), Norm_h h)) of any rows h [..., d], x [...]."""
+    def layer_input(
+        self, h: torch.Tensor, x: torch.Tensor, adapter: DiffusionLMAdapter, pos: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """u = DownProj(concat(Norm_e(E x), Norm_h h)) (+ the position term) of any rows h [..., d], x [...]
+        at positions ``pos`` [...] (`position_ids`; needed only by a sampler with ``positions``)."""
         e = adapter.embed_tokens(x).to(h.dtype)
-        return self.down_proj(torch.cat([self.norm_e(e), self.norm_h(h)], dim=-1))
+        u = self.down_proj(torch.cat([self.norm_e(e), self.norm_h(h)], dim=-1))
+        term = self.position_term(pos) if self.pos_proj is not None else None
+        return u if term is None else u + term.to(u.dtype)
+
+    def position_term(self, pos: torch.Tensor | None) -> torch.Tensor | None:
+        """PosProj(features(pos)) [..., d] of positions ``pos`` [...]: what absolute positions add to g's
+        layer input; None for a sampler without ``positions``."""
+        if self.pos_proj is None:
+            return None
+        if pos is None:
+            raise ValueError("this sampler reads absolute positions (positions > 0): pass the rows' positions")
+        return self.pos_proj(position_features(pos, self.position_frequencies, self.pos_proj.weight.dtype))
+
+    @staticmethod
+    def position_ids(x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """[B, L] positions of x's rows as RoPE counts them: from the first non-pad token."""
+        if attention_mask is None:
+            return torch.arange(x.shape[1], device=x.device).expand_as(x)
+        return position_ids_from_mask(attention_mask)
 
     def positions(
         self, x: torch.Tensor, attention_mask: torch.Tensor | None, dtype: torch.dtype
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """RoPE cos, sin [B, L, D] at the positions of x [B, L] (left padding skipped) and the key mask."""
-        if attention_mask is None:
-            pos = torch.arange(x.shape[1], device=x.device).expand_as(x)
-            key_mask = None
-        else:
-            pos, key_mask = position_ids_from_mask(attention_mask), attention_mask.bool()
+        pos = self.position_ids(x, attention_mask)
+        key_mask = None if attention_mask is None else attention_mask.bool()
         cos, sin = rope_cos_sin(pos, self.layer_config.head_dim, self.layer_config.rope_theta, dtype)
         return cos, sin, key_mask
 
@@ -204,7 +248,7 @@ class AdjustSampler(nn.Module):
     def save_pretrained(self, path: str | Path) -> Path:
         """Hub-style folder: config.json (base identity, layer config) + model.safetensors."""
         cfg = {"layer_config": self.layer_config.to_dict(), "base": asdict(self.base), "inputs": self.inputs,
-               "data_fingerprint": self.data_fingerprint, "extra": self.extra}
+               "positions": self.position_frequencies, "data_fingerprint": self.data_fingerprint, "extra": self.extra}
         save_checkpoint(path, self, "AdjustSampler", cfg)
         return Path(path)
 
@@ -220,7 +264,7 @@ class AdjustSampler(nn.Module):
             base = BaseModelInfo(**raw["base"])
             check_types(base)  # a "vocab_size": "12" would read "vocab_size 12 vs base 12" at the base check
             sampler = cls(LayerConfig(**raw["layer_config"]), base, raw.get("extra"), raw.get("data_fingerprint"),
-                          raw.get("inputs", "all"))  # samplers saved before the option: the paper's g
+                          raw.get("inputs", "all"), raw.get("positions", 0))  # saved before the options: the paper's g
         except (TypeError, ValueError, KeyError) as e:
             raise ValueError(f"{path / CONFIG_NAME}: not a valid sampler config ({e})") from None
         load_weights(sampler, path)

@@ -180,6 +180,10 @@ class AdjustLoop:
             attention_mask = attention_mask.to(self.device)
             pos, self._key_mask = position_ids_from_mask(attention_mask), attention_mask.bool()
         self._cos, self._sin = rope_cos_sin(pos, cfg.head_dim, cfg.rope_theta, self.dtype)
+        # g's absolute-position term [B, L, d] (a sampler with ``positions``; None without): fixed like RoPE's tables
+        term = getattr(sampler, "position_term", None)
+        with torch.no_grad():
+            self._pos_term = None if term is None else term(pos)
         self._row_base = torch.arange(B, device=self.device)[:, None] * L
         self.candidate_tokens = candidate_tokens
         self.cache_context = bool(cache_context)
@@ -206,10 +210,19 @@ class AdjustLoop:
         ``record``: buffers every row's keys/values are copied into (``sampler_cache``)."""
         return self._layer(h, self._input(h, x), self._cos, self._sin, record=record)
 
-    def _input(self, h: Tensor, x: Tensor) -> Tensor:
+    def _input(self, h: Tensor, x: Tensor, rows: Tensor | slice | None = None) -> Tensor:
+        """g's layer input u [B, R, d] of the rows h [B, R, d], x [B, R]: every row (``rows`` None), the
+        positions ``rows`` [B, R] (gathered) or the window ``rows`` (a slice) — for the position term."""
         s = self.sampler
-        return self._p.sampler_input(x, h, self.embed_weight, s.norm_e.weight, s.norm_h.weight, s.down_proj.weight,
-                                     s.layer_config.rms_norm_eps)
+        u = self._p.sampler_input(x, h, self.embed_weight, s.norm_e.weight, s.norm_h.weight, s.down_proj.weight,
+                                  s.layer_config.rms_norm_eps)
+        if self._pos_term is None:
+            return u
+        if rows is None:
+            return u + self._pos_term.to(u.dtype)
+        if isinstance(rows, slice):
+            return u + self._pos_term[:, rows].to(u.dtype)
+        return u + self._pos_term.gather(1, rows[..., None].expand(-1, -1, u.shape[-1])).to(u.dtype)
 
     def _qkv(self, u: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Rotated q [B, H, R, D], k and v [B, H_kv, R, D] of the layer inputs u [B, R, d]."""
@@ -272,7 +285,7 @@ class AdjustLoop:
         k, v, slots, valid, cos, sin = ctx
         at = slots[..., None].expand(-1, -1, h.shape[-1])
         hc = h.gather(1, at)
-        new = self._layer(hc, self._input(hc, x.gather(1, slots)), cos, sin, (k, v, slots, valid))
+        new = self._layer(hc, self._input(hc, x.gather(1, slots), slots), cos, sin, (k, v, slots, valid))
         return h.scatter(1, at, torch.where(valid[..., None], new, hc))
 
     def _final_rows(self, h: Tensor, x: Tensor, cand_idx: Tensor, record: tuple[Tensor, Tensor] | None = None) -> Tensor:
@@ -296,7 +309,7 @@ class AdjustLoop:
         recomputed at every step, so what the record held there is never read again)."""
         start, end = self._window
         hw = h[:, start:end].contiguous()
-        u = self._input(hw, x[:, start:end].contiguous())
+        u = self._input(hw, x[:, start:end].contiguous(), slice(start, end))
         q, kw, vw = self._qkv(u, self._cos[:, start:end].contiguous(), self._sin[:, start:end].contiguous())
         rk, rv = self._record[k - 1]
         rk[:, :, start:end].copy_(kw)

@@ -59,12 +59,13 @@ def kernel_seed() -> int:
     return SEED
 
 
-def perturbed_sampler(model, seed: int = 0):
-    """An AdjustSampler for `model` moved away from its parallel-baseline init (so the passes matter)."""
+def perturbed_sampler(model, seed: int = 0, positions: int = 3):
+    """An AdjustSampler for `model` moved away from its parallel-baseline init (so the passes matter), with
+    `positions` frequencies of absolute positions (perturbed too: every path must add that term alike)."""
     from adjust.sampler import AdjustSampler
 
     torch.manual_seed(seed)
-    s = AdjustSampler.from_base(model)
+    s = AdjustSampler.from_base(model, positions=positions)
     with torch.no_grad():
         for p in s.parameters():
             p.add_(0.2 * torch.randn_like(p))

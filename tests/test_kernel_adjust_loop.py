@@ -36,10 +36,11 @@ V, K = 53, 4
 def _model_and_sampler(seed: int, dtype: torch.dtype = torch.float32):
     # mix/sharpen: context-dependent, peaked marginals, so the candidates' scores differ clearly.
     model = tiny_mdlm(vocab_size=V, seed=seed, sharpen=10.0, mix=10.0).to(device=DEVICE, dtype=dtype)
-    g = AdjustSampler.from_base(model)
-    with torch.no_grad():  # a sampler that matters: nonzero output norm, perturbed projection
+    g = AdjustSampler.from_base(model, positions=5)
+    with torch.no_grad():  # a sampler that matters: nonzero output norm, perturbed projections (absolute positions too)
         g.norm_out.weight.uniform_(0.5, 1.5)
         g.down_proj.weight.add_(0.2 * torch.randn_like(g.down_proj.weight))
+        g.pos_proj.weight.normal_(0.0, 0.5)
     return model, g.eval()
 
 

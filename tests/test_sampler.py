@@ -117,3 +117,41 @@ def test_sampler_tokenizer_mismatch_is_refused():
     model.config.tokenizer_fingerprint = "bbb"
     with pytest.raises(ValueError, match="tokenizer"):
         adjust.generate(model, sampler=g, K=2, max_new_tokens=4)
+
+
+def test_absolute_positions_start_at_nothing_follow_rope_positions_and_are_saved(tmp_path):
+    """g with `positions`: a fresh one equals g without them (the projection starts at 0); the term depends on
+    the position counted from the first non-pad token, as RoPE's; saved and loaded with the sampler; a config
+    from before the option loads as g without them; bad values are refused."""
+    import json
+
+    model = tiny_mdlm(vocab_size=12, sharpen=3.0, mix=5.0)
+    ad = as_adapter(model)
+    plain, pos = AdjustSampler.from_base(model), AdjustSampler.from_base(model, positions=4)
+    with torch.no_grad():
+        for g in (plain, pos):
+            g.norm_out.weight.fill_(1.0)
+    x = torch.tensor([[1, 5, 3, 3, 7, 3], [0, 0, 1, 6, 3, 3]])
+    attn = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]])
+    h = ad.hidden(x, attn)
+    assert torch.allclose(pos(h, x, ad, attn), plain(h, x, ad, attn), atol=1e-6)
+    with torch.no_grad():
+        pos.pos_proj.weight.normal_()
+    assert not torch.allclose(pos(h, x, ad, attn), plain(h, x, ad, attn), atol=1e-3)
+    term = pos.position_term(AdjustSampler.position_ids(x, attn))
+    assert torch.equal(term[1, 2:], term[0, :4])  # row 1's first real token is at position 0, as row 0's
+    with pytest.raises(ValueError, match="absolute positions"):
+        pos.layer_input(h, x, ad)
+    pos.save_pretrained(tmp_path / "g")
+    back = AdjustSampler.from_pretrained(tmp_path / "g")
+    assert back.position_frequencies == 4 and torch.equal(back.pos_proj.weight, pos.pos_proj.weight)
+    assert torch.equal(back(h, x, ad, attn), pos(h, x, ad, attn))
+    plain.save_pretrained(tmp_path / "old")
+    cfg = json.loads((tmp_path / "old" / "config.json").read_text())
+    del cfg["positions"]  # as written before the option
+    (tmp_path / "old" / "config.json").write_text(json.dumps(cfg))
+    old = AdjustSampler.from_pretrained(tmp_path / "old")
+    assert old.position_frequencies == 0 and old.pos_proj is None
+    for bad in (-1, True, 1.5):
+        with pytest.raises(ValueError, match="positions"):
+            AdjustSampler.from_base(model, positions=bad)

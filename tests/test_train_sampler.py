@@ -133,7 +133,8 @@ def test_skipped_passes_move_h_but_carry_no_loss_or_gradient(tmp_path, inputs):
 
 
 @pytest.mark.parametrize("flag, field, value", [(["--deep", "0.5"], "deep", 0.5), (["--rollout-mix"], "rollout_mix", True),
-                                               (["--kl-weight", "state"], "kl_weight", "state")])
+                                               (["--kl-weight", "state"], "kl_weight", "state"),
+                                               (["--sampler-positions", "0"], "positions", 0)])
 def test_the_cli_passes_the_training_options_to_the_run(tmp_path, flag, field, value):
     from adjust.cli import main
 
@@ -262,6 +263,36 @@ def test_a_run_recorded_before_a_setting_existed_resumes_at_its_default(tmp_path
     b = train_sampler(model, tr, tmp_path / "b", cfg, progress=False)
     for k, v in a.state_dict().items():
         assert torch.allclose(v, b.state_dict()[k], atol=1e-6), k
+
+
+def test_a_run_from_before_absolute_positions_resumes_without_them_and_only_so(tmp_path):
+    """`positions` came with a default (16) that is not the old behaviour (none): a run recorded before it
+    reads it as 0, so resuming it with the new default is refused, naming the setting, and with 0 it resumes
+    to the same weights as an uninterrupted run without positions."""
+    model = tiny_mdlm(vocab_size=12, sharpen=3.0)
+    generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=30, gen_length=6),
+                          progress=False)
+    tr = load_trajectories(tmp_path / "d")
+    cfg = SamplerTrainConfig(steps=6, batch_size=4, eval_every=3, heldout_examples=8, readout_prompts=0,
+                             sampler_inputs="all", positions=0)
+    a = train_sampler(model, tr, tmp_path / "a", cfg, progress=False)
+    assert a.pos_proj is None
+    train_sampler(model, tr, tmp_path / "b", cfg, progress=False, stop_after=2)
+    job = json.loads((tmp_path / "b" / "job.json").read_text())  # as an older version wrote them: no positions
+    del job["inputs"]["train"]["positions"]
+    (tmp_path / "b" / "job.json").write_text(json.dumps(job))
+    state = torch.load(tmp_path / "b" / "train_state.pt", weights_only=False)
+    del state["config"]["positions"]
+    torch.save(state, tmp_path / "b" / "train_state.pt")
+    with pytest.raises(ValueError, match="positions: 0 recorded, 16 given"):
+        train_sampler(model, tr, tmp_path / "b", replace(cfg, positions=16), progress=False)
+    b = train_sampler(model, tr, tmp_path / "b", cfg, progress=False)
+    for k, v in a.state_dict().items():
+        assert torch.allclose(v, b.state_dict()[k], atol=1e-6), k
+    # the default trains g with positions: their projection is learned, and saved
+    c = train_sampler(model, tr, tmp_path / "c", replace(cfg, positions=SamplerTrainConfig().positions), progress=False)
+    assert c.position_frequencies == 16 and c.pos_proj.weight.abs().sum() > 0
+    assert AdjustSampler.from_pretrained(tmp_path / "c").position_frequencies == 16
 
 
 def _two_sentences():

@@ -33,9 +33,10 @@ def resume_settings(config) -> dict:
 
 
 def setting_defaults(config) -> dict:
-    """The defaults of `config`'s dataclass: what a record written before a setting existed reads it as
-    (every setting is added with the old behaviour as its default)."""
-    return asdict(type(config)())
+    """What a record written before a setting existed reads it as: the setting's default (settings are
+    added with the old behaviour as default), or the old behaviour the dataclass names in ``OLD_BEHAVIOUR``
+    where a new default changed it."""
+    return {**asdict(type(config)()), **getattr(type(config), "OLD_BEHAVIOUR", {})}
 
 
 def save_state(out: Path, **state) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 KL_WEIGHTS = ("position", "state")  # SamplerTrainConfig.kl_weight
 
@@ -47,7 +48,13 @@ class SamplerTrainConfig:
         since the step's base forward, every other position as MASK; "all" = every current token
         (the paper's g); "auto" = both train the first evaluation interval and "new" is kept only
         when it learns clearly faster (`adjust.train.inputs_race`).
+    positions: sinusoid frequencies of the absolute positions added to g's layer input
+        (`adjust.sampler`); 0 = none, the paper's g.
     """
+
+    # What a run recorded before a setting existed reads it as, where that is not the setting's default
+    # (`adjust.train.checkpointing.setting_defaults`): samplers before `positions` had none.
+    OLD_BEHAVIOUR: ClassVar[dict] = {"positions": 0}
 
     rollout: int = 3
     budget: int = 400_000
@@ -73,6 +80,7 @@ class SamplerTrainConfig:
     deep: float = 0.0
     rollout_mix: bool = False
     sampler_inputs: str = "auto"
+    positions: int = 16
     seed: int = 0
 
     def resolved(self) -> "SamplerTrainConfig":

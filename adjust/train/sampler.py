@@ -252,6 +252,8 @@ def train_sampler(
     for name in ("on_policy", "focus", "reverse", "gate_lr_fade", "deep"):
         if not 0 <= getattr(cfg, name) <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
+    if isinstance(cfg.positions, bool) or not isinstance(cfg.positions, int) or cfg.positions < 0:
+        raise ValueError(f"positions must be an int ≥ 0 (sinusoid frequencies; 0 = none), got {cfg.positions!r}")
     if cfg.kl_weight not in KL_WEIGHTS:
         raise ValueError(f"kl_weight must be one of {KL_WEIGHTS}, got {cfg.kl_weight!r}")
     if cfg.rollout_mix and cfg.deep > 0:
@@ -300,7 +302,7 @@ def _train(model, traj: Trajectories, out: Path, cfg: SamplerTrainConfig, progre
         probe = ReadinessProbe(adapter, traj, held_rows, cfg.rollout, cfg.readout_prompts, testbed, folder=out)
 
     sampler = AdjustSampler.from_base(adapter, extra={"rollout": cfg.rollout, **(provenance or {})},
-                                      inputs=cfg.sampler_inputs)
+                                      inputs=cfg.sampler_inputs, positions=cfg.positions)
     sampler.data_fingerprint = traj.fingerprint
     with torch.no_grad():  # a resumed run's saved gate replaces it below
         sampler.norm_out.weight.fill_(cfg.gate_init)
