@@ -240,6 +240,16 @@ def test_training_resumes_to_the_same_state(tmp_path, options):
         train_sampler(model, tr, tmp_path / "b", SamplerTrainConfig(steps=9, batch_size=4), progress=False)
 
 
+def _as_recorded_before(run, setting: str) -> None:
+    """Remove ``setting`` from a run folder's job record and training state, as a version before it wrote them."""
+    job = json.loads((run / "job.json").read_text())
+    del job["inputs"]["train"][setting]
+    (run / "job.json").write_text(json.dumps(job))
+    state = torch.load(run / "train_state.pt", weights_only=False)
+    del state["config"][setting]
+    torch.save(state, run / "train_state.pt")
+
+
 def test_a_run_recorded_before_a_setting_existed_resumes_at_its_default(tmp_path):
     """A run interrupted under an older version, whose job record and training state lack a setting added since,
     resumes to the same weights when that setting is left at its default (the old behaviour), and is refused
@@ -252,12 +262,7 @@ def test_a_run_recorded_before_a_setting_existed_resumes_at_its_default(tmp_path
                              sampler_inputs="all")
     a = train_sampler(model, tr, tmp_path / "a", cfg, progress=False)
     train_sampler(model, tr, tmp_path / "b", cfg, progress=False, stop_after=2)
-    job = json.loads((tmp_path / "b" / "job.json").read_text())  # as an older version wrote them: no kl_weight
-    del job["inputs"]["train"]["kl_weight"]
-    (tmp_path / "b" / "job.json").write_text(json.dumps(job))
-    state = torch.load(tmp_path / "b" / "train_state.pt", weights_only=False)
-    del state["config"]["kl_weight"]
-    torch.save(state, tmp_path / "b" / "train_state.pt")
+    _as_recorded_before(tmp_path / "b", "kl_weight")
     with pytest.raises(ValueError, match="kl_weight: 'position' recorded, 'state' given"):
         train_sampler(model, tr, tmp_path / "b", replace(cfg, kl_weight="state"), progress=False)
     b = train_sampler(model, tr, tmp_path / "b", cfg, progress=False)
@@ -278,12 +283,7 @@ def test_a_run_from_before_absolute_positions_resumes_without_them_and_only_so(t
     a = train_sampler(model, tr, tmp_path / "a", cfg, progress=False)
     assert a.pos_proj is None
     train_sampler(model, tr, tmp_path / "b", cfg, progress=False, stop_after=2)
-    job = json.loads((tmp_path / "b" / "job.json").read_text())  # as an older version wrote them: no positions
-    del job["inputs"]["train"]["positions"]
-    (tmp_path / "b" / "job.json").write_text(json.dumps(job))
-    state = torch.load(tmp_path / "b" / "train_state.pt", weights_only=False)
-    del state["config"]["positions"]
-    torch.save(state, tmp_path / "b" / "train_state.pt")
+    _as_recorded_before(tmp_path / "b", "positions")
     with pytest.raises(ValueError, match="positions: 0 recorded, 16 given"):
         train_sampler(model, tr, tmp_path / "b", replace(cfg, positions=16), progress=False)
     b = train_sampler(model, tr, tmp_path / "b", cfg, progress=False)
