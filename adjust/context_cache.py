@@ -65,11 +65,11 @@ class ContextCache:
         """
         self.sampler, self.adapter = sampler, adapter
         self.idx, self.valid = candidate_slots(candidates)
-        cos, sin, self.key_mask = sampler.positions(x, attention_mask, h0.dtype)
+        pos = sampler.position_ids(x, attention_mask)
+        cos, sin, self.key_mask = sampler.positions(x, attention_mask, h0.dtype, pos)
         at = self.idx[..., None].expand(-1, -1, cos.shape[-1])
         self.cos, self.sin = cos.gather(1, at), sin.gather(1, at)
         layer = sampler.layer
-        pos = sampler.position_ids(x, attention_mask)
         self.pos = pos.gather(1, self.idx)  # the candidate slots' positions, for g's position term
         u = sampler.layer_input(h0, x, adapter, pos)
         _, self.k, self.v = layer.self_attn.project(layer.input_layernorm(u), cos, sin)

@@ -55,6 +55,12 @@ INPUTS = ("all", "new")
 POSITION_PERIODS = (3.0, 300.0)  # the shortest and longest period of g's absolute-position sinusoids, in tokens
 
 
+def check_positions(positions) -> None:
+    """Refuse a ``positions`` that is not an int ≥ 0 (the sampler's and the trainer's setting)."""
+    if isinstance(positions, bool) or not isinstance(positions, int) or positions < 0:
+        raise ValueError(f"sampler positions must be an int ≥ 0 (sinusoid frequencies; 0 = none), got {positions!r}")
+
+
 def position_features(pos: torch.Tensor, frequencies: int, dtype: torch.dtype) -> torch.Tensor:
     """[..., 2F] = [sin(ω_f p), cos(ω_f p)] of positions ``pos`` [...], F = ``frequencies`` periods
     geometric over `POSITION_PERIODS`."""
@@ -74,8 +80,7 @@ class AdjustSampler(nn.Module):
         super().__init__()
         if inputs not in INPUTS:
             raise ValueError(f"sampler inputs must be one of {INPUTS}, got {inputs!r}")
-        if isinstance(positions, bool) or not isinstance(positions, int) or positions < 0:
-            raise ValueError(f"sampler positions must be an int ≥ 0 (sinusoid frequencies; 0 = none), got {positions!r}")
+        check_positions(positions)
         self.inputs = inputs
         self.position_frequencies = positions
         self.layer_config = layer_config
@@ -127,7 +132,7 @@ class AdjustSampler(nn.Module):
         (recording, `adjust.sampler_block_cache`) keeps this pass's keys/values as layer ``layer_idx``."""
         pos = self.position_ids(x, attention_mask)
         u = self.layer_input(h, x, adapter, pos)
-        cos, sin, key_mask = self.positions(x, attention_mask, u.dtype)
+        cos, sin, key_mask = self.positions(x, attention_mask, u.dtype, pos)
         return h + self.norm_out(self.layer(u, cos, sin, key_mask, kv_cache, layer_idx))
 
     def forward_window(
@@ -147,8 +152,9 @@ class AdjustSampler(nn.Module):
         other rows of h come back as given. With ``rows`` [B, L] (bool, inside the window: a step's
         last pass) every window row is still a key and value but only those rows are computed further."""
         hw = h[:, start:end]
-        u = self.layer_input(hw, x[:, start:end], adapter, self.position_ids(x, attention_mask)[:, start:end])
-        cos, sin, key_mask = self.positions(x, attention_mask, u.dtype)
+        pos = self.position_ids(x, attention_mask)
+        u = self.layer_input(hw, x[:, start:end], adapter, pos[:, start:end])
+        cos, sin, key_mask = self.positions(x, attention_mask, u.dtype, pos)
         cos, sin = cos[:, start:end], sin[:, start:end]
         kv_cache.set_window(start, end)
         if rows is None:
@@ -178,8 +184,9 @@ class AdjustSampler(nn.Module):
         ``kv_cache`` (recording) keeps every row's keys/values as layer ``layer_idx``.
         """
         idx, valid = candidate_slots(rows)
-        u = self.layer_input(h, x, adapter, self.position_ids(x, attention_mask))
-        cos, sin, key_mask = self.positions(x, attention_mask, u.dtype)
+        pos = self.position_ids(x, attention_mask)
+        u = self.layer_input(h, x, adapter, pos)
+        cos, sin, key_mask = self.positions(x, attention_mask, u.dtype, pos)
         at = idx[..., None].expand(-1, -1, h.shape[-1])
         hc = h.gather(1, at)
         new = hc + self.norm_out(self.layer.forward_at(u, cos, sin, key_mask, idx, kv_cache, layer_idx))
@@ -219,10 +226,11 @@ class AdjustSampler(nn.Module):
         return position_ids_from_mask(attention_mask)
 
     def positions(
-        self, x: torch.Tensor, attention_mask: torch.Tensor | None, dtype: torch.dtype
+        self, x: torch.Tensor, attention_mask: torch.Tensor | None, dtype: torch.dtype, pos: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """RoPE cos, sin [B, L, D] at the positions of x [B, L] (left padding skipped) and the key mask."""
-        pos = self.position_ids(x, attention_mask)
+        """RoPE cos, sin [B, L, D] at the positions of x [B, L] (left padding skipped; ``pos`` when the caller
+        has them, `position_ids`) and the key mask."""
+        pos = self.position_ids(x, attention_mask) if pos is None else pos
         key_mask = None if attention_mask is None else attention_mask.bool()
         cos, sin = rope_cos_sin(pos, self.layer_config.head_dim, self.layer_config.rope_theta, dtype)
         return cos, sin, key_mask

@@ -27,7 +27,7 @@ from adjust.identity import check_base
 from adjust.jobstate import Job
 from adjust.models.adapter import DiffusionLMAdapter, as_adapter
 from adjust.progress import progress_bar
-from adjust.sampler import INPUTS, AdjustSampler
+from adjust.sampler import INPUTS, AdjustSampler, check_positions
 from adjust.train.checkpointing import LENGTH_FIELDS, GracefulStop, load_state, save_state, setting_defaults
 from adjust.train.config import KL_WEIGHTS, SamplerTrainConfig
 from adjust.train.distributed import Rank
@@ -252,8 +252,7 @@ def train_sampler(
     for name in ("on_policy", "focus", "reverse", "gate_lr_fade", "deep"):
         if not 0 <= getattr(cfg, name) <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
-    if isinstance(cfg.positions, bool) or not isinstance(cfg.positions, int) or cfg.positions < 0:
-        raise ValueError(f"positions must be an int ≥ 0 (sinusoid frequencies; 0 = none), got {cfg.positions!r}")
+    check_positions(cfg.positions)  # before an inputs race starts
     if cfg.kl_weight not in KL_WEIGHTS:
         raise ValueError(f"kl_weight must be one of {KL_WEIGHTS}, got {cfg.kl_weight!r}")
     if cfg.rollout_mix and cfg.deep > 0:
