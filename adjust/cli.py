@@ -256,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sinusoid frequencies of the absolute positions added to the sampler's input (a block that "
                         "must mirror another needs them: RoPE alone gives relative positions); 0 = none, the "
                         f"paper's g (default {d.positions})")
+    p.add_argument("--adam-beta2", type=float, default=d.adam_beta2,
+                   help="AdamW's second-moment decay; torch's 0.999 let the step size lag the gradient's scale "
+                        f"and left some runs on a loss spike (default {d.adam_beta2})")
     p.add_argument("--gate-init", type=float, default=d.gate_init,
                    help="starting value of that gate; 0 = a fresh sampler is exactly naive parallel sampling "
                         f"(default {d.gate_init})")
@@ -586,6 +589,7 @@ def cmd_train_sampler(args) -> None:
                              reverse=args.reverse, kl_weight=args.kl_weight, gate_lr_scale=args.gate_lr_scale,
                              gate_lr_fade=args.gate_lr_fade, gate_init=args.gate_init, deep=args.deep, rollout_mix=args.rollout_mix,
                              sampler_inputs=args.sampler_inputs, positions=args.sampler_positions,
+                             adam_beta2=args.adam_beta2,
                              eval_every=args.eval_every,
                              readout_prompts=args.readout_prompts, seed=args.seed).resolved()
     if rank.is_main:

@@ -134,7 +134,8 @@ def test_skipped_passes_move_h_but_carry_no_loss_or_gradient(tmp_path, inputs):
 
 @pytest.mark.parametrize("flag, field, value", [(["--deep", "0.5"], "deep", 0.5), (["--rollout-mix"], "rollout_mix", True),
                                                (["--kl-weight", "state"], "kl_weight", "state"),
-                                               (["--sampler-positions", "0"], "positions", 0)])
+                                               (["--sampler-positions", "0"], "positions", 0),
+                                               (["--adam-beta2", "0.99"], "adam_beta2", 0.99)])
 def test_the_cli_passes_the_training_options_to_the_run(tmp_path, flag, field, value):
     from adjust.cli import main
 
@@ -293,6 +294,35 @@ def test_a_run_from_before_absolute_positions_resumes_without_them_and_only_so(t
     c = train_sampler(model, tr, tmp_path / "c", replace(cfg, positions=SamplerTrainConfig().positions), progress=False)
     assert c.position_frequencies == 16 and c.pos_proj.weight.abs().sum() > 0
     assert AdjustSampler.from_pretrained(tmp_path / "c").position_frequencies == 16
+
+
+def test_a_run_from_before_adam_beta2_resumes_with_torchs_default_and_only_so(tmp_path):
+    """`adam_beta2` came with a default (0.95) that is not the old behaviour (torch's 0.999): a run recorded
+    before it resumes only with 0.999, to the same weights as an uninterrupted run with it; the optimizer
+    runs the value the settings give, and a value outside [0, 1) is refused."""
+    model = tiny_mdlm(vocab_size=12, sharpen=3.0)
+    generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=30, gen_length=6),
+                          progress=False)
+    tr = load_trajectories(tmp_path / "d")
+    cfg = SamplerTrainConfig(steps=6, batch_size=4, eval_every=3, heldout_examples=8, readout_prompts=0,
+                             sampler_inputs="all", adam_beta2=0.999)
+    a = train_sampler(model, tr, tmp_path / "a", cfg, progress=False)
+    train_sampler(model, tr, tmp_path / "b", cfg, progress=False, stop_after=2)
+    assert torch.load(tmp_path / "b" / "train_state.pt", weights_only=False)["optimizer"]["param_groups"][0]["betas"] \
+        == (0.9, 0.999)
+    _as_recorded_before(tmp_path / "b", "adam_beta2")
+    with pytest.raises(ValueError, match="adam_beta2: 0.999 recorded, 0.95 given"):
+        train_sampler(model, tr, tmp_path / "b", replace(cfg, adam_beta2=0.95), progress=False)
+    b = train_sampler(model, tr, tmp_path / "b", cfg, progress=False)
+    for k, v in a.state_dict().items():
+        assert torch.allclose(v, b.state_dict()[k], atol=1e-6), k
+    # another second-moment decay trains other weights
+    c = train_sampler(model, tr, tmp_path / "c", replace(cfg, adam_beta2=SamplerTrainConfig().adam_beta2),
+                      progress=False)
+    assert any(not torch.allclose(v, c.state_dict()[k]) for k, v in a.state_dict().items())
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="adam_beta2 must be in"):
+            train_sampler(model, tr, tmp_path / "e", replace(cfg, adam_beta2=bad), progress=False)
 
 
 def _two_sentences():

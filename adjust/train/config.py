@@ -50,11 +50,15 @@ class SamplerTrainConfig:
         when it learns clearly faster (`adjust.train.inputs_race`).
     positions: sinusoid frequencies of the absolute positions added to g's layer input
         (`adjust.sampler`); 0 = none, the paper's g.
+    adam_beta2: AdamW's second-moment decay. 0.95 (not torch's 0.999) keeps the step size in line when
+        the gradient's scale changes fast — as the run leaves the parallel plateau and the on-policy pool is
+        refreshed; with 0.999 those moments made loss spikes that some seeds never recovered from.
     """
 
     # What a run recorded before a setting existed reads it as, where that is not the setting's default
-    # (`adjust.train.checkpointing.setting_defaults`): samplers before `positions` had none.
-    OLD_BEHAVIOUR: ClassVar[dict] = {"positions": 0}
+    # (`adjust.train.checkpointing.setting_defaults`): samplers before `positions` had none, and
+    # runs before `adam_beta2` used torch's AdamW default.
+    OLD_BEHAVIOUR: ClassVar[dict] = {"positions": 0, "adam_beta2": 0.999}
 
     rollout: int = 3
     budget: int = 400_000
@@ -81,6 +85,7 @@ class SamplerTrainConfig:
     rollout_mix: bool = False
     sampler_inputs: str = "auto"
     positions: int = 16
+    adam_beta2: float = 0.95
     seed: int = 0
 
     def resolved(self) -> "SamplerTrainConfig":

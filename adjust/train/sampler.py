@@ -139,7 +139,7 @@ def sampler_optimizer(sampler: AdjustSampler, cfg: SamplerTrainConfig) -> torch.
         gate = sampler.norm_out.weight
         groups = [{"params": [p for p in params if p is not gate], "lr_scale": 1.0},
                   {"params": [gate], "lr_scale": cfg.gate_lr_scale}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, cfg.adam_beta2))
 
 
 def group_lr_scale(scale: float, step: int, cfg: SamplerTrainConfig) -> float:
@@ -253,6 +253,8 @@ def train_sampler(
         if not 0 <= getattr(cfg, name) <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
     check_positions(cfg.positions)  # before an inputs race starts
+    if not 0 <= cfg.adam_beta2 < 1:
+        raise ValueError(f"adam_beta2 must be in [0, 1), got {cfg.adam_beta2}")
     if cfg.kl_weight not in KL_WEIGHTS:
         raise ValueError(f"kl_weight must be one of {KL_WEIGHTS}, got {cfg.kl_weight!r}")
     if cfg.rollout_mix and cfg.deep > 0:
