@@ -251,78 +251,57 @@ def _as_recorded_before(run, setting: str) -> None:
     torch.save(state, run / "train_state.pt")
 
 
-def test_a_run_recorded_before_a_setting_existed_resumes_at_its_default(tmp_path):
+def _tiny_model_and_data(tmp_path):
+    model = tiny_mdlm(vocab_size=12, sharpen=3.0)
+    generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=30, gen_length=6),
+                          progress=False)
+    return model, load_trajectories(tmp_path / "d")
+
+
+_TINY_RUN = dict(steps=6, batch_size=4, eval_every=3, heldout_examples=8, readout_prompts=0, sampler_inputs="all")
+
+
+@pytest.mark.parametrize("setting, old, other", [("kl_weight", "position", "state"),  # added as its default
+                                                 ("positions", 0, 16),  # OLD_BEHAVIOUR: the default changed
+                                                 ("adam_beta2", 0.999, 0.95)])
+def test_a_run_recorded_before_a_setting_existed_resumes_with_its_old_behaviour_only(tmp_path, setting, old, other):
     """A run interrupted under an older version, whose job record and training state lack a setting added since,
-    resumes to the same weights when that setting is left at its default (the old behaviour), and is refused
-    when it is given another value."""
-    model = tiny_mdlm(vocab_size=12, sharpen=3.0)
-    generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=30, gen_length=6),
-                          progress=False)
-    tr = load_trajectories(tmp_path / "d")
-    cfg = SamplerTrainConfig(steps=6, batch_size=4, eval_every=3, heldout_examples=8, readout_prompts=0,
-                             sampler_inputs="all")
+    reads it as the old behaviour: it resumes with that value to the same weights as an uninterrupted run, and
+    any other value (for `positions` and `adam_beta2`, today's default) is refused, naming the setting."""
+    assert setting not in SamplerTrainConfig.OLD_BEHAVIOUR or SamplerTrainConfig.OLD_BEHAVIOUR[setting] == old
+    model, tr = _tiny_model_and_data(tmp_path)
+    cfg = SamplerTrainConfig(**_TINY_RUN, **{setting: old})
     a = train_sampler(model, tr, tmp_path / "a", cfg, progress=False)
     train_sampler(model, tr, tmp_path / "b", cfg, progress=False, stop_after=2)
-    _as_recorded_before(tmp_path / "b", "kl_weight")
-    with pytest.raises(ValueError, match="kl_weight: 'position' recorded, 'state' given"):
-        train_sampler(model, tr, tmp_path / "b", replace(cfg, kl_weight="state"), progress=False)
+    _as_recorded_before(tmp_path / "b", setting)
+    with pytest.raises(ValueError, match=f"{setting}: {old!r} recorded, {other!r} given"):
+        train_sampler(model, tr, tmp_path / "b", replace(cfg, **{setting: other}), progress=False)
     b = train_sampler(model, tr, tmp_path / "b", cfg, progress=False)
     for k, v in a.state_dict().items():
         assert torch.allclose(v, b.state_dict()[k], atol=1e-6), k
 
 
-def test_a_run_from_before_absolute_positions_resumes_without_them_and_only_so(tmp_path):
-    """`positions` came with a default (16) that is not the old behaviour (none): a run recorded before it
-    reads it as 0, so resuming it with the new default is refused, naming the setting, and with 0 it resumes
-    to the same weights as an uninterrupted run without positions."""
-    model = tiny_mdlm(vocab_size=12, sharpen=3.0)
-    generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=30, gen_length=6),
-                          progress=False)
-    tr = load_trajectories(tmp_path / "d")
-    cfg = SamplerTrainConfig(steps=6, batch_size=4, eval_every=3, heldout_examples=8, readout_prompts=0,
-                             sampler_inputs="all", positions=0)
-    a = train_sampler(model, tr, tmp_path / "a", cfg, progress=False)
-    assert a.pos_proj is None
-    train_sampler(model, tr, tmp_path / "b", cfg, progress=False, stop_after=2)
-    _as_recorded_before(tmp_path / "b", "positions")
-    with pytest.raises(ValueError, match="positions: 0 recorded, 16 given"):
-        train_sampler(model, tr, tmp_path / "b", replace(cfg, positions=16), progress=False)
-    b = train_sampler(model, tr, tmp_path / "b", cfg, progress=False)
-    for k, v in a.state_dict().items():
-        assert torch.allclose(v, b.state_dict()[k], atol=1e-6), k
-    # the default trains g with positions: their projection is learned, and saved
-    c = train_sampler(model, tr, tmp_path / "c", replace(cfg, positions=SamplerTrainConfig().positions), progress=False)
+def test_the_default_trains_absolute_positions_and_saves_them(tmp_path):
+    model, tr = _tiny_model_and_data(tmp_path)
+    assert train_sampler(model, tr, tmp_path / "a", SamplerTrainConfig(**_TINY_RUN, positions=0),
+                         progress=False).pos_proj is None
+    c = train_sampler(model, tr, tmp_path / "c", SamplerTrainConfig(**_TINY_RUN), progress=False)
     assert c.position_frequencies == 16 and c.pos_proj.weight.abs().sum() > 0
     assert AdjustSampler.from_pretrained(tmp_path / "c").position_frequencies == 16
 
 
-def test_a_run_from_before_adam_beta2_resumes_with_torchs_default_and_only_so(tmp_path):
-    """`adam_beta2` came with a default (0.95) that is not the old behaviour (torch's 0.999): a run recorded
-    before it resumes only with 0.999, to the same weights as an uninterrupted run with it; the optimizer
-    runs the value the settings give, and a value outside [0, 1) is refused."""
-    model = tiny_mdlm(vocab_size=12, sharpen=3.0)
-    generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=30, gen_length=6),
-                          progress=False)
-    tr = load_trajectories(tmp_path / "d")
-    cfg = SamplerTrainConfig(steps=6, batch_size=4, eval_every=3, heldout_examples=8, readout_prompts=0,
-                             sampler_inputs="all", adam_beta2=0.999)
-    a = train_sampler(model, tr, tmp_path / "a", cfg, progress=False)
-    train_sampler(model, tr, tmp_path / "b", cfg, progress=False, stop_after=2)
-    assert torch.load(tmp_path / "b" / "train_state.pt", weights_only=False)["optimizer"]["param_groups"][0]["betas"] \
-        == (0.9, 0.999)
-    _as_recorded_before(tmp_path / "b", "adam_beta2")
-    with pytest.raises(ValueError, match="adam_beta2: 0.999 recorded, 0.95 given"):
-        train_sampler(model, tr, tmp_path / "b", replace(cfg, adam_beta2=0.95), progress=False)
-    b = train_sampler(model, tr, tmp_path / "b", cfg, progress=False)
-    for k, v in a.state_dict().items():
-        assert torch.allclose(v, b.state_dict()[k], atol=1e-6), k
-    # another second-moment decay trains other weights
-    c = train_sampler(model, tr, tmp_path / "c", replace(cfg, adam_beta2=SamplerTrainConfig().adam_beta2),
-                      progress=False)
+def test_the_optimizer_runs_the_given_adam_beta2_and_refuses_one_outside_0_1(tmp_path):
+    model, tr = _tiny_model_and_data(tmp_path)
+    a = train_sampler(model, tr, tmp_path / "a", SamplerTrainConfig(**_TINY_RUN, adam_beta2=0.999), progress=False)
+    assert SamplerTrainConfig().adam_beta2 == 0.95
+    c = train_sampler(model, tr, tmp_path / "c", SamplerTrainConfig(**_TINY_RUN), progress=False)
+    for run, beta2 in (("a", 0.999), ("c", 0.95)):
+        state = torch.load(tmp_path / run / "train_state.pt", weights_only=False)
+        assert state["optimizer"]["param_groups"][0]["betas"] == (0.9, beta2)
     assert any(not torch.allclose(v, c.state_dict()[k]) for k, v in a.state_dict().items())
     for bad in (1.0, -0.1):
         with pytest.raises(ValueError, match="adam_beta2 must be in"):
-            train_sampler(model, tr, tmp_path / "e", replace(cfg, adam_beta2=bad), progress=False)
+            train_sampler(model, tr, tmp_path / "e", SamplerTrainConfig(**_TINY_RUN, adam_beta2=bad), progress=False)
 
 
 def _two_sentences():
@@ -338,11 +317,12 @@ def test_trained_sampler_stops_parallel_mixing_on_a_toy_joint(tmp_path):
     model, s1, s2 = _two_sentences()
     generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=256, gen_length=6,
                                                                           shard_size=256), progress=False)
-    # the paper's teacher-forced objective: with the default on-policy pool, 400 steps leave 8.6% mixed here
-    cfg = SamplerTrainConfig(rollout=3, steps=400, batch_size=32, lr=3e-3, eval_every=400, windows=1,
-                             on_policy=0.0)
+    # the paper's teacher-forced objective and g: 800 steps leave 0.3-0.4% mixed over two seeds (with AdamW's
+    # beta2 0.999, 2%; 400 steps: 5-10%)
+    cfg = SamplerTrainConfig(rollout=3, steps=800, batch_size=32, lr=3e-3, eval_every=800, windows=1,
+                             on_policy=0.0, sampler_inputs="all")
     g = train_sampler(model, load_trajectories(tmp_path / "d"), tmp_path / "s", cfg, progress=False)
-    assert g.extra["heldout_kl"] < 0.2 * g.extra["parallel_kl"]
+    assert g.extra["heldout_kl"] < 0.01 * g.extra["parallel_kl"]
 
     def mixed(sampler):
         out = adjust.generate(model, batch_size=1000, K=2, sampler=sampler, max_new_tokens=6, seed=1)
@@ -350,7 +330,7 @@ def test_trained_sampler_stops_parallel_mixing_on_a_toy_joint(tmp_path):
 
     par, adj = mixed(None), mixed(g)
     assert par > 0.4  # product of marginals mixes the sentences half the time
-    assert adj < 0.05
+    assert adj < 0.02
 
 
 def test_the_saved_sampler_is_the_best_readout(tmp_path, monkeypatch):
