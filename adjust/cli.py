@@ -249,9 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {d.gate_lr_fade})")
     p.add_argument("--sampler-inputs", choices=("auto", "all", "new"), default=d.sampler_inputs,
                    help="tokens the sampler embeds: 'new' = only those committed since the step's base forward "
-                        "(others read as MASK), 'all' = every token, the paper's g; 'auto' = both train the first "
-                        "evaluation interval and 'new' is kept only if its held-out KL is clearly lower "
-                        f"(default {d.sampler_inputs})")
+                        "(others read as MASK), 'all' = every token, the paper's g; 'auto' = both train to the first "
+                        "evaluation (the second without a lead there) and the one with a held-out KL 20%% below the "
+                        f"other's is kept, else 'all' (default {d.sampler_inputs})")
     p.add_argument("--sampler-positions", type=int, default=d.positions,
                    help="sinusoid frequencies of the absolute positions added to the sampler's input (a block that "
                         "must mirror another needs them: RoPE alone gives relative positions); 0 = none, the "

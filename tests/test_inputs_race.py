@@ -10,17 +10,21 @@ import torch
 from adjust.info import describe
 from adjust.sampler import AdjustSampler
 from adjust.train.config import SamplerTrainConfig
-from adjust.train.inputs_race import RACE_MARGIN, choose, race_record
+from adjust.train import inputs_race
+from adjust.train.inputs_race import RACE_INTERVALS, RACE_MARGIN, choose, race_record
 from adjust.train.sampler import train_sampler
 from adjust.train.trajectories import TrajectorySettings, generate_trajectories, load_trajectories
 from conftest import tiny_mdlm
 
 
-def test_new_is_kept_only_when_clearly_better():
+def test_a_lead_decides_and_without_one_all_is_kept_at_the_last_evaluation():
     assert choose({"all": 0.20, "new": 0.10}) == "new"
     assert choose({"all": 0.20, "new": 0.99 * RACE_MARGIN * 0.20}) == "new"
     assert choose({"all": 0.20, "new": 1.01 * RACE_MARGIN * 0.20}) == "all"
     assert choose({"all": 0.16, "new": 0.24}) == "all"  # mirror's second run (docs/training.md)
+    assert choose({"all": 0.0650, "new": 0.0636}, last=False) is None  # mirror at step 195: race on
+    assert choose({"all": 0.0061, "new": 0.0206}, last=False) == "all"  # ... and at step 390
+    assert choose({"all": 0.20, "new": 0.99 * RACE_MARGIN * 0.20}, last=False) == "new"
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +44,10 @@ def test_a_raced_run_is_the_run_of_the_chosen_input(setup):
     model, traj, tmp = setup
     g = train_sampler(model, traj, tmp / "auto", _cfg("auto"), progress=False)
     race = race_record(tmp / "auto")
-    assert race["chosen"] == g.inputs == choose(race["heldout_kl"]) and race["step"] == 2 and race["raced"]
+    steps = [2 * (i + 1) for i in range(RACE_INTERVALS)]  # the race's evaluations (eval_every 2)
+    assert race["raced"] and race["step"] == race["history"][-1]["step"] in steps
+    assert race["chosen"] == g.inputs == choose(race["heldout_kl"], last=race["step"] == steps[-1])
+    assert all(choose(e["heldout_kl"], last=False) is None for e in race["history"][:-1])
     assert not (tmp / "auto" / "race").exists()
     plain = train_sampler(model, traj, tmp / "plain", _cfg(g.inputs), progress=False)
     for (name, a), (_, b) in zip(g.state_dict().items(), plain.state_dict().items()):
@@ -64,15 +71,44 @@ def test_a_finished_race_is_not_run_again(setup):
     assert [json.loads(x) for x in after.splitlines()][-1]["step"] == 8
 
 
-def test_an_interrupted_race_starts_over(setup):
+def test_an_interrupted_race_run_resumes_to_its_evaluation(setup):
     model, traj, tmp = setup
     out = tmp / "stopped"
     train_sampler(model, traj, out / "race" / "all", _cfg("all"), progress=False, stop_after=1)  # before its evaluation
     g = train_sampler(model, traj, out, _cfg("auto"), progress=False)
-    ref = train_sampler(model, traj, tmp / "ref", _cfg("all"), progress=False, stop_after=2)
+    train_sampler(model, traj, tmp / "ref", _cfg("all"), progress=False, stop_after=2)
     first = next(json.loads(x) for x in (tmp / "ref" / "train_log.jsonl").read_text().splitlines() if '"step": 2' in x)
-    assert race_record(out)["heldout_kl"]["all"] == first["heldout_kl"]  # re-run from step 0, not from step 1
+    assert race_record(out)["history"][0]["heldout_kl"]["all"] == first["heldout_kl"]  # as if never stopped
     assert g.inputs == race_record(out)["chosen"]
+
+
+def test_without_a_lead_both_race_on_and_all_is_kept(setup, monkeypatch, capsys):
+    model, traj, tmp = setup
+    monkeypatch.setattr(inputs_race, "RACE_MARGIN", 0.0)  # no lead is ever taken
+    out = tmp / "no-lead"
+    # "all" stopped inside the second interval (evaluated at step 2, checkpoint at step 3): it resumes from there
+    train_sampler(model, traj, out / "race" / "all", _cfg("all"), progress=False, stop_after=3)
+    g = train_sampler(model, traj, out, _cfg("auto"), progress=False)
+    race = race_record(out)
+    assert race["chosen"] == g.inputs == "all" and race["step"] == 2 * RACE_INTERVALS
+    assert [e["step"] for e in race["history"]] == [2 * (i + 1) for i in range(RACE_INTERVALS)]
+    assert "no lead at step 2" in capsys.readouterr().err
+    plain = train_sampler(model, traj, tmp / "no-lead-plain", _cfg("all"), progress=False)
+    for (name, a), (_, b) in zip(g.state_dict().items(), plain.state_dict().items()):
+        assert torch.equal(a, b), name
+    logs = [[json.loads(x) for x in (d / "train_log.jsonl").read_text().splitlines()] for d in (out, tmp / "no-lead-plain")]
+    assert [r["heldout_kl"] for r in logs[0] if "step" in r] == [r["heldout_kl"] for r in logs[1] if "step" in r]
+
+
+def test_a_lead_at_the_second_evaluation_keeps_that_input(setup, monkeypatch):
+    model, traj, tmp = setup
+    # a rule that leads nowhere at step 2 and for "new" at step 4: the run is then "new"'s, from its step 4
+    monkeypatch.setattr(inputs_race, "choose", lambda kl, last=True: "new" if last else None)
+    g = train_sampler(model, traj, tmp / "late", _cfg("auto"), progress=False)
+    race = race_record(tmp / "late")
+    assert g.inputs == race["chosen"] == "new" and race["step"] == 4 and len(race["history"]) == 2
+    plain = train_sampler(model, traj, tmp / "late-plain", _cfg("new"), progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(), plain.state_dict().values()))
 
 
 def test_auto_resumes_a_folder_of_an_explicit_run_with_its_inputs(setup):

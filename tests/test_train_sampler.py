@@ -366,11 +366,11 @@ def test_evaluations_run_every_interval_and_at_the_end_but_not_twice_at_the_end(
     cfg = SamplerTrainConfig(budget=400_000).resolved()
     assert (cfg.steps, cfg.eval_every) == (1563, 195)
     assert [s for s in range(1, cfg.steps + 1) if cfg.evaluates_after(s)] == [195 * i for i in range(1, 8)] + [1563]
-    assert cfg.first_evaluation() == 195
+    assert cfg.evaluations() == [195 * i for i in range(1, 8)] + [1563]
     even = SamplerTrainConfig(steps=1600, batch_size=8).resolved()  # the last interval's evaluation is the last one
-    assert [s for s in range(1, 1601) if even.evaluates_after(s)] == [200 * i for i in range(1, 9)]
+    assert [s for s in range(1, 1601) if even.evaluates_after(s)] == [200 * i for i in range(1, 9)] == even.evaluations()
     late = SamplerTrainConfig(steps=10, batch_size=8, eval_every=7).resolved()
-    assert [s for s in range(1, 11) if late.evaluates_after(s)] == [10] and late.first_evaluation() == 10
+    assert [s for s in range(1, 11) if late.evaluates_after(s)] == [10] and late.evaluations() == [10]
     # and the run logs exactly those evaluations
     model = tiny_mdlm(vocab_size=12, sharpen=3.0)
     generate_trajectories(model, None, tmp_path / "d", TrajectorySettings(num_sequences=24, gen_length=5),

@@ -46,8 +46,8 @@ class SamplerTrainConfig:
         trained, each with the same weight; False = every step unrolls R passes, loss summed (the paper's).
     sampler_inputs: the tokens the sampler embeds (`adjust.sampler`): "new" = only those committed
         since the step's base forward, every other position as MASK; "all" = every current token
-        (the paper's g); "auto" = both train the first evaluation interval and "new" is kept only
-        when it learns clearly faster (`adjust.train.inputs_race`).
+        (the paper's g); "auto" = both train to the first evaluation, and to the second when neither
+        leads there; the one with a clear lead is kept, else "all" (`adjust.train.inputs_race`).
     positions: sinusoid frequencies of the absolute positions added to g's layer input
         (`adjust.sampler`); 0 = none, the paper's g.
     adam_beta2: AdamW's second-moment decay. 0.95 (not torch's 0.999) keeps the step size in line when
@@ -107,6 +107,6 @@ class SamplerTrainConfig:
             return True
         return step % self.eval_every == 0 and 2 * (self.steps - step) >= self.eval_every
 
-    def first_evaluation(self) -> int:
-        """The step of a resolved run's first evaluation."""
-        return self.eval_every if self.eval_every < self.steps and self.evaluates_after(self.eval_every) else self.steps
+    def evaluations(self) -> list[int]:
+        """The steps after which a resolved run evaluates, in order (the last one is ``steps``)."""
+        return [s for s in range(self.eval_every, self.steps, self.eval_every) if self.evaluates_after(s)] + [self.steps]

@@ -240,8 +240,8 @@ def train_sampler(
     evaluations while the teacher-forced KL does not move, so the last weights are not
     always the best ones. (`train_state.pt` holds the current weights, to resume.)
     With ``cfg.sampler_inputs="auto"`` (the default) the tokens g embeds are chosen first by a race
-    over the first evaluation interval (`adjust.train.inputs_race`); `stop_after` counts the steps
-    after it.
+    over the first one or two evaluation intervals (`adjust.train.inputs_race`); `stop_after` counts
+    the steps after it.
     """
     cfg = (cfg or SamplerTrainConfig()).resolved()
     rank = rank or Rank()
