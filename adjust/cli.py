@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from adjust.data.testbed import TESTBEDS
-from adjust.train.config import KL_WEIGHTS, SamplerTrainConfig
+from adjust.train.config import CPU_PRECISIONS, KL_WEIGHTS, SamplerTrainConfig
 
 WINDOW_USES = 4  # the default `adjust data --n`: uses of each training window in a --budget run
 MIN_TRAJECTORIES = 1000
@@ -259,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adam-beta2", type=float, default=d.adam_beta2,
                    help="AdamW's second-moment decay; torch's 0.999 let the step size lag the gradient's scale "
                         f"and left some runs on a loss spike (default {d.adam_beta2})")
+    p.add_argument("--cpu-precision", choices=CPU_PRECISIONS, default=d.cpu_precision,
+                   help="a CPU run's training forwards: 'bf16' autocast (weights, losses, held-out KL and readout stay "
+                        "fp32; ~1.4-1.9x faster steps on the testbeds), 'fp32', or 'auto' = bf16 where the CPU "
+                        f"multiplies bf16 natively; CUDA runs always use bf16 autocast (default {d.cpu_precision})")
     p.add_argument("--gate-init", type=float, default=d.gate_init,
                    help="starting value of that gate; 0 = a fresh sampler is exactly naive parallel sampling "
                         f"(default {d.gate_init})")
@@ -589,7 +593,7 @@ def cmd_train_sampler(args) -> None:
                              reverse=args.reverse, kl_weight=args.kl_weight, gate_lr_scale=args.gate_lr_scale,
                              gate_lr_fade=args.gate_lr_fade, gate_init=args.gate_init, deep=args.deep, rollout_mix=args.rollout_mix,
                              sampler_inputs=args.sampler_inputs, positions=args.sampler_positions,
-                             adam_beta2=args.adam_beta2,
+                             adam_beta2=args.adam_beta2, cpu_precision=args.cpu_precision,
                              eval_every=args.eval_every,
                              readout_prompts=args.readout_prompts, seed=args.seed).resolved()
     if rank.is_main:

@@ -6,6 +6,19 @@ from dataclasses import dataclass, replace
 from typing import ClassVar
 
 KL_WEIGHTS = ("position", "state")  # SamplerTrainConfig.kl_weight
+CPU_PRECISIONS = ("auto", "bf16", "fp32")  # SamplerTrainConfig.cpu_precision
+
+
+def cpu_bf16_default() -> str:
+    """What ``cpu_precision="auto"`` means on this machine: "bf16" where oneDNN multiplies bf16 natively (there
+    a bf16 matmul is ~5x an fp32 one at the testbeds' shapes), "fp32" where bf16 would be emulated, slower."""
+    import torch  # here, not at the top: the CLI shows the defaults without importing torch
+
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without that query: take the safe one
+        native = False
+    return "bf16" if native else "fp32"
 
 
 @dataclass
@@ -53,12 +66,16 @@ class SamplerTrainConfig:
     adam_beta2: AdamW's second-moment decay. 0.95 (not torch's 0.999) keeps the step size in line when
         the gradient's scale changes fast — as the run leaves the parallel plateau and the on-policy pool is
         refreshed; with 0.999 those moments made loss spikes that some seeds never recovered from.
+    cpu_precision: the forward passes of a CPU run (base targets, sampler passes, the on-policy pool's
+        generation): "bf16" = under bf16 autocast, as every CUDA run (weights, optimizer, losses, the
+        held-out KL and the readout stay fp32); "fp32" = none; "auto" (resolved by `resolved()`) = bf16
+        where the CPU multiplies bf16 natively (AVX512-BF16 / AMX), else fp32.
     """
 
     # What a run recorded before a setting existed reads it as, where that is not the setting's default
     # (`adjust.train.checkpointing.setting_defaults`): samplers before `positions` had none, and
-    # runs before `adam_beta2` used torch's AdamW default.
-    OLD_BEHAVIOUR: ClassVar[dict] = {"positions": 0, "adam_beta2": 0.999}
+    # runs before `adam_beta2` used torch's AdamW default, CPU runs before `cpu_precision` ran in fp32.
+    OLD_BEHAVIOUR: ClassVar[dict] = {"positions": 0, "adam_beta2": 0.999, "cpu_precision": "fp32"}
 
     rollout: int = 3
     budget: int = 400_000
@@ -86,18 +103,21 @@ class SamplerTrainConfig:
     sampler_inputs: str = "auto"
     positions: int = 16
     adam_beta2: float = 0.95
+    cpu_precision: str = "auto"
     seed: int = 0
 
     def resolved(self) -> "SamplerTrainConfig":
         """A copy with every derived field set: batch 256 (less for tiny budgets, so a run keeps
-        ≥ 400 steps), steps = budget / batch, warm-up 5% of the steps, 8 evaluations."""
+        ≥ 400 steps), steps = budget / batch, warm-up 5% of the steps, 8 evaluations, ``cpu_precision``
+        "auto" as this machine's CPU reads it."""
         batch = self.batch_size or min(256, max(8, self.budget // 400))
         steps = self.steps or max(1, -(-self.budget // batch))
         return replace(self, batch_size=batch, steps=steps, budget=batch * steps,
                        warmup=self.warmup if self.warmup is not None else max(1, steps // 20),
                        eval_every=self.eval_every or max(1, steps // 8),
                        pool_size=self.pool_size or 2 * batch,
-                       pool_every=self.pool_every or max(1, steps // 16))
+                       pool_every=self.pool_every or max(1, steps // 16),
+                       cpu_precision=cpu_bf16_default() if self.cpu_precision == "auto" else self.cpu_precision)
 
     def evaluates_after(self, step: int) -> bool:
         """Whether a resolved run evaluates after its first ``step`` steps: every ``eval_every`` steps and at

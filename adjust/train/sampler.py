@@ -29,7 +29,7 @@ from adjust.models.adapter import DiffusionLMAdapter, as_adapter
 from adjust.progress import progress_bar
 from adjust.sampler import INPUTS, AdjustSampler, check_positions
 from adjust.train.checkpointing import LENGTH_FIELDS, GracefulStop, load_state, save_state, setting_defaults
-from adjust.train.config import KL_WEIGHTS, SamplerTrainConfig
+from adjust.train.config import CPU_PRECISIONS, KL_WEIGHTS, SamplerTrainConfig
 from adjust.train.distributed import Rank
 from adjust.train.readiness import ReadinessProbe, readout_Ks
 from adjust.train.rollouts import rollout_states, self_generated
@@ -228,7 +228,8 @@ def train_sampler(
     `rank` (from `Rank.from_env()` under torchrun) splits each batch over the ranks
     (see `adjust.train.distributed`); rank 0 alone writes the log and checkpoints,
     and every rank resumes from them, so `out_dir` must be on a shared filesystem.
-    On CUDA the forward passes run under bf16 autocast (KLs in fp32).
+    On CUDA, and on CPU with ``cfg.cpu_precision`` "bf16", the training forwards run under bf16 autocast
+    (KLs, weights and optimizer in fp32; the held-out KL and the readout in the model's dtype).
     Identity (`adjust.jobstate`): `traj` must come from `model` (by weight fingerprint,
     unless `allow_base_mismatch`: the same base re-saved), a resumed run must have the
     same base, data and settings; a larger `cfg.steps` extends a complete run. A stop
@@ -255,6 +256,8 @@ def train_sampler(
     check_positions(cfg.positions)  # before an inputs race starts
     if not 0 <= cfg.adam_beta2 < 1:
         raise ValueError(f"adam_beta2 must be in [0, 1), got {cfg.adam_beta2}")
+    if cfg.cpu_precision not in CPU_PRECISIONS[1:]:
+        raise ValueError(f"cpu_precision must be one of {CPU_PRECISIONS}, got {cfg.cpu_precision!r}")
     if cfg.kl_weight not in KL_WEIGHTS:
         raise ValueError(f"kl_weight must be one of {KL_WEIGHTS}, got {cfg.kl_weight!r}")
     if cfg.rollout_mix and cfg.deep > 0:
@@ -332,7 +335,9 @@ def _train(model, traj: Trajectories, out: Path, cfg: SamplerTrainConfig, progre
         return (sum(p[0].item() for p in pairs) / len(pairs), sum(p[1].item() for p in pairs) / len(pairs))
 
     progress = progress and rank.is_main
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=adapter.device.type == "cuda")
+    autocast = torch.autocast(adapter.device.type, dtype=torch.bfloat16,
+                              enabled=adapter.device.type == "cuda"
+                              or (adapter.device.type == "cpu" and cfg.cpu_precision == "bf16"))
     bar = progress_bar(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train-sampler",
                        disable=not progress)
     sampler.train()
