@@ -236,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--focus", type=float, default=d.focus,
                    help=f"weight on the positions about to be committed, 0 = the paper's mean (default {d.focus})")
     p.add_argument("--reverse", type=float, default=d.reverse,
-                   help=f"weight of the reverse KL(q || p) in the loss, 0 = the paper's forward KL (default {d.reverse})")
+                   help="weight of the reverse KL(q || p) in the loss, 0 = the paper's forward KL(p || q); the held-out "
+                        f"KL reported is the same mixture (default {d.reverse})")
     p.add_argument("--kl-weight", choices=KL_WEIGHTS, default=d.kl_weight,
                    help="how a pass's KL is averaged: 'position' = every masked position of the batch alike (the "
                         "paper's), 'state' = every state alike, each the mean over its own masked positions "

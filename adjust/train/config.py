@@ -36,7 +36,8 @@ class SamplerTrainConfig:
         unmasking rule is about to commit (see `rollout_kl`); 0 = the paper's objective.
     reverse: weight of the reverse KL(q ‖ p) in the objective (0 = the paper's forward KL(p ‖ q);
         1 = reverse only): the reverse KL is what the readout's joint KL measures, and it
-        punishes mass on tokens the base rules out, which forward KL barely does.
+        punishes mass on tokens the base rules out, which forward KL barely does. The held-out KL the run
+        reports (and the inputs race compares) is this same mixture, for the sampler and for parallel.
     kl_weight: how a pass's KL is averaged over the batch: "position" = every masked position alike,
         so a state weighs as many times as it has masked positions (the paper's); "state" = every
         state alike, each the mean KL over its own masked positions. Generation commits one token per

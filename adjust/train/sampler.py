@@ -4,7 +4,8 @@ One example: a trajectory, a step t, and the next R states x_{t+1..t+R} (R = rol
 K − 1 at inference). Targets p_j = softmax(W f(x_{t+j})) come from the frozen base;
 the sampler is unrolled with teacher forcing, ĥ_0 = f(x_t), ĥ_j = g(ĥ_{j−1}, x_{t+j}),
 q_j = softmax(W ĥ_j), and the loss is Σ_j mean over the positions still masked in
-x_{t+j} of KL(p_j ‖ q_j) (forward KL, the paper's objective). The mask token is
+x_{t+j} of KL(p_j ‖ q_j) (forward KL, the paper's objective; `SamplerTrainConfig.reverse` mixes in
+the reverse KL(q_j ‖ p_j)). The mask token is
 excluded from both distributions, as it is at sampling time.
 
 The *parallel baseline* of the same loss (q_j = softmax(W f(x_t)), i.e. an
