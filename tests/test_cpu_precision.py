@@ -42,16 +42,16 @@ def test_low_precision_attention_on_cpu_is_fp32_attention_of_the_same_inputs(dty
         assert torch.allclose(low.grad.float(), full.grad, atol=2e-2, rtol=2e-2)
 
 
-def test_auto_resolves_to_what_this_cpu_multiplies_natively(monkeypatch):
-    assert SamplerTrainConfig().cpu_precision == "auto"
-    assert SamplerTrainConfig().resolved().cpu_precision == cpu_bf16_default() in CPU_PRECISIONS[1:]
+def test_fp32_is_the_default_and_auto_resolves_to_what_this_cpu_multiplies_natively(monkeypatch):
+    assert SamplerTrainConfig().resolved().cpu_precision == "fp32"  # the default: opt in to bf16
+    assert SamplerTrainConfig(cpu_precision="auto").resolved().cpu_precision == cpu_bf16_default() in CPU_PRECISIONS[1:]
     assert SamplerTrainConfig(cpu_precision="fp32").resolved().cpu_precision == "fp32"
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
     assert config_module.cpu_bf16_default() == "fp32"
-    assert SamplerTrainConfig().resolved().cpu_precision == "fp32"
+    assert SamplerTrainConfig(cpu_precision="auto").resolved().cpu_precision == "fp32"
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     assert SamplerTrainConfig(cpu_precision="bf16").resolved().cpu_precision == "bf16"
-    assert SamplerTrainConfig().resolved().cpu_precision == "bf16"
+    assert SamplerTrainConfig(cpu_precision="auto").resolved().cpu_precision == "bf16"
 
 
 def test_a_bf16_run_trains_the_same_sampler_to_bf16_accuracy_and_bad_values_are_refused(tmp_path):

@@ -136,7 +136,7 @@ def test_skipped_passes_move_h_but_carry_no_loss_or_gradient(tmp_path, inputs):
                                                (["--kl-weight", "state"], "kl_weight", "state"),
                                                (["--sampler-positions", "0"], "positions", 0),
                                                (["--adam-beta2", "0.99"], "adam_beta2", 0.99),
-                                               (["--cpu-precision", "fp32"], "cpu_precision", "fp32")])
+                                               (["--cpu-precision", "bf16"], "cpu_precision", "bf16")])
 def test_the_cli_passes_the_training_options_to_the_run(tmp_path, flag, field, value):
     from adjust.cli import main
 
@@ -269,7 +269,7 @@ _TINY_RUN = dict(steps=6, batch_size=4, eval_every=3, heldout_examples=8, readou
 def test_a_run_recorded_before_a_setting_existed_resumes_with_its_old_behaviour_only(tmp_path, setting, old, other):
     """A run interrupted under an older version, whose job record and training state lack a setting added since,
     reads it as the old behaviour: it resumes with that value to the same weights as an uninterrupted run, and
-    any other value (for `positions`, `adam_beta2` and `cpu_precision`, today's default) is refused, naming the setting."""
+    any other value (for `positions` and `adam_beta2`, today's default) is refused, naming the setting."""
     assert setting not in SamplerTrainConfig.OLD_BEHAVIOUR or SamplerTrainConfig.OLD_BEHAVIOUR[setting] == old
     model, tr = _tiny_model_and_data(tmp_path)
     cfg = SamplerTrainConfig(**_TINY_RUN, **{setting: old})
